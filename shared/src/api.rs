@@ -1,0 +1,144 @@
+//! The HTTP layer shared by the Lambda functions and the local gateway: routing, auth, JSON in
+//! and out, and the one place where errors become responses.
+
+use http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::app::App;
+use crate::auth::Principal;
+use crate::downloads::{media_status, presign_downloads};
+use crate::error::ApiError;
+use crate::uploads::presign_uploads;
+
+/// The API's routes. Each Lambda function serves some of them; the local gateway serves all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Uploads,
+    Downloads,
+    MediaStatus,
+}
+
+impl Route {
+    pub const ALL: &'static [Route] = &[Route::Uploads, Route::Downloads, Route::MediaStatus];
+}
+
+/// Match a path to a route and its path parameter.
+pub fn route<'p>(method: &Method, path: &'p str) -> Result<(Route, Option<&'p str>), ApiError> {
+    let (route, param, allowed) = match path.trim_end_matches('/') {
+        "/v1/uploads" => (Route::Uploads, None, Method::POST),
+        "/v1/downloads" => (Route::Downloads, None, Method::POST),
+        p => match p.strip_prefix("/v1/media/") {
+            Some(h) if !h.contains('/') => (Route::MediaStatus, Some(h), Method::GET),
+            _ => return Err(ApiError::not_found("no such route")),
+        },
+    };
+    if *method != allowed {
+        return Err(ApiError::method_not_allowed());
+    }
+    Ok((route, param))
+}
+
+fn parse_json<T: DeserializeOwned>(app: &App, body: &[u8]) -> Result<T, ApiError> {
+    if body.len() > app.config.limits.max_body_bytes {
+        return Err(ApiError::payload_too_large(format!(
+            "request body is larger than {} bytes",
+            app.config.limits.max_body_bytes
+        )));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(format!("body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => respond(status, body, None),
+        Err(e) => {
+            tracing::error!(error = %e, "response did not serialise");
+            error_response(&ApiError::internal())
+        }
+    }
+}
+
+fn respond(status: StatusCode, body: String, retry_after: Option<u64>) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store");
+    if let Some(secs) = retry_after {
+        builder = builder.header("retry-after", secs.to_string());
+    }
+    builder.body(Body::Text(body)).unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    respond(status, e.body(), e.retry_after)
+}
+
+fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
+    let verifier = app.tokens.as_ref().ok_or_else(|| {
+        tracing::error!("JWT_SECRET is not configured");
+        ApiError::internal()
+    })?;
+    let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    verifier.verify(header)
+}
+
+/// Serve one request. `allowed` limits the routes this entry point answers (per function).
+pub async fn handle(app: &App, req: Request, allowed: &[Route]) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let result = dispatch(app, &req, allowed).await;
+    let response = result.unwrap_or_else(|e| error_response(&e));
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Response<Body>, ApiError> {
+    let (route, param) = route(req.method(), req.uri().path())?;
+    if !allowed.contains(&route) {
+        return Err(ApiError::not_found("no such route"));
+    }
+    let who = authenticate(app, req)?;
+    let now = OffsetDateTime::now_utc();
+    let body = req.body().as_ref();
+    Ok(match route {
+        Route::Uploads => json_response(StatusCode::OK, &presign_uploads(app, &who, parse_json(app, body)?, now).await?),
+        Route::Downloads => {
+            json_response(StatusCode::OK, &presign_downloads(app, &who, parse_json(app, body)?, now).await?)
+        }
+        Route::MediaStatus => json_response(StatusCode::OK, &media_status(app, &who, param.unwrap_or_default()).await?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::POST, "/v1/uploads").unwrap().0, Route::Uploads);
+        assert_eq!(route(&Method::GET, "/v1/media/abc").unwrap(), (Route::MediaStatus, Some("abc")));
+        assert_eq!(route(&Method::GET, "/v1/uploads").unwrap_err().status, 405);
+        assert_eq!(route(&Method::GET, "/v1/media/a/b").unwrap_err().status, 404);
+        assert_eq!(route(&Method::GET, "/nope").unwrap_err().status, 404);
+    }
+}

@@ -1,0 +1,85 @@
+//! Everything a handler needs, built once per Lambda instance (or once by the local gateway).
+
+use std::sync::Arc;
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+
+use crate::auth::TokenVerifier;
+use crate::config::{Config, ConfigError};
+use crate::error::StoreError;
+use crate::presign::{Credentials, Presigner, S3Endpoint};
+use crate::store::dynamo::{DynamoDecks, DynamoMedia};
+use crate::store::s3::S3Blobs;
+use crate::store::{BlobStore, DeckIndex, MediaRepo};
+
+/// Where signing credentials come from; on Lambda they rotate, so ask per request.
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync {
+    async fn credentials(&self) -> Result<Credentials, StoreError>;
+}
+
+pub struct SdkCredentials(pub SharedCredentialsProvider);
+
+#[async_trait::async_trait]
+impl CredentialSource for SdkCredentials {
+    async fn credentials(&self) -> Result<Credentials, StoreError> {
+        let c = self.0.provide_credentials().await.map_err(|e| StoreError::new("credentials", e))?;
+        Ok(Credentials {
+            access_key_id: c.access_key_id().to_string(),
+            secret_access_key: c.secret_access_key().to_string(),
+            session_token: c.session_token().map(str::to_owned),
+        })
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    pub media: Arc<dyn MediaRepo>,
+    pub decks: Arc<dyn DeckIndex>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub presigner: Presigner,
+    pub credentials: Arc<dyn CredentialSource>,
+    pub tokens: Option<TokenVerifier>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no AWS credentials provider is configured")]
+    NoCredentials,
+    #[error("{0}")]
+    Endpoint(String),
+}
+
+impl App {
+    /// Build clients from the environment (`AWS_ENDPOINT_URL_*` point them at emulators).
+    pub async fn from_env() -> Result<Self, InitError> {
+        let config = Config::from_env()?;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(config.s3_public_endpoint.is_some())
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(s3_conf);
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let creds = sdk.credentials_provider().ok_or(InitError::NoCredentials)?;
+        let endpoint = match &config.s3_public_endpoint {
+            Some(url) => S3Endpoint::path_style(url, &config.bucket).map_err(InitError::Endpoint)?,
+            None => S3Endpoint::aws(&config.bucket, &config.region),
+        };
+        Ok(Self {
+            media: Arc::new(DynamoMedia::new(dynamo.clone(), &config.media_table)),
+            decks: Arc::new(DynamoDecks::new(dynamo, &config.deck_files_table)),
+            blobs: Arc::new(S3Blobs::new(s3, &config.bucket)),
+            presigner: Presigner::new(endpoint, &config.region),
+            credentials: Arc::new(SdkCredentials(creds)),
+            tokens: config.jwt_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
+            config,
+        })
+    }
+}
+
+/// Current time as RFC 3339, the format records use.
+pub fn now_rfc3339(now: time::OffsetDateTime) -> String {
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,173 @@
+//! POST /v1/downloads and GET /v1/media/{hash}.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::app::{now_rfc3339, App};
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::hash::Sha256Hash;
+use crate::model::{MediaRecord, MediaStatus};
+use crate::policy::{is_valid_deck, normalize_filename};
+use crate::store::lookup;
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadRequest {
+    pub deck: String,
+    #[serde(default)]
+    pub filenames: Option<Vec<String>>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownloadFile {
+    pub filename: String,
+    pub hash: String,
+    pub url: String,
+    pub size: u64,
+    pub content_type: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Unavailable {
+    pub filename: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DownloadResponse {
+    pub files: Vec<DownloadFile>,
+    pub unavailable: Vec<Unavailable>,
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(after: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this API returned"))
+}
+
+pub async fn presign_downloads(
+    app: &App,
+    who: &Principal,
+    req: DownloadRequest,
+    now: OffsetDateTime,
+) -> Result<DownloadResponse, ApiError> {
+    who.require_any(&[Scope::Download])?;
+    if !is_valid_deck(&req.deck) {
+        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
+    }
+    let mut unavailable = Vec::new();
+    let (entries, next_cursor) = match req.filenames {
+        Some(names) => {
+            let max = app.config.limits.max_download_batch;
+            if names.len() > max {
+                return Err(ApiError::too_many_items(format!("filenames: at most {max} per request")));
+            }
+            let mut valid = Vec::with_capacity(names.len());
+            for name in names {
+                match normalize_filename(&name) {
+                    Ok(n) => valid.push(n),
+                    Err(_) => unavailable.push(Unavailable { filename: name, reason: "unknown" }),
+                }
+            }
+            let found = app.decks.resolve(&req.deck, &valid).await?;
+            let mut entries = Vec::with_capacity(valid.len());
+            for name in valid {
+                match found.get(&name) {
+                    Some(h) => entries.push((name, *h)),
+                    None => unavailable.push(Unavailable { filename: name, reason: "unknown" }),
+                }
+            }
+            (entries, None)
+        }
+        None => {
+            let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
+            let page = app.decks.page(&req.deck, after.as_deref(), app.config.download_page_size).await?;
+            (page.entries, page.next_after.as_deref().map(encode_cursor))
+        }
+    };
+
+    let hashes: Vec<Sha256Hash> = entries.iter().map(|(_, h)| *h).collect();
+    let records = lookup(app.media.as_ref(), &hashes).await?;
+    let creds = app.credentials.credentials().await?;
+    let ttl = app.config.url_ttl_secs;
+    let expires_at = now_rfc3339(now + time::Duration::seconds(i64::from(ttl)));
+    // Signing is per stored key; a deck may use one file under several names.
+    let mut urls: HashMap<&str, String> = HashMap::new();
+    let mut files = Vec::with_capacity(entries.len());
+    for (filename, hash) in &entries {
+        let record = records.get(hash);
+        match record {
+            Some(r @ MediaRecord { status: MediaStatus::Ready, stored_key: Some(key), .. }) => {
+                let url = urls
+                    .entry(key.as_str())
+                    .or_insert_with(|| app.presigner.get(&creds, key, now, ttl).url)
+                    .clone();
+                files.push(DownloadFile {
+                    filename: filename.clone(),
+                    hash: hash.to_hex(),
+                    url,
+                    size: r.stored_size.unwrap_or_default(),
+                    content_type: r.content_type.clone().unwrap_or_default(),
+                    expires_at: expires_at.clone(),
+                });
+            }
+            other => unavailable.push(Unavailable {
+                filename: filename.clone(),
+                reason: match other.map(|r| r.status) {
+                    Some(MediaStatus::Pending) => "pending",
+                    Some(MediaStatus::Rejected) => "rejected",
+                    _ => "missing",
+                },
+            }),
+        }
+    }
+    Ok(DownloadResponse { files, unavailable, next_cursor })
+}
+
+#[derive(Debug, Serialize)]
+pub struct MediaInfo {
+    pub hash: String,
+    pub status: MediaStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+pub async fn media_status(app: &App, who: &Principal, hash: &str) -> Result<MediaInfo, ApiError> {
+    who.require_any(&[Scope::Upload, Scope::Download])?;
+    let hash = Sha256Hash::parse(hash).map_err(|_| ApiError::bad_request("hash: 64 lowercase hex characters"))?;
+    let records = lookup(app.media.as_ref(), &[hash]).await?;
+    let r = records.get(&hash).ok_or_else(|| ApiError::not_found("no such media"))?;
+    Ok(MediaInfo {
+        hash: hash.to_hex(),
+        status: r.status,
+        reason: r.reason.map(|x| x.code()),
+        content_type: r.content_type.clone(),
+        size: r.size,
+        stored_size: r.stored_size,
+        width: r.width,
+        height: r.height,
+    })
+}

@@ -1,0 +1,26 @@
+//! The AnkiCollab media server's logic. Functions' `main.rs` files are glue around this crate.
+//!
+//! - [`policy`], [`hash`], [`sniff`], [`convert`]: pure rules about files.
+//! - [`presign`], [`auth`]: URLs and tokens.
+//! - [`store`]: storage traits and their DynamoDB/S3 adapters.
+//! - [`uploads`], [`process`], [`downloads`]: what each function does.
+//! - [`api`], [`error`]: HTTP mapping, in one place.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod downloads;
+pub mod error;
+pub mod hash;
+pub mod model;
+pub mod policy;
+pub mod presign;
+pub mod process;
+pub mod sniff;
+pub mod store;
+pub mod telemetry;
+pub mod uploads;
+
+pub use app::App;

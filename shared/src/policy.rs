@@ -1,0 +1,163 @@
+//! What we accept: identifiers, filenames and size/pixel limits. One place, used by every entry point.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Configurable limits (defaults from DESIGN.md).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_image_bytes: u64,
+    pub max_audio_bytes: u64,
+    pub max_pixels: u64,
+    /// Decoded pixels across all frames of an animation.
+    pub max_animation_pixels: u64,
+    pub max_upload_batch: usize,
+    pub max_download_batch: usize,
+    pub max_body_bytes: usize,
+    pub thumbnail_edge: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_image_bytes: 10 * 1024 * 1024,
+            max_audio_bytes: 25 * 1024 * 1024,
+            max_pixels: 50_000_000,
+            max_animation_pixels: 50_000_000,
+            max_upload_batch: 500,
+            max_download_batch: 1000,
+            max_body_bytes: 512 * 1024,
+            thumbnail_edge: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// The most any accepted file may weigh, before we know its type.
+    pub fn max_any_bytes(&self) -> u64 {
+        self.max_image_bytes.max(self.max_audio_bytes)
+    }
+
+    pub fn max_bytes_for(&self, class: MediaClass) -> u64 {
+        match class {
+            MediaClass::Image => self.max_image_bytes,
+            MediaClass::Audio => self.max_audio_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaClass {
+    Image,
+    Audio,
+}
+
+/// What a filename's extension promises. Only a hint for early refusal: process-upload decides by
+/// the bytes.
+pub fn class_from_filename(filename: &str) -> Option<MediaClass> {
+    let ext = filename.rsplit_once('.')?.1.to_ascii_lowercase();
+    match ext.as_str() {
+        "png" | "jpg" | "jpeg" | "jfif" | "gif" | "webp" | "bmp" | "tif" | "tiff" => {
+            Some(MediaClass::Image)
+        }
+        "mp3" | "ogg" | "oga" | "opus" | "wav" | "m4a" => Some(MediaClass::Audio),
+        _ => None,
+    }
+}
+
+pub const MAX_FILENAME_BYTES: usize = 120;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FilenameError {
+    #[error("filename is empty")]
+    Empty,
+    #[error("filename is longer than 120 bytes")]
+    TooLong,
+    #[error("filename contains a character Anki forbids")]
+    ForbiddenChar,
+    #[error("filename is a path component")]
+    Reserved,
+}
+
+/// Anki's media filename rules: NFC, none of `/ \ : * ? " < > |` nor control characters, at most
+/// 120 bytes. Names are normalised to NFC (what Anki itself stores) and refused otherwise, so a
+/// name has exactly one spelling everywhere.
+pub fn normalize_filename(name: &str) -> Result<String, FilenameError> {
+    let nfc: String = name.nfc().collect();
+    if nfc.is_empty() {
+        return Err(FilenameError::Empty);
+    }
+    if nfc.len() > MAX_FILENAME_BYTES {
+        return Err(FilenameError::TooLong);
+    }
+    if nfc
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|'))
+    {
+        return Err(FilenameError::ForbiddenChar);
+    }
+    if nfc == "." || nfc == ".." || nfc.trim().is_empty() {
+        return Err(FilenameError::Reserved);
+    }
+    Ok(nfc)
+}
+
+/// A deck id: 1–64 of `[A-Za-z0-9_-]`.
+pub fn is_valid_deck(deck: &str) -> bool {
+    (1..=64).contains(&deck.len())
+        && deck
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn filenames() {
+        assert_eq!(normalize_filename("cell.png").as_deref(), Ok("cell.png"));
+        // "é" as e + combining acute becomes the single NFC code point.
+        assert_eq!(normalize_filename("cafe\u{301}.mp3").as_deref(), Ok("caf\u{e9}.mp3"));
+        assert_eq!(normalize_filename(""), Err(FilenameError::Empty));
+        assert_eq!(normalize_filename("../etc/passwd"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(normalize_filename("a\\b.png"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(normalize_filename("a\0.png"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(normalize_filename("a\n.png"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(normalize_filename(".."), Err(FilenameError::Reserved));
+        assert_eq!(normalize_filename(&"a".repeat(121)), Err(FilenameError::TooLong));
+        assert!(normalize_filename(&"a".repeat(120)).is_ok());
+        // 40 three-byte characters are 120 bytes; 41 are too many.
+        assert!(normalize_filename(&"€".repeat(40)).is_ok());
+        assert_eq!(normalize_filename(&"€".repeat(41)), Err(FilenameError::TooLong));
+    }
+
+    #[test]
+    fn decks() {
+        assert!(is_valid_deck("d1"));
+        assert!(is_valid_deck(&"a".repeat(64)));
+        assert!(!is_valid_deck(&"a".repeat(65)));
+        assert!(!is_valid_deck(""));
+        assert!(!is_valid_deck("a/b"));
+        assert!(!is_valid_deck("a b"));
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(class_from_filename("a.PNG"), Some(MediaClass::Image));
+        assert_eq!(class_from_filename("a.oga"), Some(MediaClass::Audio));
+        assert_eq!(class_from_filename("a.svg"), None);
+        assert_eq!(class_from_filename("noext"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn normalized_names_are_stable_and_safe(name in "\\PC{0,60}") {
+            if let Ok(n) = normalize_filename(&name) {
+                prop_assert_eq!(normalize_filename(&n), Ok(n.clone()));
+                prop_assert!(n.len() <= MAX_FILENAME_BYTES);
+                prop_assert!(!n.contains('/') && !n.contains('\\') && !n.contains('\0'));
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! process-upload: turn an uploaded object into a stored, servable file, or a rejection.
+//!
+//! Safe to run any number of times for the same key, in any order: every step either checks what
+//! is already there or writes the same result again.
+
+use aws_lambda_events::s3::S3Event;
+use time::OffsetDateTime;
+
+use crate::app::{now_rfc3339, App};
+use crate::convert::process_image;
+use crate::error::StoreError;
+use crate::hash::Sha256Hash;
+use crate::model::{MediaStatus, RejectReason, StoredMedia};
+use crate::sniff::{sniff, Sniffed};
+use crate::store::ReadBlob;
+
+pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Ready(StoredMedia),
+    Rejected(RejectReason),
+    /// Nothing to do (a repeated event, or a key that is not an upload).
+    Skipped(&'static str),
+}
+
+/// S3 event keys are URL-encoded with `+` for spaces.
+pub fn decode_event_key(key: &str) -> Option<String> {
+    let plus_decoded = key.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_decoded).decode_utf8().ok().map(|k| k.into_owned())
+}
+
+/// Handle every record of an S3 event. A storage error fails the whole event so that it is
+/// retried; content problems are outcomes, not errors.
+pub async fn handle_s3_event(app: &App, event: &S3Event) -> Result<Vec<Outcome>, StoreError> {
+    let mut outcomes = Vec::new();
+    for record in &event.records {
+        let Some(raw) = record.s3.object.key.as_deref() else { continue };
+        let Some(key) = decode_event_key(raw) else {
+            tracing::warn!(key = raw, "event key is not valid UTF-8 once decoded");
+            outcomes.push(Outcome::Skipped("undecodable key"));
+            continue;
+        };
+        outcomes.push(process_key(app, &key, OffsetDateTime::now_utc()).await?);
+    }
+    Ok(outcomes)
+}
+
+pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Outcome, StoreError> {
+    let Some(hash) = app.config.keys.parse_upload(key) else {
+        tracing::warn!(key, "not an upload key; ignored");
+        return Ok(Outcome::Skipped("not an upload key"));
+    };
+    let now_s = now_rfc3339(now);
+    if let Some(r) = app.media.get(&hash).await? {
+        if r.status == MediaStatus::Ready && r.alias_of.is_none() {
+            // A repeated event, or a second upload of finished work: only the leftover goes.
+            app.blobs.delete(key).await?;
+            tracing::info!(%hash, "already ready");
+            return Ok(Outcome::Skipped("already ready"));
+        }
+    }
+
+    let limits = &app.config.limits;
+    let bytes = match app.blobs.read(key, limits.max_any_bytes()).await? {
+        None => return Ok(Outcome::Skipped("upload object is gone")),
+        Some(ReadBlob::TooLarge(_)) => return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await,
+        Some(ReadBlob::Bytes(b)) => b,
+    };
+    if bytes.is_empty() {
+        return reject(app, key, &hash, RejectReason::EmptyFile, &now_s).await;
+    }
+    if Sha256Hash::of(&bytes) != hash {
+        return reject(app, key, &hash, RejectReason::HashMismatch, &now_s).await;
+    }
+
+    let size = bytes.len() as u64;
+    let (stored, content_type, width, height, thumbnail) = match sniff(&bytes) {
+        Sniffed::Unsupported(what) => {
+            tracing::info!(%hash, what, "refused by magic bytes");
+            return reject(app, key, &hash, RejectReason::UnsupportedType, &now_s).await;
+        }
+        Sniffed::Audio(kind) => {
+            if size > limits.max_audio_bytes {
+                return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await;
+            }
+            (bytes, kind.content_type().to_string(), None, None, None)
+        }
+        Sniffed::Image(kind) => {
+            let limits = limits.clone();
+            // Decoding is CPU-bound and touches hostile input: keep it off the async threads, and
+            // treat a panic in a codec as a corrupt file rather than a crash.
+            let result = tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await;
+            match result {
+                Ok(Ok(p)) => (p.bytes, p.content_type.to_string(), Some(p.width), Some(p.height), Some(p.thumbnail)),
+                Ok(Err(reason)) => return reject(app, key, &hash, reason, &now_s).await,
+                Err(e) => {
+                    tracing::error!(%hash, error = %e, "image processing panicked");
+                    return reject(app, key, &hash, RejectReason::CorruptMedia, &now_s).await;
+                }
+            }
+        }
+    };
+
+    let keys = &app.config.keys;
+    let stored_hash = Sha256Hash::of(&stored);
+    let info = StoredMedia {
+        stored_key: keys.media(&hash),
+        thumb_key: thumbnail.as_ref().map(|_| keys.thumb(&hash)),
+        content_type,
+        size,
+        stored_size: stored.len() as u64,
+        stored_hash,
+        width,
+        height,
+    };
+    // Bytes first, record second: a ready record always has its object.
+    app.blobs.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
+    if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, thumbnail) {
+        app.blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
+    }
+    app.media.mark_ready(&hash, &info, &now_s).await?;
+    if stored_hash != hash {
+        app.media.put_alias(&stored_hash, &hash, &now_s).await?;
+    }
+    app.blobs.delete(key).await?;
+    tracing::info!(
+        %hash,
+        content_type = %info.content_type,
+        size = info.size,
+        stored_size = info.stored_size,
+        "stored"
+    );
+    Ok(Outcome::Ready(info))
+}
+
+async fn reject(app: &App, key: &str, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<Outcome, StoreError> {
+    app.media.mark_rejected(hash, reason, now).await?;
+    app.blobs.delete(key).await?;
+    tracing::info!(%hash, reason = reason.code(), "rejected");
+    Ok(Outcome::Rejected(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_event_keys() {
+        assert_eq!(decode_event_key("uploads/a+b%2Bc%C3%A9").as_deref(), Some("uploads/a b+cé"));
+        assert_eq!(decode_event_key("uploads/%FF"), None);
+    }
+}

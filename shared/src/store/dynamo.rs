@@ -1,0 +1,417 @@
+//! DynamoDB adapters: the media table (pk `hash`) and the deck-files table (pk `deck`, sk `filename`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::*;
+use crate::model::MediaStatus;
+
+/// BatchGetItem takes at most 100 keys, BatchWriteItem 25 items.
+const BATCH_GET: usize = 100;
+const BATCH_WRITE: usize = 25;
+/// Parallel batch calls per request.
+const PARALLEL: usize = 8;
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new("dynamodb", e)
+}
+
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(e: aws_sdk_dynamodb::error::SdkError<E>) -> StoreError {
+    let detail = e.as_service_error().and_then(|s| s.message().map(str::to_owned));
+    err(detail.unwrap_or_else(|| format!("{e:?}")))
+}
+
+fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Retries the unprocessed part of a batch call with backoff; DynamoDB returns those under load.
+async fn backoff(attempt: u32) -> Result<(), StoreError> {
+    if attempt >= 8 {
+        return Err(err("batch call kept returning unprocessed items"));
+    }
+    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct DynamoMedia {
+    client: Client,
+    table: String,
+}
+
+impl DynamoMedia {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn key(hash: &Sha256Hash) -> HashMap<String, AttributeValue> {
+        HashMap::from([("hash".to_string(), s(hash.to_hex()))])
+    }
+
+    async fn get_chunk(&self, chunk: Vec<Sha256Hash>) -> Result<Vec<MediaRecord>, StoreError> {
+        let keys: Vec<_> = chunk.iter().map(Self::key).collect();
+        let mut request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(err)?;
+        let mut out = Vec::with_capacity(chunk.len());
+        for attempt in 0.. {
+            let resp = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            if let Some(items) = resp.responses.and_then(|mut r| r.remove(&self.table)) {
+                for item in items {
+                    out.push(serde_dynamo::from_item(item).map_err(err)?);
+                }
+            }
+            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                Some(rest) if !rest.keys.is_empty() => {
+                    request = rest;
+                    backoff(attempt).await?;
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl MediaRepo for DynamoMedia {
+    async fn get(&self, hash: &Sha256Hash) -> Result<Option<MediaRecord>, StoreError> {
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        resp.item.map(|i| serde_dynamo::from_item(i).map_err(err)).transpose()
+    }
+
+    async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
+        let mut unique = hashes.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let chunks: Vec<Vec<Sha256Hash>> = unique.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
+        let records: Vec<Vec<MediaRecord>> = stream::iter(chunks)
+            .map(|c| self.get_chunk(c))
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await?;
+        Ok(records.into_iter().flatten().map(|r| (r.hash, r)).collect())
+    }
+
+    async fn begin_upload(&self, u: &PendingUpload<'_>) -> Result<BeginUpload, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&u.hash)))
+            .update_expression(
+                "SET #status = :pending, #size = :size, #uploader = :uploader, #expires = :expires, \
+                 #updated = :now, #created = if_not_exists(#created, :now), #refs = if_not_exists(#refs, :zero) \
+                 REMOVE #reason",
+            )
+            .condition_expression(
+                "attribute_not_exists(#alias) AND (attribute_not_exists(#hash) OR #status IN (:pending, :missing) \
+                 OR (#status = :rejected AND #reason IN (:retry1, :retry2)))",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#size", "size")
+            .expression_attribute_names("#uploader", "uploader")
+            .expression_attribute_names("#expires", "upload_expires_at")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#created", "created_at")
+            .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_names("#reason", "reason")
+            .expression_attribute_names("#alias", "alias_of")
+            .expression_attribute_names("#hash", "hash")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":missing", s("missing"))
+            .expression_attribute_values(":rejected", s("rejected"))
+            .expression_attribute_values(":retry1", s(RejectReason::HashMismatch.code()))
+            .expression_attribute_values(":retry2", s(RejectReason::QuotaExceeded.code()))
+            .expression_attribute_values(":size", n(u.size))
+            .expression_attribute_values(":uploader", s(u.uploader))
+            .expression_attribute_values(":expires", s(u.expires_at))
+            .expression_attribute_values(":now", s(u.now))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(BeginUpload::Started),
+            Err(e) if is_conditional_failure(&e) => {
+                // Ready, an alias, or finally rejected: say which.
+                match self.get(&u.hash).await? {
+                    Some(r) if r.status == MediaStatus::Rejected => {
+                        Ok(BeginUpload::Rejected(r.reason.unwrap_or(RejectReason::UnsupportedType)))
+                    }
+                    _ => Ok(BeginUpload::AlreadyReady),
+                }
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn mark_ready(&self, hash: &Sha256Hash, st: &StoredMedia, now: &str) -> Result<(), StoreError> {
+        let mut set = vec![
+            "#status = :ready",
+            "#stored_key = :stored_key",
+            "#content_type = :ct",
+            "#size = :size",
+            "#stored_size = :stored_size",
+            "#stored_hash = :stored_hash",
+            "#updated = :now",
+            "#created = if_not_exists(#created, :now)",
+            "#refs = if_not_exists(#refs, :zero)",
+        ];
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#stored_key", "stored_key")
+            .expression_attribute_names("#content_type", "content_type")
+            .expression_attribute_names("#size", "size")
+            .expression_attribute_names("#stored_size", "stored_size")
+            .expression_attribute_names("#stored_hash", "stored_hash")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#created", "created_at")
+            .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_names("#reason", "reason")
+            .expression_attribute_names("#expires", "upload_expires_at")
+            .expression_attribute_values(":ready", s("ready"))
+            .expression_attribute_values(":stored_key", s(&st.stored_key))
+            .expression_attribute_values(":ct", s(&st.content_type))
+            .expression_attribute_values(":size", n(st.size))
+            .expression_attribute_values(":stored_size", n(st.stored_size))
+            .expression_attribute_values(":stored_hash", s(st.stored_hash.to_hex()))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":zero", n(0));
+        if let Some(t) = &st.thumb_key {
+            set.push("#thumb = :thumb");
+            req = req.expression_attribute_names("#thumb", "thumb_key").expression_attribute_values(":thumb", s(t));
+        }
+        if let (Some(w), Some(h)) = (st.width, st.height) {
+            set.push("#w = :w");
+            set.push("#h = :h");
+            req = req
+                .expression_attribute_names("#w", "width")
+                .expression_attribute_names("#h", "height")
+                .expression_attribute_values(":w", n(w))
+                .expression_attribute_values(":h", n(h));
+        }
+        req.update_expression(format!("SET {} REMOVE #reason, #expires", set.join(", ")))
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(())
+    }
+
+    async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .update_expression(
+                "SET #status = :rejected, #reason = :reason, #updated = :now, \
+                 #created = if_not_exists(#created, :now), #refs = if_not_exists(#refs, :zero)",
+            )
+            .condition_expression("attribute_not_exists(#status) OR #status <> :ready")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#reason", "reason")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#created", "created_at")
+            .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_values(":rejected", s("rejected"))
+            .expression_attribute_values(":ready", s("ready"))
+            .expression_attribute_values(":reason", s(reason.code()))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError> {
+        let mut record = MediaRecord::new(*alias, MediaStatus::Ready);
+        record.alias_of = Some(*target);
+        record.created_at = Some(now.into());
+        record.updated_at = Some(now.into());
+        let item = serde_dynamo::to_item(&record).map_err(err)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#hash)")
+            .expression_attribute_names("#hash", "hash")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct DynamoDecks {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDecks {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    fn key(deck: &str, filename: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([("deck".to_string(), s(deck)), ("filename".to_string(), s(filename))])
+    }
+
+    async fn write_chunk(&self, mut writes: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for attempt in 0.. {
+            let resp = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, writes)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            match resp.unprocessed_items.and_then(|mut u| u.remove(&self.table)) {
+                Some(rest) if !rest.is_empty() => {
+                    writes = rest;
+                    backoff(attempt).await?;
+                }
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn resolve_chunk(&self, deck: &str, chunk: Vec<String>) -> Result<Vec<(String, Sha256Hash)>, StoreError> {
+        let keys: Vec<_> = chunk.iter().map(|f| Self::key(deck, f)).collect();
+        let mut request = KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(err)?;
+        let mut out = Vec::with_capacity(chunk.len());
+        for attempt in 0.. {
+            let resp = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for item in resp.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                out.push(entry(&item)?);
+            }
+            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                Some(rest) if !rest.keys.is_empty() => {
+                    request = rest;
+                    backoff(attempt).await?;
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn entry(item: &HashMap<String, AttributeValue>) -> Result<(String, Sha256Hash), StoreError> {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).ok_or_else(|| err(format!("deck item without {k}")));
+    let hash = Sha256Hash::parse(get("hash")?).map_err(err)?;
+    Ok((get("filename")?.clone(), hash))
+}
+
+#[async_trait]
+impl DeckIndex for DynamoDecks {
+    async fn put(&self, deck: &str, entries: &[(String, Sha256Hash)], now: &str) -> Result<(), StoreError> {
+        // BatchWriteItem refuses two writes to one key in a call: the last one wins.
+        let latest: HashMap<&str, &Sha256Hash> = entries.iter().map(|(f, h)| (f.as_str(), h)).collect();
+        let writes: Vec<WriteRequest> = latest
+            .into_iter()
+            .map(|(f, h)| {
+                let mut item = Self::key(deck, f);
+                item.insert("hash".into(), s(h.to_hex()));
+                item.insert("updated_at".into(), s(now));
+                let put = PutRequest::builder().set_item(Some(item)).build().map_err(err)?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let chunks: Vec<Vec<WriteRequest>> = writes.chunks(BATCH_WRITE).map(<[_]>::to_vec).collect();
+        stream::iter(chunks)
+            .map(|c| self.write_chunk(c))
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError> {
+        let mut unique = filenames.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let chunks: Vec<Vec<String>> = unique.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
+        let found: Vec<Vec<(String, Sha256Hash)>> = stream::iter(chunks)
+            .map(|c| self.resolve_chunk(deck, c))
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
+        let mut entries = Vec::with_capacity(limit);
+        let mut start = after.map(|a| Self::key(deck, a));
+        // A query returns at most 1 MB; keep going until the page is full or the deck ends.
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#deck = :deck")
+                .expression_attribute_names("#deck", "deck")
+                .expression_attribute_values(":deck", s(deck))
+                .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            for item in resp.items.unwrap_or_default() {
+                entries.push(entry(&item)?);
+            }
+            start = resp.last_evaluated_key;
+            if start.is_none() || entries.len() >= limit {
+                break;
+            }
+        }
+        let next_after = start.is_some().then(|| entries.last().map(|e| e.0.clone())).flatten();
+        Ok(DeckPage { entries, next_after })
+    }
+}

@@ -1,0 +1,213 @@
+//! POST /v1/uploads: which files the server lacks, and pre-signed PUTs for them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::app::{now_rfc3339, App};
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::hash::Sha256Hash;
+use crate::model::{MediaStatus, RejectReason};
+use crate::policy::{class_from_filename, is_valid_deck, normalize_filename};
+use crate::store::{lookup, BeginUpload, PendingUpload};
+
+/// The content type every upload is sent with; the real type is sniffed from the bytes later.
+pub const UPLOAD_CONTENT_TYPE: &str = "application/octet-stream";
+/// Conditional writes in flight per request.
+const PARALLEL_WRITES: usize = 16;
+
+#[derive(Debug, Deserialize)]
+pub struct UploadRequest {
+    pub deck: String,
+    pub files: Vec<UploadFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UploadFile {
+    pub hash: String,
+    pub size: u64,
+    pub filename: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum UploadItem {
+    Exists {
+        hash: String,
+    },
+    Upload {
+        hash: String,
+        method: &'static str,
+        url: String,
+        headers: BTreeMap<&'static str, String>,
+        expires_at: String,
+    },
+    Rejected {
+        hash: String,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct UploadResponse {
+    pub files: Vec<UploadItem>,
+}
+
+/// What one request line asks for, once checked.
+enum Line {
+    Refused(RejectReason),
+    Wants { hash: Sha256Hash, filename: String },
+}
+
+fn check_line(app: &App, f: &UploadFile) -> Line {
+    let Ok(hash) = Sha256Hash::parse(&f.hash) else {
+        return Line::Refused(RejectReason::BadHash);
+    };
+    let Ok(filename) = normalize_filename(&f.filename) else {
+        return Line::Refused(RejectReason::BadFilename);
+    };
+    let Some(class) = class_from_filename(&filename) else {
+        return Line::Refused(RejectReason::UnsupportedType);
+    };
+    if f.size == 0 {
+        return Line::Refused(RejectReason::EmptyFile);
+    }
+    if f.size > app.config.limits.max_bytes_for(class) {
+        return Line::Refused(RejectReason::TooLarge);
+    }
+    Line::Wants { hash, filename }
+}
+
+/// What the answer for one hash is, shared by every line that names it.
+enum Decision {
+    Exists,
+    Refused(RejectReason),
+    Upload { size: u64 },
+}
+
+pub async fn presign_uploads(
+    app: &App,
+    who: &Principal,
+    req: UploadRequest,
+    now: OffsetDateTime,
+) -> Result<UploadResponse, ApiError> {
+    who.require_any(&[Scope::Upload])?;
+    if !is_valid_deck(&req.deck) {
+        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
+    }
+    if req.files.is_empty() {
+        return Err(ApiError::bad_request("files: at least one file"));
+    }
+    let max = app.config.limits.max_upload_batch;
+    if req.files.len() > max {
+        return Err(ApiError::too_many_items(format!("files: at most {max} per request")));
+    }
+
+    let lines: Vec<Line> = req.files.iter().map(|f| check_line(app, f)).collect();
+    // One decision per distinct hash; the first line's size stands for duplicates.
+    let mut sizes: HashMap<Sha256Hash, u64> = HashMap::new();
+    for (line, f) in lines.iter().zip(&req.files) {
+        if let Line::Wants { hash, .. } = line {
+            sizes.entry(*hash).or_insert(f.size);
+        }
+    }
+    let hashes: Vec<Sha256Hash> = sizes.keys().copied().collect();
+    let records = lookup(app.media.as_ref(), &hashes).await?;
+    let mut decisions: HashMap<Sha256Hash, Decision> = HashMap::with_capacity(hashes.len());
+    for (hash, size) in &sizes {
+        let decision = match records.get(hash) {
+            Some(r) if r.status == MediaStatus::Ready => Decision::Exists,
+            Some(r) if r.status == MediaStatus::Rejected && r.reason.is_some_and(|x| !x.allows_retry()) => {
+                Decision::Refused(r.reason.unwrap_or(RejectReason::UnsupportedType))
+            }
+            _ => Decision::Upload { size: *size },
+        };
+        decisions.insert(*hash, decision);
+    }
+
+    // Record the pending uploads (conditionally: a concurrent finish wins), then sign.
+    let now_s = now_rfc3339(now);
+    let ttl = app.config.url_ttl_secs;
+    let expires_at = now_rfc3339(now + time::Duration::seconds(i64::from(ttl)));
+    let to_start: Vec<(Sha256Hash, u64)> = decisions
+        .iter()
+        .filter_map(|(h, d)| match d {
+            Decision::Upload { size } => Some((*h, *size)),
+            _ => None,
+        })
+        .collect();
+    let started: Vec<(Sha256Hash, BeginUpload)> = stream::iter(to_start)
+        .map(|(hash, size)| {
+            let upload = PendingUpload { hash, size, uploader: &who.sub, expires_at: &expires_at, now: &now_s };
+            async move { app.media.begin_upload(&upload).await.map(|b| (hash, b)) }
+        })
+        .buffer_unordered(PARALLEL_WRITES)
+        .try_collect()
+        .await?;
+    for (hash, outcome) in started {
+        match outcome {
+            BeginUpload::Started => {}
+            BeginUpload::AlreadyReady => {
+                decisions.insert(hash, Decision::Exists);
+            }
+            BeginUpload::Rejected(r) => {
+                decisions.insert(hash, Decision::Refused(r));
+            }
+        }
+    }
+
+    let creds = if decisions.values().any(|d| matches!(d, Decision::Upload { .. })) {
+        Some(app.credentials.credentials().await?)
+    } else {
+        None
+    };
+    let mut signed: HashMap<Sha256Hash, UploadItem> = HashMap::new();
+    let mut mapping = Vec::new();
+    let mut files = Vec::with_capacity(lines.len());
+    for (line, f) in lines.into_iter().zip(&req.files) {
+        let (hash, filename) = match line {
+            Line::Refused(reason) => {
+                files.push(UploadItem::Rejected { hash: f.hash.clone(), reason: reason.code() });
+                continue;
+            }
+            Line::Wants { hash, filename } => (hash, filename),
+        };
+        let item = match &decisions[&hash] {
+            Decision::Exists => UploadItem::Exists { hash: hash.to_hex() },
+            Decision::Refused(reason) => UploadItem::Rejected { hash: hash.to_hex(), reason: reason.code() },
+            Decision::Upload { size } => {
+                let item = signed.entry(hash).or_insert_with(|| {
+                    let creds = creds.as_ref().expect("credentials fetched when an upload is planned");
+                    let p = app.presigner.put(
+                        creds,
+                        &app.config.keys.upload(&hash),
+                        *size,
+                        &hash.to_base64(),
+                        UPLOAD_CONTENT_TYPE,
+                        now,
+                        ttl,
+                    );
+                    UploadItem::Upload {
+                        hash: hash.to_hex(),
+                        method: "PUT",
+                        url: p.url,
+                        headers: p.headers.into_iter().collect(),
+                        expires_at: expires_at.clone(),
+                    }
+                });
+                item.clone()
+            }
+        };
+        if !matches!(item, UploadItem::Rejected { .. }) {
+            mapping.push((filename, hash));
+        }
+        files.push(item);
+    }
+    if !mapping.is_empty() {
+        app.decks.put(&req.deck, &mapping, &now_s).await?;
+    }
+    Ok(UploadResponse { files })
+}
