@@ -8,3 +8,67 @@ LS_VENV="$CACHE/venv-localstack"
 TOOLS_VENV="$CACHE/venv-tools"
 mkdir -p "$CACHE" "$LOCAL"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Ports and names of the local stack (override in the environment).
+LS_PORT="${LS_PORT:-4566}"
+MOTO_PORT="${MOTO_PORT:-5050}"
+GATEWAY_PORT="${GATEWAY_PORT:-8787}"
+PG_PORT="${PG_PORT:-55432}"
+PG_DATA="${PG_DATA:-/var/tmp/ankicollab-media-pg-$PG_PORT}"
+PIDS="$LOCAL/pids"
+LOGS="$LOCAL/logs"
+STACK_ENV="$LOCAL/stack.env"
+mkdir -p "$PIDS" "$LOGS"
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
+
+# as_postgres CMD...: run a Postgres tool as the postgres user when we are root.
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+healthy() { # name
+  case $1 in
+    localstack) curl -sf "http://127.0.0.1:$LS_PORT/_localstack/health" >/dev/null ;;
+    moto) curl -sf "http://127.0.0.1:$MOTO_PORT/moto-api/" >/dev/null ;;
+    postgres) "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" ;;
+    gateway) curl -sf "http://127.0.0.1:$GATEWAY_PORT/local/health" >/dev/null ;;
+  esac
+}
+
+wait_healthy() { # name seconds
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do healthy "$1" && return 0; sleep 0.2; done
+  log "$1 did not become healthy in $2 s; its log: $LOGS/$1.log"; tail -n 30 "$LOGS/$1.log" >&2 || true
+  return 1
+}
+
+stop_pid() { # name
+  local f="$PIDS/$1.pid"
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# The environment every local process and test shares.
+stack_env() {
+  cat <<ENV
+API_URL=http://127.0.0.1:$GATEWAY_PORT
+AWS_ENDPOINT_URL_S3=http://127.0.0.1:$LS_PORT
+AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$LS_PORT
+AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
+AWS_ACCESS_KEY_ID=test
+AWS_SECRET_ACCESS_KEY=test
+AWS_REGION=us-east-1
+BUCKET=ankicollab-media
+MEDIA_TABLE=media
+DECK_FILES_TABLE=deck-files
+DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+JWT_SECRET=$(cat "$LOCAL/jwt-secret")
+GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT
+CORPUS=$(cd "$REPO/.." && pwd)/shared/corpus
+ENV
+}

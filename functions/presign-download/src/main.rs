@@ -1,1 +1,16 @@
-fn main() {}
+//! POST /v1/downloads and GET /v1/media/{hash}. Glue only: the logic is `shared::downloads`.
+
+use lambda_http::{run, service_fn, Error, Request};
+use shared::api::{handle, Route};
+use shared::App;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    let app = App::from_env().await?;
+    let app = &app;
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(handle(app, req, &[Route::Downloads, Route::MediaStatus]).await)
+    }))
+    .await
+}

@@ -1,0 +1,19 @@
+# The local stack and the tests. See README.md.
+.PHONY: up down test token invoke demo check lambda
+up:      ## bring the whole stack up locally and show it working
+	scripts/up
+test:    ## run every test (starts the stack if needed)
+	scripts/test
+down:    ## stop the stack
+	scripts/down
+demo:    ## upload and download a file through the running stack
+	python3 scripts/demo.py
+token:   ## mint a token: make token SUB=u1 SCOPE="upload download" DECKS=d1,d2
+	@scripts/token "$(or $(SUB),local-user)" "$(or $(SCOPE),upload download)" "$(DECKS)"
+invoke:  ## run a non-HTTP function now: make invoke FN=process-upload EVENT=events/process-upload.json
+	scripts/invoke "$(FN)" $(EVENT)
+check:   ## formatting and lints, as CI runs them
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+lambda:  ## build the deployable arm64 artifacts
+	. scripts/lib.sh && "$$TOOLS_VENV/bin/sam" validate --lint && PATH="$$TOOLS_VENV/bin:$$PATH" "$$TOOLS_VENV/bin/sam" build

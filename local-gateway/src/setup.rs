@@ -1,0 +1,119 @@
+//! Create the local resources that `template.yaml` declares for AWS. Safe to run again.
+
+use anyhow::Context;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+    StreamViewType,
+};
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, Event, ExpirationStatus, FilterRule,
+    FilterRuleName, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NotificationConfiguration,
+    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+};
+use shared::config::Config;
+
+pub async fn run() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let queue_name = std::env::var("UPLOAD_QUEUE_NAME").unwrap_or_else(|_| "upload-events".into());
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+
+    // Queue that S3 notifies about uploads.
+    let queue_url = sqs.create_queue().queue_name(&queue_name).send().await?.queue_url.context("no queue url")?;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?;
+    let queue_arn = attrs
+        .attributes
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .context("no queue arn")?;
+
+    // Bucket, lifecycle rule for abandoned uploads, and the notification on the upload prefix only.
+    match s3.create_bucket().bucket(&config.bucket).send().await {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => {}
+        Err(e) => return Err(e).context("create bucket"),
+    }
+    let prefix = config.keys.upload_prefix.clone();
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(&config.bucket)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(
+                    LifecycleRule::builder()
+                        .id("expire-abandoned-uploads")
+                        .status(ExpirationStatus::Enabled)
+                        .filter(LifecycleRuleFilter::builder().prefix(&prefix).build())
+                        .expiration(LifecycleExpiration::builder().days(1).build())
+                        .abort_incomplete_multipart_upload(
+                            AbortIncompleteMultipartUpload::builder().days_after_initiation(1).build(),
+                        )
+                        .build()?,
+                )
+                .build()?,
+        )
+        .send()
+        .await
+        .context("lifecycle rule")?;
+    s3.put_bucket_notification_configuration()
+        .bucket(&config.bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .id("process-upload")
+                        .queue_arn(&queue_arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(
+                            NotificationConfigurationFilter::builder()
+                                .key(
+                                    S3KeyFilter::builder()
+                                        .filter_rules(FilterRule::builder().name(FilterRuleName::Prefix).value(&prefix).build())
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build()?,
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .context("bucket notification")?;
+
+    create_table(&ddb, &config.media_table, &[("hash", KeyType::Hash)]).await?;
+    create_table(&ddb, &config.deck_files_table, &[("deck", KeyType::Hash), ("filename", KeyType::Range)]).await?;
+
+    println!("UPLOAD_QUEUE_URL={queue_url}");
+    Ok(())
+}
+
+async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, KeyType)]) -> anyhow::Result<()> {
+    let mut req = ddb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()?,
+        );
+    for (attr, kind) in keys {
+        req = req
+            .attribute_definitions(
+                AttributeDefinition::builder().attribute_name(*attr).attribute_type(ScalarAttributeType::S).build()?,
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name(*attr).key_type(kind.clone()).build()?);
+    }
+    match req.send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("create table {name}")),
+    }
+}
