@@ -12,7 +12,7 @@ use image::{AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageReader};
 use crate::model::RejectReason;
 use crate::policy::Limits;
 use crate::sniff::ImageKind;
-pub use strip::strip_metadata;
+pub use strip::{jpeg_is_complete, strip_metadata};
 
 /// Quality of lossy WebP for photos: visually close to the source at a fraction of its size.
 pub const PHOTO_QUALITY: f32 = 82.0;
@@ -75,20 +75,19 @@ pub fn process_image(
     if bytes.len() as u64 > limits.max_image_bytes {
         return Err(RejectReason::TooLarge);
     }
+    if kind == ImageKind::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(RejectReason::CorruptMedia);
+    }
     if let Some(frames) = decode_animation(kind, bytes, limits)? {
         return encode_animation(kind, bytes, frames, limits);
     }
 
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), kind.image_format());
-    reader.limits(decode_limits(limits));
-    let mut decoder = reader.into_decoder().map_err(corrupt)?;
-    // Refuse on the header's dimensions, before a single pixel is allocated.
-    let (w, h) = decoder.dimensions();
-    check_pixels(w, h, limits)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    let (mut img, orientation) = match decode_still(kind, bytes, limits) {
+        Err(RejectReason::CorruptMedia) if kind == ImageKind::Tiff => {
+            (decode_float_tiff(bytes, limits)?, image::metadata::Orientation::NoTransforms)
+        }
+        other => other?,
+    };
     img.apply_orientation(orientation);
     let upright = orientation == image::metadata::Orientation::NoTransforms;
 
@@ -122,6 +121,71 @@ pub fn process_image(
             thumbnail,
         },
     })
+}
+
+fn decode_still(
+    kind: ImageKind,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(DynamicImage, image::metadata::Orientation), RejectReason> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), kind.image_format());
+    reader.limits(decode_limits(limits));
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    // Refuse on the header's dimensions, before a single pixel is allocated.
+    let (w, h) = decoder.dimensions();
+    check_pixels(w, h, limits)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    Ok((DynamicImage::from_decoder(decoder).map_err(corrupt)?, orientation))
+}
+
+/// Floating-point TIFFs (scientific images, e.g. from scikit-image), which the `image` crate does
+/// not decode: samples in 0..1 (or scaled by their maximum), chunky or one strip per plane.
+fn decode_float_tiff(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, RejectReason> {
+    use tiff::decoder::{Decoder, DecodingResult};
+    use tiff::ColorType;
+    let mut d = Decoder::new(Cursor::new(bytes)).map_err(corrupt)?;
+    let (w, h) = d.dimensions().map_err(corrupt)?;
+    check_pixels(w, h, limits)?;
+    let channels = match d.colortype().map_err(corrupt)? {
+        ColorType::Gray(_) => 1,
+        ColorType::RGB(_) => 3,
+        ColorType::RGBA(_) => 4,
+        other => return Err(corrupt(format!("TIFF colour type {other:?}"))),
+    };
+    let floats = |r: DecodingResult| -> Result<Vec<f64>, RejectReason> {
+        match r {
+            DecodingResult::F64(v) => Ok(v),
+            DecodingResult::F32(v) => Ok(v.into_iter().map(f64::from).collect()),
+            _ => Err(RejectReason::CorruptMedia),
+        }
+    };
+    let plane = (w * h) as usize;
+    let first = floats(d.read_image().map_err(corrupt)?)?;
+    let interleaved = if first.len() == plane * channels {
+        first
+    } else if first.len() == plane && d.strip_count().map_err(corrupt)? as usize == channels {
+        // Planar: one strip per channel.
+        let mut planes = vec![first];
+        for c in 1..channels {
+            planes.push(floats(d.read_chunk(c as u32).map_err(corrupt)?)?);
+        }
+        if planes.iter().any(|p| p.len() != plane) {
+            return Err(RejectReason::CorruptMedia);
+        }
+        (0..plane * channels).map(|i| planes[i % channels][i / channels]).collect()
+    } else {
+        return Err(RejectReason::CorruptMedia);
+    };
+    let max = interleaved.iter().copied().fold(1.0f64, f64::max);
+    let bytes: Vec<u8> = interleaved.iter().map(|v| ((v / max).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let img = match channels {
+        1 => image::GrayImage::from_raw(w, h, bytes).map(DynamicImage::ImageLuma8),
+        3 => image::RgbImage::from_raw(w, h, bytes).map(DynamicImage::ImageRgb8),
+        _ => image::RgbaImage::from_raw(w, h, bytes).map(DynamicImage::ImageRgba8),
+    };
+    img.ok_or(RejectReason::CorruptMedia)
 }
 
 /// 8-bit pixels ready for libwebp, without an alpha channel when every pixel is opaque.

@@ -48,6 +48,19 @@ fn strip_png(b: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn strip_jpeg(b: &[u8]) -> Option<Vec<u8>> {
+    let (out, end) = walk_jpeg(b)?;
+    (end == b.len()).then_some(out)
+}
+
+/// Whether a JPEG's segments and scans run all the way to its end-of-image marker; a truncated
+/// file decodes "successfully" into a picture with a grey bottom, which we refuse.
+pub fn jpeg_is_complete(b: &[u8]) -> bool {
+    walk_jpeg(b).is_some()
+}
+
+/// Copies a JPEG without its metadata segments, up to and including EOI. Returns the copy and the
+/// offset just past EOI, or `None` if the structure breaks before EOI.
+fn walk_jpeg(b: &[u8]) -> Option<(Vec<u8>, usize)> {
     if !b.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
@@ -63,7 +76,7 @@ fn strip_jpeg(b: &[u8]) -> Option<Vec<u8>> {
             0xFF => at += 1, // fill byte
             0xD9 => {
                 out.extend_from_slice(&b[at..at + 2]);
-                return (at + 2 == b.len()).then_some(out);
+                return Some((out, at + 2));
             }
             0xD0..=0xD7 | 0x01 => {
                 out.extend_from_slice(&b[at..at + 2]);
