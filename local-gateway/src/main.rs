@@ -28,7 +28,9 @@ async fn main() -> anyhow::Result<()> {
         None | Some("serve") => serve().await,
         Some("setup") => setup::run().await,
         Some("invoke") => {
-            let [_, function, event] = &args[..] else { bail!("usage: local-gateway invoke FUNCTION EVENT.json") };
+            let [_, function, event] = &args[..] else {
+                bail!("usage: local-gateway invoke FUNCTION EVENT.json")
+            };
             invoke(function, event).await
         }
         Some("token") => {
@@ -36,9 +38,15 @@ async fn main() -> anyhow::Result<()> {
                 (Some(s), Some(sc)) => (s, sc),
                 _ => bail!("usage: local-gateway token SUB 'SCOPE ...' [DECK,DECK]"),
             };
-            let decks: Vec<String> = args.get(3).map(|d| d.split(',').map(str::to_owned).collect()).unwrap_or_default();
+            let decks: Vec<String> = args
+                .get(3)
+                .map(|d| d.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
             let secret = std::env::var("JWT_SECRET").context("JWT_SECRET is not set")?;
-            println!("{}", shared::auth::mint(secret.as_bytes(), sub, scope, &decks, 24 * 3600));
+            println!(
+                "{}",
+                shared::auth::mint(secret.as_bytes(), sub, scope, &decks, 24 * 3600)
+            );
             Ok(())
         }
         Some(other) => bail!("unknown command {other:?}: serve | setup | invoke | token"),
@@ -57,7 +65,9 @@ async fn serve() -> anyhow::Result<()> {
         .route("/local/health", axum::routing::get(|| async { "ok" }))
         .fallback(api)
         .with_state(app);
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("bind {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("bind {addr}"))?;
     tracing::info!(%addr, "local gateway listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -123,14 +133,20 @@ async fn pump_uploads(app: Arc<App>, sqs: aws_sdk_sqs::Client, queue: String) {
         .await;
         for (done, receipt) in handled {
             if let (true, Some(r)) = (done, receipt) {
-                let _ = sqs.delete_message().queue_url(&queue).receipt_handle(r).send().await;
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&queue)
+                    .receipt_handle(r)
+                    .send()
+                    .await;
             }
         }
     }
 }
 
 async fn invoke(function: &str, event_path: &str) -> anyhow::Result<()> {
-    let event = std::fs::read_to_string(event_path).with_context(|| format!("read {event_path}"))?;
+    let event =
+        std::fs::read_to_string(event_path).with_context(|| format!("read {event_path}"))?;
     let app = App::from_env().await?;
     match function {
         "process-upload" => {

@@ -2,13 +2,13 @@
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
-    StreamViewType,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
 };
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, Event, ExpirationStatus, FilterRule,
-    FilterRuleName, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NotificationConfiguration,
-    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, Event, ExpirationStatus,
+    FilterRule, FilterRuleName, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+    NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
 };
 use shared::config::Config;
 
@@ -16,12 +16,22 @@ pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let queue_name = std::env::var("UPLOAD_QUEUE_NAME").unwrap_or_else(|_| "upload-events".into());
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
 
     // Queue that S3 notifies about uploads.
-    let queue_url = sqs.create_queue().queue_name(&queue_name).send().await?.queue_url.context("no queue url")?;
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&queue_name)
+        .send()
+        .await?
+        .queue_url
+        .context("no queue url")?;
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -30,13 +40,19 @@ pub async fn run() -> anyhow::Result<()> {
         .await?;
     let queue_arn = attrs
         .attributes
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
         .context("no queue arn")?;
 
     // Bucket, lifecycle rule for abandoned uploads, and the notification on the upload prefix only.
     match s3.create_bucket().bucket(&config.bucket).send().await {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => {}
+        Err(e)
+            if e.as_service_error().is_some_and(|s| {
+                s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+            }) => {}
         Err(e) => return Err(e).context("create bucket"),
     }
     let prefix = config.keys.upload_prefix.clone();
@@ -51,7 +67,9 @@ pub async fn run() -> anyhow::Result<()> {
                         .filter(LifecycleRuleFilter::builder().prefix(&prefix).build())
                         .expiration(LifecycleExpiration::builder().days(1).build())
                         .abort_incomplete_multipart_upload(
-                            AbortIncompleteMultipartUpload::builder().days_after_initiation(1).build(),
+                            AbortIncompleteMultipartUpload::builder()
+                                .days_after_initiation(1)
+                                .build(),
                         )
                         .build()?,
                 )
@@ -73,7 +91,12 @@ pub async fn run() -> anyhow::Result<()> {
                             NotificationConfigurationFilter::builder()
                                 .key(
                                     S3KeyFilter::builder()
-                                        .filter_rules(FilterRule::builder().name(FilterRuleName::Prefix).value(&prefix).build())
+                                        .filter_rules(
+                                            FilterRule::builder()
+                                                .name(FilterRuleName::Prefix)
+                                                .value(&prefix)
+                                                .build(),
+                                        )
                                         .build(),
                                 )
                                 .build(),
@@ -87,13 +110,22 @@ pub async fn run() -> anyhow::Result<()> {
         .context("bucket notification")?;
 
     create_table(&ddb, &config.media_table, &[("hash", KeyType::Hash)]).await?;
-    create_table(&ddb, &config.deck_files_table, &[("deck", KeyType::Hash), ("filename", KeyType::Range)]).await?;
+    create_table(
+        &ddb,
+        &config.deck_files_table,
+        &[("deck", KeyType::Hash), ("filename", KeyType::Range)],
+    )
+    .await?;
 
     println!("UPLOAD_QUEUE_URL={queue_url}");
     Ok(())
 }
 
-async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, KeyType)]) -> anyhow::Result<()> {
+async fn create_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    keys: &[(&str, KeyType)],
+) -> anyhow::Result<()> {
     let mut req = ddb
         .create_table()
         .table_name(name)
@@ -107,13 +139,26 @@ async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str,
     for (attr, kind) in keys {
         req = req
             .attribute_definitions(
-                AttributeDefinition::builder().attribute_name(*attr).attribute_type(ScalarAttributeType::S).build()?,
+                AttributeDefinition::builder()
+                    .attribute_name(*attr)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
             )
-            .key_schema(KeySchemaElement::builder().attribute_name(*attr).key_type(kind.clone()).build()?);
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(*attr)
+                    .key_type(kind.clone())
+                    .build()?,
+            );
     }
     match req.send().await {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e).with_context(|| format!("create table {name}")),
     }
 }

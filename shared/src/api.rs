@@ -78,7 +78,9 @@ fn respond(status: StatusCode, body: String, retry_after: Option<u64>) -> Respon
     if let Some(secs) = retry_after {
         builder = builder.header("retry-after", secs.to_string());
     }
-    builder.body(Body::Text(body)).unwrap_or_else(|_| Response::new(Body::Empty))
+    builder
+        .body(Body::Text(body))
+        .unwrap_or_else(|_| Response::new(Body::Empty))
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
@@ -91,7 +93,10 @@ fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
         tracing::error!("JWT_SECRET is not configured");
         ApiError::internal()
     })?;
-    let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     verifier.verify(header)
 }
 
@@ -121,11 +126,18 @@ async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Respons
     let now = OffsetDateTime::now_utc();
     let body = req.body().as_ref();
     Ok(match route {
-        Route::Uploads => json_response(StatusCode::OK, &presign_uploads(app, &who, parse_json(app, body)?, now).await?),
-        Route::Downloads => {
-            json_response(StatusCode::OK, &presign_downloads(app, &who, parse_json(app, body)?, now).await?)
-        }
-        Route::MediaStatus => json_response(StatusCode::OK, &media_status(app, &who, param.unwrap_or_default()).await?),
+        Route::Uploads => json_response(
+            StatusCode::OK,
+            &presign_uploads(app, &who, parse_json(app, body)?, now).await?,
+        ),
+        Route::Downloads => json_response(
+            StatusCode::OK,
+            &presign_downloads(app, &who, parse_json(app, body)?, now).await?,
+        ),
+        Route::MediaStatus => json_response(
+            StatusCode::OK,
+            &media_status(app, &who, param.unwrap_or_default()).await?,
+        ),
     })
 }
 
@@ -135,10 +147,19 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route(&Method::POST, "/v1/uploads").unwrap().0, Route::Uploads);
-        assert_eq!(route(&Method::GET, "/v1/media/abc").unwrap(), (Route::MediaStatus, Some("abc")));
+        assert_eq!(
+            route(&Method::POST, "/v1/uploads").unwrap().0,
+            Route::Uploads
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/media/abc").unwrap(),
+            (Route::MediaStatus, Some("abc"))
+        );
         assert_eq!(route(&Method::GET, "/v1/uploads").unwrap_err().status, 405);
-        assert_eq!(route(&Method::GET, "/v1/media/a/b").unwrap_err().status, 404);
+        assert_eq!(
+            route(&Method::GET, "/v1/media/a/b").unwrap_err().status,
+            404
+        );
         assert_eq!(route(&Method::GET, "/nope").unwrap_err().status, 404);
     }
 }

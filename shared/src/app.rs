@@ -23,7 +23,11 @@ pub struct SdkCredentials(pub SharedCredentialsProvider);
 #[async_trait::async_trait]
 impl CredentialSource for SdkCredentials {
     async fn credentials(&self) -> Result<Credentials, StoreError> {
-        let c = self.0.provide_credentials().await.map_err(|e| StoreError::new("credentials", e))?;
+        let c = self
+            .0
+            .provide_credentials()
+            .await
+            .map_err(|e| StoreError::new("credentials", e))?;
         Ok(Credentials {
             access_key_id: c.access_key_id().to_string(),
             secret_access_key: c.secret_access_key().to_string(),
@@ -64,7 +68,9 @@ impl App {
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let creds = sdk.credentials_provider().ok_or(InitError::NoCredentials)?;
         let endpoint = match &config.s3_public_endpoint {
-            Some(url) => S3Endpoint::path_style(url, &config.bucket).map_err(InitError::Endpoint)?,
+            Some(url) => {
+                S3Endpoint::path_style(url, &config.bucket).map_err(InitError::Endpoint)?
+            }
             None => S3Endpoint::aws(&config.bucket, &config.region),
         };
         Ok(Self {
@@ -73,7 +79,10 @@ impl App {
             blobs: Arc::new(S3Blobs::new(s3, &config.bucket)),
             presigner: Presigner::new(endpoint, &config.region),
             credentials: Arc::new(SdkCredentials(creds)),
-            tokens: config.jwt_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
+            tokens: config
+                .jwt_secret
+                .as_deref()
+                .map(|s| TokenVerifier::new(s.as_bytes())),
             config,
         })
     }
@@ -81,5 +90,6 @@ impl App {
 
 /// Current time as RFC 3339, the format records use.
 pub fn now_rfc3339(now: time::OffsetDateTime) -> String {
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

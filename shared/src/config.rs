@@ -48,7 +48,9 @@ impl Config {
             bucket: required("BUCKET")?,
             media_table: required("MEDIA_TABLE")?,
             deck_files_table: required("DECK_FILES_TABLE")?,
-            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
+            region: var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
             s3_public_endpoint: var("S3_PUBLIC_ENDPOINT").or_else(|| var("AWS_ENDPOINT_URL_S3")),
             jwt_secret: var("JWT_SECRET"),
             url_ttl_secs: number("URL_TTL_SECS", 900)?,

@@ -59,7 +59,10 @@ impl RejectReason {
     /// A rejection that says nothing about the content of a hash (the upload went wrong, not the
     /// file) may be retried with a fresh upload; the others are final for that hash.
     pub fn allows_retry(self) -> bool {
-        matches!(self, RejectReason::HashMismatch | RejectReason::QuotaExceeded)
+        matches!(
+            self,
+            RejectReason::HashMismatch | RejectReason::QuotaExceeded
+        )
     }
 }
 

@@ -89,10 +89,9 @@ pub fn normalize_filename(name: &str) -> Result<String, FilenameError> {
     if nfc.len() > MAX_FILENAME_BYTES {
         return Err(FilenameError::TooLong);
     }
-    if nfc
-        .chars()
-        .any(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|'))
-    {
+    if nfc.chars().any(|c| {
+        c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
+    }) {
         return Err(FilenameError::ForbiddenChar);
     }
     if nfc == "." || nfc == ".." || nfc.trim().is_empty() {
@@ -118,18 +117,39 @@ mod tests {
     fn filenames() {
         assert_eq!(normalize_filename("cell.png").as_deref(), Ok("cell.png"));
         // "é" as e + combining acute becomes the single NFC code point.
-        assert_eq!(normalize_filename("cafe\u{301}.mp3").as_deref(), Ok("caf\u{e9}.mp3"));
+        assert_eq!(
+            normalize_filename("cafe\u{301}.mp3").as_deref(),
+            Ok("caf\u{e9}.mp3")
+        );
         assert_eq!(normalize_filename(""), Err(FilenameError::Empty));
-        assert_eq!(normalize_filename("../etc/passwd"), Err(FilenameError::ForbiddenChar));
-        assert_eq!(normalize_filename("a\\b.png"), Err(FilenameError::ForbiddenChar));
-        assert_eq!(normalize_filename("a\0.png"), Err(FilenameError::ForbiddenChar));
-        assert_eq!(normalize_filename("a\n.png"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(
+            normalize_filename("../etc/passwd"),
+            Err(FilenameError::ForbiddenChar)
+        );
+        assert_eq!(
+            normalize_filename("a\\b.png"),
+            Err(FilenameError::ForbiddenChar)
+        );
+        assert_eq!(
+            normalize_filename("a\0.png"),
+            Err(FilenameError::ForbiddenChar)
+        );
+        assert_eq!(
+            normalize_filename("a\n.png"),
+            Err(FilenameError::ForbiddenChar)
+        );
         assert_eq!(normalize_filename(".."), Err(FilenameError::Reserved));
-        assert_eq!(normalize_filename(&"a".repeat(121)), Err(FilenameError::TooLong));
+        assert_eq!(
+            normalize_filename(&"a".repeat(121)),
+            Err(FilenameError::TooLong)
+        );
         assert!(normalize_filename(&"a".repeat(120)).is_ok());
         // 40 three-byte characters are 120 bytes; 41 are too many.
         assert!(normalize_filename(&"€".repeat(40)).is_ok());
-        assert_eq!(normalize_filename(&"€".repeat(41)), Err(FilenameError::TooLong));
+        assert_eq!(
+            normalize_filename(&"€".repeat(41)),
+            Err(FilenameError::TooLong)
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub enum Outcome {
 /// S3 event keys are URL-encoded with `+` for spaces.
 pub fn decode_event_key(key: &str) -> Option<String> {
     let plus_decoded = key.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_decoded).decode_utf8().ok().map(|k| k.into_owned())
+    percent_encoding::percent_decode_str(&plus_decoded)
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
 }
 
 /// Handle every record of an S3 event. A storage error fails the whole event so that it is
@@ -35,7 +38,9 @@ pub fn decode_event_key(key: &str) -> Option<String> {
 pub async fn handle_s3_event(app: &App, event: &S3Event) -> Result<Vec<Outcome>, StoreError> {
     let mut outcomes = Vec::new();
     for record in &event.records {
-        let Some(raw) = record.s3.object.key.as_deref() else { continue };
+        let Some(raw) = record.s3.object.key.as_deref() else {
+            continue;
+        };
         let Some(key) = decode_event_key(raw) else {
             tracing::warn!(key = raw, "event key is not valid UTF-8 once decoded");
             outcomes.push(Outcome::Skipped("undecodable key"));
@@ -64,7 +69,9 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     let limits = &app.config.limits;
     let bytes = match app.blobs.read(key, limits.max_any_bytes()).await? {
         None => return Ok(Outcome::Skipped("upload object is gone")),
-        Some(ReadBlob::TooLarge(_)) => return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await,
+        Some(ReadBlob::TooLarge(_)) => {
+            return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await
+        }
         Some(ReadBlob::Bytes(b)) => b,
     };
     if bytes.is_empty() {
@@ -90,9 +97,16 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
             let limits = limits.clone();
             // Decoding is CPU-bound and touches hostile input: keep it off the async threads, and
             // treat a panic in a codec as a corrupt file rather than a crash.
-            let result = tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await;
+            let result =
+                tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await;
             match result {
-                Ok(Ok(p)) => (p.bytes, p.content_type.to_string(), Some(p.width), Some(p.height), Some(p.thumbnail)),
+                Ok(Ok(p)) => (
+                    p.bytes,
+                    p.content_type.to_string(),
+                    Some(p.width),
+                    Some(p.height),
+                    Some(p.thumbnail),
+                ),
                 Ok(Err(reason)) => return reject(app, key, &hash, reason, &now_s).await,
                 Err(e) => {
                     tracing::error!(%hash, error = %e, "image processing panicked");
@@ -115,9 +129,18 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         height,
     };
     // Bytes first, record second: a ready record always has its object.
-    app.blobs.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
+    app.blobs
+        .put(
+            &info.stored_key,
+            stored,
+            &info.content_type,
+            Some(CACHE_CONTROL),
+        )
+        .await?;
     if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, thumbnail) {
-        app.blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
+        app.blobs
+            .put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL))
+            .await?;
     }
     app.media.mark_ready(&hash, &info, &now_s).await?;
     if stored_hash != hash {
@@ -134,7 +157,13 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     Ok(Outcome::Ready(info))
 }
 
-async fn reject(app: &App, key: &str, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<Outcome, StoreError> {
+async fn reject(
+    app: &App,
+    key: &str,
+    hash: &Sha256Hash,
+    reason: RejectReason,
+    now: &str,
+) -> Result<Outcome, StoreError> {
     app.media.mark_rejected(hash, reason, now).await?;
     app.blobs.delete(key).await?;
     tracing::info!(%hash, reason = reason.code(), "rejected");
@@ -147,7 +176,10 @@ mod tests {
 
     #[test]
     fn decodes_event_keys() {
-        assert_eq!(decode_event_key("uploads/a+b%2Bc%C3%A9").as_deref(), Some("uploads/a b+cé"));
+        assert_eq!(
+            decode_event_key("uploads/a+b%2Bc%C3%A9").as_deref(),
+            Some("uploads/a b+cé")
+        );
         assert_eq!(decode_event_key("uploads/%FF"), None);
     }
 }

@@ -136,7 +136,9 @@ fn ogg_codec_allowed(b: &[u8]) -> bool {
     let Some(payload) = b.get(start..) else {
         return false;
     };
-    payload.starts_with(b"\x01vorbis") || payload.starts_with(b"OpusHead") || payload.starts_with(b"\x7fFLAC")
+    payload.starts_with(b"\x01vorbis")
+        || payload.starts_with(b"OpusHead")
+        || payload.starts_with(b"\x7fFLAC")
 }
 
 /// Length of the MPEG audio frame whose header starts `h`, or None if it is not a valid header.
@@ -153,22 +155,31 @@ fn mpeg_frame_len(h: &[u8]) -> Option<usize> {
         return None;
     }
     const V1: [[u32; 15]; 3] = [
-        [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
-        [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
-        [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+        [
+            0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
+        ],
+        [
+            0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384,
+        ],
+        [
+            0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+        ],
     ];
     const V2: [[u32; 15]; 3] = [
-        [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+        [
+            0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256,
+        ],
         [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
         [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
     ];
     let layer_row = (3 - layer) as usize; // 0: I, 1: II, 2: III
     let kbps = if version == 3 { V1 } else { V2 }[layer_row][bitrate_idx] as usize;
-    let rate = [44100usize, 48000, 32000][rate_idx] >> match version {
-        3 => 0,
-        2 => 1,
-        _ => 2,
-    };
+    let rate = [44100usize, 48000, 32000][rate_idx]
+        >> match version {
+            3 => 0,
+            2 => 1,
+            _ => 2,
+        };
     let len = match (layer_row, version) {
         (0, _) => (12 * kbps * 1000 / rate + padding) * 4,
         (2, v) if v != 3 => 72 * kbps * 1000 / rate + padding,
@@ -213,12 +224,27 @@ mod tests {
 
     #[test]
     fn signatures() {
-        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Sniffed::Image(ImageKind::Png));
+        assert_eq!(
+            sniff(b"\x89PNG\r\n\x1a\n...."),
+            Sniffed::Image(ImageKind::Png)
+        );
         assert_eq!(sniff(b"GIF89a...."), Sniffed::Image(ImageKind::Gif));
-        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Sniffed::Image(ImageKind::WebP));
-        assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), Sniffed::Audio(AudioKind::Wav));
-        assert_eq!(sniff(b"  <svg onload=alert(1)>"), Sniffed::Unsupported("markup"));
-        assert_eq!(sniff(b"\x7fELF\x02\x01"), Sniffed::Unsupported("executable"));
+        assert_eq!(
+            sniff(b"RIFF\0\0\0\0WEBPVP8 "),
+            Sniffed::Image(ImageKind::WebP)
+        );
+        assert_eq!(
+            sniff(b"RIFF\0\0\0\0WAVEfmt "),
+            Sniffed::Audio(AudioKind::Wav)
+        );
+        assert_eq!(
+            sniff(b"  <svg onload=alert(1)>"),
+            Sniffed::Unsupported("markup")
+        );
+        assert_eq!(
+            sniff(b"\x7fELF\x02\x01"),
+            Sniffed::Unsupported("executable")
+        );
         assert_eq!(sniff(b"PK\x03\x04"), Sniffed::Unsupported("zip"));
         assert_eq!(sniff(b""), Sniffed::Unsupported("empty"));
         assert_eq!(sniff(b"BM"), Sniffed::Unsupported("unknown"));

@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason};
 use crate::policy::{class_from_filename, is_valid_deck, normalize_filename};
+use crate::presign::UploadSpec;
 use crate::store::{lookup, BeginUpload, PendingUpload};
 
 /// The content type every upload is sent with; the real type is sniffed from the bytes later.
@@ -103,7 +104,9 @@ pub async fn presign_uploads(
     }
     let max = app.config.limits.max_upload_batch;
     if req.files.len() > max {
-        return Err(ApiError::too_many_items(format!("files: at most {max} per request")));
+        return Err(ApiError::too_many_items(format!(
+            "files: at most {max} per request"
+        )));
     }
 
     let lines: Vec<Line> = req.files.iter().map(|f| check_line(app, f)).collect();
@@ -120,7 +123,10 @@ pub async fn presign_uploads(
     for (hash, size) in &sizes {
         let decision = match records.get(hash) {
             Some(r) if r.status == MediaStatus::Ready => Decision::Exists,
-            Some(r) if r.status == MediaStatus::Rejected && r.reason.is_some_and(|x| !x.allows_retry()) => {
+            Some(r)
+                if r.status == MediaStatus::Rejected
+                    && r.reason.is_some_and(|x| !x.allows_retry()) =>
+            {
                 Decision::Refused(r.reason.unwrap_or(RejectReason::UnsupportedType))
             }
             _ => Decision::Upload { size: *size },
@@ -141,7 +147,13 @@ pub async fn presign_uploads(
         .collect();
     let started: Vec<(Sha256Hash, BeginUpload)> = stream::iter(to_start)
         .map(|(hash, size)| {
-            let upload = PendingUpload { hash, size, uploader: &who.sub, expires_at: &expires_at, now: &now_s };
+            let upload = PendingUpload {
+                hash,
+                size,
+                uploader: &who.sub,
+                expires_at: &expires_at,
+                now: &now_s,
+            };
             async move { app.media.begin_upload(&upload).await.map(|b| (hash, b)) }
         })
         .buffer_unordered(PARALLEL_WRITES)
@@ -159,7 +171,10 @@ pub async fn presign_uploads(
         }
     }
 
-    let creds = if decisions.values().any(|d| matches!(d, Decision::Upload { .. })) {
+    let creds = if decisions
+        .values()
+        .any(|d| matches!(d, Decision::Upload { .. }))
+    {
         Some(app.credentials.credentials().await?)
     } else {
         None
@@ -170,26 +185,36 @@ pub async fn presign_uploads(
     for (line, f) in lines.into_iter().zip(&req.files) {
         let (hash, filename) = match line {
             Line::Refused(reason) => {
-                files.push(UploadItem::Rejected { hash: f.hash.clone(), reason: reason.code() });
+                files.push(UploadItem::Rejected {
+                    hash: f.hash.clone(),
+                    reason: reason.code(),
+                });
                 continue;
             }
             Line::Wants { hash, filename } => (hash, filename),
         };
         let item = match &decisions[&hash] {
-            Decision::Exists => UploadItem::Exists { hash: hash.to_hex() },
-            Decision::Refused(reason) => UploadItem::Rejected { hash: hash.to_hex(), reason: reason.code() },
+            Decision::Exists => UploadItem::Exists {
+                hash: hash.to_hex(),
+            },
+            Decision::Refused(reason) => UploadItem::Rejected {
+                hash: hash.to_hex(),
+                reason: reason.code(),
+            },
             Decision::Upload { size } => {
                 let item = signed.entry(hash).or_insert_with(|| {
-                    let creds = creds.as_ref().expect("credentials fetched when an upload is planned");
-                    let p = app.presigner.put(
-                        creds,
-                        &app.config.keys.upload(&hash),
-                        *size,
-                        &hash.to_base64(),
-                        UPLOAD_CONTENT_TYPE,
-                        now,
-                        ttl,
-                    );
+                    let creds = creds
+                        .as_ref()
+                        .expect("credentials fetched when an upload is planned");
+                    let key = app.config.keys.upload(&hash);
+                    let checksum = hash.to_base64();
+                    let spec = UploadSpec {
+                        key: &key,
+                        content_length: *size,
+                        sha256_b64: &checksum,
+                        content_type: UPLOAD_CONTENT_TYPE,
+                    };
+                    let p = app.presigner.put(creds, &spec, now, ttl);
                     UploadItem::Upload {
                         hash: hash.to_hex(),
                         method: "PUT",

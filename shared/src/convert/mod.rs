@@ -83,9 +83,10 @@ pub fn process_image(
     }
 
     let (mut img, orientation) = match decode_still(kind, bytes, limits) {
-        Err(RejectReason::CorruptMedia) if kind == ImageKind::Tiff => {
-            (decode_float_tiff(bytes, limits)?, image::metadata::Orientation::NoTransforms)
-        }
+        Err(RejectReason::CorruptMedia) if kind == ImageKind::Tiff => (
+            decode_float_tiff(bytes, limits)?,
+            image::metadata::Orientation::NoTransforms,
+        ),
         other => other?,
     };
     img.apply_orientation(orientation);
@@ -137,7 +138,10 @@ fn decode_still(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    Ok((DynamicImage::from_decoder(decoder).map_err(corrupt)?, orientation))
+    Ok((
+        DynamicImage::from_decoder(decoder).map_err(corrupt)?,
+        orientation,
+    ))
 }
 
 /// Floating-point TIFFs (scientific images, e.g. from scikit-image), which the `image` crate does
@@ -174,12 +178,17 @@ fn decode_float_tiff(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, Reje
         if planes.iter().any(|p| p.len() != plane) {
             return Err(RejectReason::CorruptMedia);
         }
-        (0..plane * channels).map(|i| planes[i % channels][i / channels]).collect()
+        (0..plane * channels)
+            .map(|i| planes[i % channels][i / channels])
+            .collect()
     } else {
         return Err(RejectReason::CorruptMedia);
     };
     let max = interleaved.iter().copied().fold(1.0f64, f64::max);
-    let bytes: Vec<u8> = interleaved.iter().map(|v| ((v / max).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+    let bytes: Vec<u8> = interleaved
+        .iter()
+        .map(|v| ((v / max).clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
     let img = match channels {
         1 => image::GrayImage::from_raw(w, h, bytes).map(DynamicImage::ImageLuma8),
         3 => image::RgbImage::from_raw(w, h, bytes).map(DynamicImage::ImageRgb8),
@@ -202,10 +211,20 @@ impl Pixels {
         if img.color().has_alpha() {
             let rgba = img.to_rgba8();
             if rgba.pixels().any(|p| p.0[3] != 255) {
-                return Self { data: rgba.into_raw(), width, height, alpha: true };
+                return Self {
+                    data: rgba.into_raw(),
+                    width,
+                    height,
+                    alpha: true,
+                };
             }
         }
-        Self { data: img.to_rgb8().into_raw(), width, height, alpha: false }
+        Self {
+            data: img.to_rgb8().into_raw(),
+            width,
+            height,
+            alpha: false,
+        }
     }
 
     /// Few distinct colours: screenshots, diagrams, text, palette images.
@@ -228,7 +247,9 @@ impl Pixels {
             webp::Encoder::from_rgb(&self.data, self.width, self.height)
         };
         let config = webp_config(lossless, quality)?;
-        let out = encoder.encode_advanced(&config).map_err(|e| corrupt(format!("{e:?}")))?;
+        let out = encoder
+            .encode_advanced(&config)
+            .map_err(|e| corrupt(format!("{e:?}")))?;
         Ok(out.to_vec())
     }
 }
@@ -315,7 +336,10 @@ fn encode_animation(
 ) -> Result<ProcessedImage, RejectReason> {
     let first = frames[0].buffer();
     let (width, height) = first.dimensions();
-    let thumbnail = thumbnail(&DynamicImage::ImageRgba8(first.clone()), limits.thumbnail_edge)?;
+    let thumbnail = thumbnail(
+        &DynamicImage::ImageRgba8(first.clone()),
+        limits.thumbnail_edge,
+    )?;
 
     let config = webp_config(true, 100.0)?;
     let mut encoder = webp::AnimEncoder::new(width, height, &config);
@@ -330,7 +354,10 @@ fn encode_animation(
         let (num, den) = frame.delay().numer_denom_ms();
         timestamp = timestamp.saturating_add((num / den.max(1)).max(1) as i32);
     }
-    let webp = encoder.try_encode().map_err(|e| corrupt(format!("{e:?}")))?.to_vec();
+    let webp = encoder
+        .try_encode()
+        .map_err(|e| corrupt(format!("{e:?}")))?
+        .to_vec();
     drop(encoder);
 
     let original = strip_metadata(kind, bytes);

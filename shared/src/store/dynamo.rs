@@ -22,12 +22,18 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new("dynamodb", e)
 }
 
-fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(e: aws_sdk_dynamodb::error::SdkError<E>) -> StoreError {
-    let detail = e.as_service_error().and_then(|s| s.message().map(str::to_owned));
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(
+    e: aws_sdk_dynamodb::error::SdkError<E>,
+) -> StoreError {
+    let detail = e
+        .as_service_error()
+        .and_then(|s| s.message().map(str::to_owned));
     err(detail.unwrap_or_else(|| format!("{e:?}")))
 }
 
-fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+fn is_conditional_failure<E: ProvideErrorMetadata>(
+    e: &aws_sdk_dynamodb::error::SdkError<E>,
+) -> bool {
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
@@ -56,7 +62,10 @@ pub struct DynamoMedia {
 
 impl DynamoMedia {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     fn key(hash: &Sha256Hash) -> HashMap<String, AttributeValue> {
@@ -65,7 +74,11 @@ impl DynamoMedia {
 
     async fn get_chunk(&self, chunk: Vec<Sha256Hash>) -> Result<Vec<MediaRecord>, StoreError> {
         let keys: Vec<_> = chunk.iter().map(Self::key).collect();
-        let mut request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(err)?;
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(err)?;
         let mut out = Vec::with_capacity(chunk.len());
         for attempt in 0.. {
             let resp = self
@@ -80,7 +93,10 @@ impl DynamoMedia {
                     out.push(serde_dynamo::from_item(item).map_err(err)?);
                 }
             }
-            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+            match resp
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+            {
                 Some(rest) if !rest.keys.is_empty() => {
                     request = rest;
                     backoff(attempt).await?;
@@ -104,10 +120,15 @@ impl MediaRepo for DynamoMedia {
             .send()
             .await
             .map_err(sdk_err)?;
-        resp.item.map(|i| serde_dynamo::from_item(i).map_err(err)).transpose()
+        resp.item
+            .map(|i| serde_dynamo::from_item(i).map_err(err))
+            .transpose()
     }
 
-    async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
+    async fn get_many(
+        &self,
+        hashes: &[Sha256Hash],
+    ) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
         let mut unique = hashes.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -162,9 +183,9 @@ impl MediaRepo for DynamoMedia {
             Err(e) if is_conditional_failure(&e) => {
                 // Ready, an alias, or finally rejected: say which.
                 match self.get(&u.hash).await? {
-                    Some(r) if r.status == MediaStatus::Rejected => {
-                        Ok(BeginUpload::Rejected(r.reason.unwrap_or(RejectReason::UnsupportedType)))
-                    }
+                    Some(r) if r.status == MediaStatus::Rejected => Ok(BeginUpload::Rejected(
+                        r.reason.unwrap_or(RejectReason::UnsupportedType),
+                    )),
                     _ => Ok(BeginUpload::AlreadyReady),
                 }
             }
@@ -172,7 +193,12 @@ impl MediaRepo for DynamoMedia {
         }
     }
 
-    async fn mark_ready(&self, hash: &Sha256Hash, st: &StoredMedia, now: &str) -> Result<(), StoreError> {
+    async fn mark_ready(
+        &self,
+        hash: &Sha256Hash,
+        st: &StoredMedia,
+        now: &str,
+    ) -> Result<(), StoreError> {
         let mut set = vec![
             "#status = :ready",
             "#stored_key = :stored_key",
@@ -210,7 +236,9 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_values(":zero", n(0));
         if let Some(t) = &st.thumb_key {
             set.push("#thumb = :thumb");
-            req = req.expression_attribute_names("#thumb", "thumb_key").expression_attribute_values(":thumb", s(t));
+            req = req
+                .expression_attribute_names("#thumb", "thumb_key")
+                .expression_attribute_values(":thumb", s(t));
         }
         if let (Some(w), Some(h)) = (st.width, st.height) {
             set.push("#w = :w");
@@ -228,7 +256,12 @@ impl MediaRepo for DynamoMedia {
         Ok(())
     }
 
-    async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError> {
+    async fn mark_rejected(
+        &self,
+        hash: &Sha256Hash,
+        reason: RejectReason,
+        now: &str,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
@@ -258,7 +291,12 @@ impl MediaRepo for DynamoMedia {
         }
     }
 
-    async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError> {
+    async fn put_alias(
+        &self,
+        alias: &Sha256Hash,
+        target: &Sha256Hash,
+        now: &str,
+    ) -> Result<(), StoreError> {
         let mut record = MediaRecord::new(*alias, MediaStatus::Ready);
         record.alias_of = Some(*target);
         record.created_at = Some(now.into());
@@ -289,11 +327,17 @@ pub struct DynamoDecks {
 
 impl DynamoDecks {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     fn key(deck: &str, filename: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([("deck".to_string(), s(deck)), ("filename".to_string(), s(filename))])
+        HashMap::from([
+            ("deck".to_string(), s(deck)),
+            ("filename".to_string(), s(filename)),
+        ])
     }
 
     async fn write_chunk(&self, mut writes: Vec<WriteRequest>) -> Result<(), StoreError> {
@@ -305,7 +349,10 @@ impl DynamoDecks {
                 .send()
                 .await
                 .map_err(sdk_err)?;
-            match resp.unprocessed_items.and_then(|mut u| u.remove(&self.table)) {
+            match resp
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+            {
                 Some(rest) if !rest.is_empty() => {
                     writes = rest;
                     backoff(attempt).await?;
@@ -316,9 +363,16 @@ impl DynamoDecks {
         Ok(())
     }
 
-    async fn resolve_chunk(&self, deck: &str, chunk: Vec<String>) -> Result<Vec<(String, Sha256Hash)>, StoreError> {
+    async fn resolve_chunk(
+        &self,
+        deck: &str,
+        chunk: Vec<String>,
+    ) -> Result<Vec<(String, Sha256Hash)>, StoreError> {
         let keys: Vec<_> = chunk.iter().map(|f| Self::key(deck, f)).collect();
-        let mut request = KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(err)?;
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .build()
+            .map_err(err)?;
         let mut out = Vec::with_capacity(chunk.len());
         for attempt in 0.. {
             let resp = self
@@ -328,10 +382,17 @@ impl DynamoDecks {
                 .send()
                 .await
                 .map_err(sdk_err)?;
-            for item in resp.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+            for item in resp
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
                 out.push(entry(&item)?);
             }
-            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+            match resp
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+            {
                 Some(rest) if !rest.keys.is_empty() => {
                     request = rest;
                     backoff(attempt).await?;
@@ -344,27 +405,41 @@ impl DynamoDecks {
 }
 
 fn entry(item: &HashMap<String, AttributeValue>) -> Result<(String, Sha256Hash), StoreError> {
-    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).ok_or_else(|| err(format!("deck item without {k}")));
+    let get = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| err(format!("deck item without {k}")))
+    };
     let hash = Sha256Hash::parse(get("hash")?).map_err(err)?;
     Ok((get("filename")?.clone(), hash))
 }
 
 #[async_trait]
 impl DeckIndex for DynamoDecks {
-    async fn put(&self, deck: &str, entries: &[(String, Sha256Hash)], now: &str) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        deck: &str,
+        entries: &[(String, Sha256Hash)],
+        now: &str,
+    ) -> Result<(), StoreError> {
         // BatchWriteItem refuses two writes to one key in a call: the last one wins.
-        let latest: HashMap<&str, &Sha256Hash> = entries.iter().map(|(f, h)| (f.as_str(), h)).collect();
+        let latest: HashMap<&str, &Sha256Hash> =
+            entries.iter().map(|(f, h)| (f.as_str(), h)).collect();
         let writes: Vec<WriteRequest> = latest
             .into_iter()
             .map(|(f, h)| {
                 let mut item = Self::key(deck, f);
                 item.insert("hash".into(), s(h.to_hex()));
                 item.insert("updated_at".into(), s(now));
-                let put = PutRequest::builder().set_item(Some(item)).build().map_err(err)?;
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(err)?;
                 Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect::<Result<_, StoreError>>()?;
-        let chunks: Vec<Vec<WriteRequest>> = writes.chunks(BATCH_WRITE).map(<[_]>::to_vec).collect();
+        let chunks: Vec<Vec<WriteRequest>> =
+            writes.chunks(BATCH_WRITE).map(<[_]>::to_vec).collect();
         stream::iter(chunks)
             .map(|c| self.write_chunk(c))
             .buffer_unordered(PARALLEL)
@@ -373,7 +448,11 @@ impl DeckIndex for DynamoDecks {
         Ok(())
     }
 
-    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError> {
+    async fn resolve(
+        &self,
+        deck: &str,
+        filenames: &[String],
+    ) -> Result<HashMap<String, Sha256Hash>, StoreError> {
         let mut unique = filenames.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -386,7 +465,12 @@ impl DeckIndex for DynamoDecks {
         Ok(found.into_iter().flatten().collect())
     }
 
-    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
+    async fn page(
+        &self,
+        deck: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeckPage, StoreError> {
         let mut entries = Vec::with_capacity(limit);
         let mut start = after.map(|a| Self::key(deck, a));
         // A query returns at most 1 MB; keep going until the page is full or the deck ends.
@@ -411,7 +495,13 @@ impl DeckIndex for DynamoDecks {
                 break;
             }
         }
-        let next_after = start.is_some().then(|| entries.last().map(|e| e.0.clone())).flatten();
-        Ok(DeckPage { entries, next_after })
+        let next_after = start
+            .is_some()
+            .then(|| entries.last().map(|e| e.0.clone()))
+            .flatten();
+        Ok(DeckPage {
+            entries,
+            next_after,
+        })
     }
 }

@@ -21,9 +21,15 @@ impl MediaRepo for MemoryMedia {
     async fn get(&self, hash: &Sha256Hash) -> Result<Option<MediaRecord>, StoreError> {
         Ok(lock(&self.0).get(hash).cloned())
     }
-    async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
+    async fn get_many(
+        &self,
+        hashes: &[Sha256Hash],
+    ) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
         let m = lock(&self.0);
-        Ok(hashes.iter().filter_map(|h| m.get(h).map(|r| (*h, r.clone()))).collect())
+        Ok(hashes
+            .iter()
+            .filter_map(|h| m.get(h).map(|r| (*h, r.clone())))
+            .collect())
     }
     async fn begin_upload(&self, u: &PendingUpload<'_>) -> Result<BeginUpload, StoreError> {
         let mut m = lock(&self.0);
@@ -48,9 +54,16 @@ impl MediaRepo for MemoryMedia {
         r.updated_at = Some(u.now.into());
         Ok(BeginUpload::Started)
     }
-    async fn mark_ready(&self, hash: &Sha256Hash, s: &StoredMedia, now: &str) -> Result<(), StoreError> {
+    async fn mark_ready(
+        &self,
+        hash: &Sha256Hash,
+        s: &StoredMedia,
+        now: &str,
+    ) -> Result<(), StoreError> {
         let mut m = lock(&self.0);
-        let r = m.entry(*hash).or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Ready));
+        let r = m
+            .entry(*hash)
+            .or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Ready));
         r.status = MediaStatus::Ready;
         r.reason = None;
         r.upload_expires_at = None;
@@ -65,9 +78,16 @@ impl MediaRepo for MemoryMedia {
         r.updated_at = Some(now.into());
         Ok(())
     }
-    async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError> {
+    async fn mark_rejected(
+        &self,
+        hash: &Sha256Hash,
+        reason: RejectReason,
+        now: &str,
+    ) -> Result<(), StoreError> {
         let mut m = lock(&self.0);
-        let r = m.entry(*hash).or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Rejected));
+        let r = m
+            .entry(*hash)
+            .or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Rejected));
         if r.status != MediaStatus::Ready {
             r.status = MediaStatus::Rejected;
             r.reason = Some(reason);
@@ -75,7 +95,12 @@ impl MediaRepo for MemoryMedia {
         }
         Ok(())
     }
-    async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError> {
+    async fn put_alias(
+        &self,
+        alias: &Sha256Hash,
+        target: &Sha256Hash,
+        now: &str,
+    ) -> Result<(), StoreError> {
         lock(&self.0).entry(*alias).or_insert_with(|| {
             let mut r = MediaRecord::new(*alias, MediaStatus::Ready);
             r.alias_of = Some(*target);
@@ -91,21 +116,38 @@ pub struct MemoryDecks(pub Mutex<BTreeMap<(String, String), Sha256Hash>>);
 
 #[async_trait]
 impl DeckIndex for MemoryDecks {
-    async fn put(&self, deck: &str, entries: &[(String, Sha256Hash)], _now: &str) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        deck: &str,
+        entries: &[(String, Sha256Hash)],
+        _now: &str,
+    ) -> Result<(), StoreError> {
         let mut m = lock(&self.0);
         for (f, h) in entries {
             m.insert((deck.into(), f.clone()), *h);
         }
         Ok(())
     }
-    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError> {
+    async fn resolve(
+        &self,
+        deck: &str,
+        filenames: &[String],
+    ) -> Result<HashMap<String, Sha256Hash>, StoreError> {
         let m = lock(&self.0);
         Ok(filenames
             .iter()
-            .filter_map(|f| m.get(&(deck.to_string(), f.clone())).map(|h| (f.clone(), *h)))
+            .filter_map(|f| {
+                m.get(&(deck.to_string(), f.clone()))
+                    .map(|h| (f.clone(), *h))
+            })
             .collect())
     }
-    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
+    async fn page(
+        &self,
+        deck: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeckPage, StoreError> {
         let m = lock(&self.0);
         let entries: Vec<_> = m
             .iter()
@@ -113,8 +155,13 @@ impl DeckIndex for MemoryDecks {
             .take(limit)
             .map(|((_, f), h)| (f.clone(), *h))
             .collect();
-        let next_after = (entries.len() == limit).then(|| entries.last().map(|e| e.0.clone())).flatten();
-        Ok(DeckPage { entries, next_after })
+        let next_after = (entries.len() == limit)
+            .then(|| entries.last().map(|e| e.0.clone()))
+            .flatten();
+        Ok(DeckPage {
+            entries,
+            next_after,
+        })
     }
 }
 
@@ -132,7 +179,13 @@ impl BlobStore for MemoryBlobs {
             }
         }))
     }
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str, _cc: Option<&str>) -> Result<(), StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        _cc: Option<&str>,
+    ) -> Result<(), StoreError> {
         lock(&self.0).insert(key.into(), (bytes, content_type.into()));
         Ok(())
     }

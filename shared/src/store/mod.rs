@@ -38,15 +38,33 @@ pub struct PendingUpload<'a> {
 pub trait MediaRepo: Send + Sync {
     async fn get(&self, hash: &Sha256Hash) -> Result<Option<MediaRecord>, StoreError>;
     /// Records of those hashes that have one (batched; order is irrelevant).
-    async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError>;
+    async fn get_many(
+        &self,
+        hashes: &[Sha256Hash],
+    ) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError>;
     /// Mark a hash pending unless it is ready or finally rejected.
     async fn begin_upload(&self, upload: &PendingUpload<'_>) -> Result<BeginUpload, StoreError>;
-    async fn mark_ready(&self, hash: &Sha256Hash, stored: &StoredMedia, now: &str) -> Result<(), StoreError>;
+    async fn mark_ready(
+        &self,
+        hash: &Sha256Hash,
+        stored: &StoredMedia,
+        now: &str,
+    ) -> Result<(), StoreError>;
     /// Never downgrades a ready record.
-    async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError>;
+    async fn mark_rejected(
+        &self,
+        hash: &Sha256Hash,
+        reason: RejectReason,
+        now: &str,
+    ) -> Result<(), StoreError>;
     /// Make `alias` (the hash of stored, converted bytes) resolve to `target`, unless `alias` has a
     /// record of its own.
-    async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError>;
+    async fn put_alias(
+        &self,
+        alias: &Sha256Hash,
+        target: &Sha256Hash,
+        now: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// One page of a deck's files, in filename order.
@@ -60,9 +78,23 @@ pub struct DeckPage {
 /// A deck's filename → hash mapping.
 #[async_trait]
 pub trait DeckIndex: Send + Sync {
-    async fn put(&self, deck: &str, entries: &[(String, Sha256Hash)], now: &str) -> Result<(), StoreError>;
-    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError>;
-    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError>;
+    async fn put(
+        &self,
+        deck: &str,
+        entries: &[(String, Sha256Hash)],
+        now: &str,
+    ) -> Result<(), StoreError>;
+    async fn resolve(
+        &self,
+        deck: &str,
+        filenames: &[String],
+    ) -> Result<HashMap<String, Sha256Hash>, StoreError>;
+    async fn page(
+        &self,
+        deck: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DeckPage, StoreError>;
 }
 
 #[derive(Debug, PartialEq)]
@@ -77,14 +109,23 @@ pub enum ReadBlob {
 pub trait BlobStore: Send + Sync {
     /// Read a whole object, refusing one larger than `max` bytes. `None` if it does not exist.
     async fn read(&self, key: &str, max: u64) -> Result<Option<ReadBlob>, StoreError>;
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str, cache_control: Option<&str>) -> Result<(), StoreError>;
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(), StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
 }
 
 /// Records for `hashes`, following aliases: a hash of converted bytes answers with the record of
 /// the original it came from.
-pub async fn lookup(repo: &dyn MediaRepo, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
+pub async fn lookup(
+    repo: &dyn MediaRepo,
+    hashes: &[Sha256Hash],
+) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
     let mut found = repo.get_many(hashes).await?;
     let targets: Vec<Sha256Hash> = found.values().filter_map(|r| r.alias_of).collect();
     if targets.is_empty() {
