@@ -93,3 +93,49 @@ pub fn now_rfc3339(now: time::OffsetDateTime) -> String {
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+/// Fixed credentials (tests, benchmarks).
+pub struct StaticCredentials(pub Credentials);
+
+#[async_trait::async_trait]
+impl CredentialSource for StaticCredentials {
+    async fn credentials(&self) -> Result<Credentials, StoreError> {
+        Ok(self.0.clone())
+    }
+}
+
+impl App {
+    /// An app over in-memory stores, for tests of the logic and for benchmarks that must not
+    /// measure storage latency.
+    pub fn in_memory(jwt_secret: &str) -> Self {
+        use crate::store::memory::{MemoryBlobs, MemoryDecks, MemoryMedia};
+        let config = Config {
+            bucket: "media-bucket".into(),
+            media_table: "media".into(),
+            deck_files_table: "deck-files".into(),
+            region: "us-east-1".into(),
+            s3_public_endpoint: None,
+            jwt_secret: Some(jwt_secret.into()),
+            url_ttl_secs: 900,
+            download_page_size: 2000,
+            keys: Default::default(),
+            limits: Default::default(),
+        };
+        Self {
+            media: Arc::new(MemoryMedia::default()),
+            decks: Arc::new(MemoryDecks::default()),
+            blobs: Arc::new(MemoryBlobs::default()),
+            presigner: Presigner::new(
+                S3Endpoint::aws(&config.bucket, &config.region),
+                &config.region,
+            ),
+            credentials: Arc::new(StaticCredentials(Credentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: "secret".into(),
+                session_token: Some("session".into()),
+            })),
+            tokens: Some(TokenVerifier::new(jwt_secret.as_bytes())),
+            config,
+        }
+    }
+}

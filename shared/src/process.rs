@@ -183,3 +183,94 @@ mod tests {
         assert_eq!(decode_event_key("uploads/%FF"), None);
     }
 }
+
+#[cfg(test)]
+mod logic_tests {
+    use super::*;
+    use crate::model::MediaStatus;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 3) as u8, ((x ^ y) * 5) as u8])
+        });
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[tokio::test]
+    async fn stores_once_and_replays_are_harmless() {
+        let app = App::in_memory("k");
+        let bytes = png(40, 30);
+        let hash = Sha256Hash::of(&bytes);
+        let key = app.config.keys.upload(&hash);
+        app.blobs
+            .put(&key, bytes.clone(), "application/octet-stream", None)
+            .await
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+
+        let Outcome::Ready(info) = process_key(&app, &key, now).await.unwrap() else {
+            panic!("not ready")
+        };
+        assert_eq!((info.width, info.height), (Some(40), Some(30)));
+        assert!(info.stored_size <= bytes.len() as u64);
+        assert!(!app.blobs.exists(&key).await.unwrap());
+        assert!(app.blobs.exists(&info.stored_key).await.unwrap());
+        let record = app.media.get(&hash).await.unwrap().unwrap();
+        assert_eq!(record.status, MediaStatus::Ready);
+        if info.stored_hash != hash {
+            let alias = app.media.get(&info.stored_hash).await.unwrap().unwrap();
+            assert_eq!(alias.alias_of, Some(hash));
+        }
+        // The same event again, and a re-upload of the same bytes: nothing changes.
+        assert_eq!(
+            process_key(&app, &key, now).await.unwrap(),
+            Outcome::Skipped("already ready")
+        );
+        app.blobs
+            .put(&key, bytes, "application/octet-stream", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            process_key(&app, &key, now).await.unwrap(),
+            Outcome::Skipped("already ready")
+        );
+        assert!(!app.blobs.exists(&key).await.unwrap());
+        assert_eq!(app.media.get(&hash).await.unwrap().unwrap(), record);
+    }
+
+    #[tokio::test]
+    async fn bytes_that_do_not_match_their_key_are_refused() {
+        let app = App::in_memory("k");
+        let hash = Sha256Hash::of(b"what the client promised");
+        let key = app.config.keys.upload(&hash);
+        app.blobs
+            .put(&key, png(4, 4), "application/octet-stream", None)
+            .await
+            .unwrap();
+        let outcome = process_key(&app, &key, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Rejected(RejectReason::HashMismatch));
+        assert!(!app.blobs.exists(&key).await.unwrap());
+        assert!(!app
+            .blobs
+            .exists(&app.config.keys.media(&hash))
+            .await
+            .unwrap());
+        assert_eq!(
+            app.media.get(&hash).await.unwrap().unwrap().reason,
+            Some(RejectReason::HashMismatch)
+        );
+    }
+
+    #[tokio::test]
+    async fn other_keys_are_ignored() {
+        let app = App::in_memory("k");
+        let outcome = process_key(&app, "media/abc", OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Skipped("not an upload key"));
+    }
+}

@@ -236,3 +236,156 @@ pub async fn presign_uploads(
     }
     Ok(UploadResponse { files })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StoredMedia;
+
+    fn principal(app: &App) -> Principal {
+        let t = crate::auth::mint(b"k", "u1", "upload", &[], 60);
+        app.tokens
+            .as_ref()
+            .unwrap()
+            .verify(Some(&format!("Bearer {t}")))
+            .unwrap()
+    }
+
+    fn file(bytes: &[u8], name: &str) -> UploadFile {
+        UploadFile {
+            hash: Sha256Hash::of(bytes).to_hex(),
+            size: bytes.len() as u64,
+            filename: name.into(),
+        }
+    }
+
+    fn statuses(r: &UploadResponse) -> Vec<&'static str> {
+        r.files
+            .iter()
+            .map(|i| match i {
+                UploadItem::Exists { .. } => "exists",
+                UploadItem::Upload { .. } => "upload",
+                UploadItem::Rejected { reason, .. } => reason,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn decides_per_hash_and_answers_per_line() {
+        let app = App::in_memory("k");
+        let who = principal(&app);
+        let now = OffsetDateTime::now_utc();
+        let (a, b, c) = (b"aaaa".as_slice(), b"bbbb".as_slice(), b"cccc".as_slice());
+        // b is ready, c was refused for its content.
+        let hb = Sha256Hash::of(b);
+        app.media
+            .mark_ready(
+                &hb,
+                &StoredMedia {
+                    stored_key: "media/x".into(),
+                    thumb_key: None,
+                    content_type: "image/webp".into(),
+                    size: 4,
+                    stored_size: 2,
+                    stored_hash: hb,
+                    width: None,
+                    height: None,
+                },
+                "t",
+            )
+            .await
+            .unwrap();
+        app.media
+            .mark_rejected(&Sha256Hash::of(c), RejectReason::TooManyPixels, "t")
+            .await
+            .unwrap();
+
+        let req = UploadRequest {
+            deck: "d1".into(),
+            files: vec![
+                file(a, "a.png"),
+                file(b, "b.png"),
+                file(c, "c.png"),
+                file(a, "a-again.png"),
+            ],
+        };
+        let resp = presign_uploads(&app, &who, req, now).await.unwrap();
+        assert_eq!(
+            statuses(&resp),
+            ["upload", "exists", "too_many_pixels", "upload"]
+        );
+        // The duplicate got the very same URL.
+        assert_eq!(resp.files[0], resp.files[3]);
+        let UploadItem::Upload { headers, url, .. } = &resp.files[0] else {
+            unreachable!()
+        };
+        assert_eq!(headers["content-length"], "4");
+        assert_eq!(
+            headers["x-amz-checksum-sha256"],
+            Sha256Hash::of(a).to_base64()
+        );
+        assert!(url.contains("X-Amz-Security-Token=session"));
+        // Every accepted name maps to its hash.
+        let found = app
+            .decks
+            .resolve("d1", &["a.png".into(), "b.png".into(), "c.png".into()])
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["b.png"], hb);
+
+        // A retryable rejection (wrong body uploaded) lets the client try again.
+        app.media
+            .mark_rejected(&Sha256Hash::of(a), RejectReason::HashMismatch, "t")
+            .await
+            .unwrap();
+        let req = UploadRequest {
+            deck: "d1".into(),
+            files: vec![file(a, "a.png")],
+        };
+        assert_eq!(
+            statuses(&presign_uploads(&app, &who, req, now).await.unwrap()),
+            ["upload"]
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_bad_batches_as_a_whole() {
+        let app = App::in_memory("k");
+        let who = principal(&app);
+        let now = OffsetDateTime::now_utc();
+        let empty = UploadRequest {
+            deck: "d1".into(),
+            files: vec![],
+        };
+        assert_eq!(
+            presign_uploads(&app, &who, empty, now)
+                .await
+                .unwrap_err()
+                .code,
+            "bad_request"
+        );
+        let many = UploadRequest {
+            deck: "d1".into(),
+            files: (0..501).map(|i| file(&[i as u8], "a.png")).collect(),
+        };
+        assert_eq!(
+            presign_uploads(&app, &who, many, now)
+                .await
+                .unwrap_err()
+                .code,
+            "too_many_items"
+        );
+        let deck = UploadRequest {
+            deck: "a/b".into(),
+            files: vec![file(b"x", "a.png")],
+        };
+        assert_eq!(
+            presign_uploads(&app, &who, deck, now)
+                .await
+                .unwrap_err()
+                .code,
+            "bad_request"
+        );
+    }
+}
