@@ -41,6 +41,13 @@ for item, (name, data) in zip(call("POST", "/v1/uploads", request)["files"], blo
         with urllib.request.urlopen(put) as r:
             print(f"  PUT to storage: {r.status}")
 
+# The AnkiCollab backend reports which note uses which files; downloads resolve through that.
+backend = {"Authorization": "Bearer " + token("ankicollab-backend", "references")}
+note = {"deck": "demo", "notes": [{"note_id": "1", "media": [{"filename": n, "hash": hashlib.sha256(b).hexdigest()} for n, b in blobs.items()]}]}
+req = urllib.request.Request(API + "/v1/references", data=json.dumps(note).encode(), method="POST", headers={**backend, "content-type": "application/json"})
+with urllib.request.urlopen(req) as r:
+    print(f"POST /v1/references: {json.load(r)}")
+
 for name, data in blobs.items():
     h = hashlib.sha256(data).hexdigest()
     for _ in range(150):

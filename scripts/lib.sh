@@ -66,6 +66,9 @@ AWS_REGION=us-east-1
 BUCKET=ankicollab-media
 MEDIA_TABLE=media
 DECK_FILES_TABLE=deck-files
+REFS_TABLE=refs
+# Smaller pages than production's 2,000 keep the paging test quick on moto.
+DOWNLOAD_PAGE_SIZE=500
 DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 JWT_SECRET=$(cat "$LOCAL/jwt-secret")
 GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT

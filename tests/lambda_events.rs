@@ -6,9 +6,7 @@ use shared::api::{handle, Route};
 
 fn event(name: &str, token: &str) -> lambda_http::Request {
     let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("REPLACE_WITH_TOKEN (scripts/token)", token);
+    let text = std::fs::read_to_string(&path).unwrap().replace("REPLACE_WITH_TOKEN (scripts/token)", token);
     lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -22,54 +20,39 @@ async fn http_fixture_events_reach_their_handlers() -> anyhow::Result<()> {
     let app = shared::App::from_env().await?;
     let token = stack.token("upload download");
 
-    let resp = handle(
-        &app,
-        event("presign-upload.json", &token),
-        &[Route::Uploads],
-    )
-    .await;
+    let resp = handle(&app, event("presign-upload.json", &token), &[Route::Uploads]).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
     let body = json(&resp);
-    assert!(
-        matches!(
-            body["files"][0]["status"].as_str(),
-            Some("upload" | "exists")
-        ),
-        "{body}"
-    );
+    assert!(matches!(body["files"][0]["status"].as_str(), Some("upload" | "exists")), "{body}");
 
-    let resp = handle(
-        &app,
-        event("presign-download.json", &token),
-        &[Route::Downloads, Route::MediaStatus],
-    )
-    .await;
+    let resp = handle(&app, event("presign-download.json", &token), &[Route::Downloads, Route::MediaStatus]).await;
     assert_eq!(resp.status(), 200);
     let body = json(&resp);
-    let names: Vec<&str> = body["unavailable"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["filename"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        body["unavailable"].as_array().unwrap().iter().map(|u| u["filename"].as_str().unwrap()).collect();
     assert!(names.contains(&"heart.mp3"), "{body}");
 
-    let resp = handle(
-        &app,
-        event("media-status.json", &token),
-        &[Route::Downloads, Route::MediaStatus],
-    )
-    .await;
+    let resp = handle(&app, event("media-status.json", &token), &[Route::Downloads, Route::MediaStatus]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(&resp)["status"], "pending");
 
+    let routes = &[Route::References, Route::DeckMedia, Route::DeckMediaRemove];
+    let resp = handle(&app, event("references.json", &stack.token("references")), routes).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    let maintainer = stack.maintainer(&["d1"]);
+    let resp = handle(&app, event("deck-media.json", &maintainer), routes).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    let body = json(&resp);
+    assert!(body["files"].as_array().unwrap().iter().any(|f| f["filename"] == "cell.png"), "{body}");
+    let resp = handle(&app, event("deck-media-remove.json", &maintainer), routes).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(json(&resp)["removed"], 1);
+    // Someone else's deck.
+    let resp = handle(&app, event("deck-media.json", &stack.maintainer(&["d2"])), routes).await;
+    assert_eq!(resp.status(), 403);
+
     // A function does not answer another function's route.
-    let resp = handle(
-        &app,
-        event("presign-upload.json", &token),
-        &[Route::Downloads, Route::MediaStatus],
-    )
-    .await;
+    let resp = handle(&app, event("presign-upload.json", &token), &[Route::Downloads, Route::MediaStatus]).await;
     assert_eq!(resp.status(), 404);
     Ok(())
 }
@@ -80,18 +63,10 @@ async fn s3_fixture_event_processes_an_upload() -> anyhow::Result<()> {
     let app = shared::App::from_env().await?;
     let body = unique_png();
     let hash = sha256_hex(&body);
-    let items = stack
-        .request_uploads("fixture", &[("fixture.png", &body)])
-        .await?;
+    let items = stack.request_uploads("fixture", &[("fixture.png", &body)]).await?;
     assert_eq!(stack.put_upload(&items[0], body).await?, 200);
-    let text = std::fs::read_to_string(format!(
-        "{}/../events/process-upload.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))?
-    .replace(
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        &hash,
-    );
+    let text = std::fs::read_to_string(format!("{}/../events/process-upload.json", env!("CARGO_MANIFEST_DIR")))?
+        .replace("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", &hash);
     let event: aws_lambda_events::s3::S3Event = serde_json::from_str(&text)?;
     shared::process::handle_s3_event(&app, &event).await?;
     assert_eq!(stack.wait_processed(&hash).await?["status"], "ready");

@@ -11,11 +11,7 @@ use serde_json::{json, Value};
 
 /// Decode as a viewer would: the first frame, upright.
 fn decode_upright(bytes: &[u8]) -> Option<DynamicImage> {
-    let mut decoder = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .ok()?
-        .into_decoder()
-        .ok()?;
+    let mut decoder = ImageReader::new(Cursor::new(bytes)).with_guessed_format().ok()?.into_decoder().ok()?;
     let orientation = decoder.orientation().ok()?;
     let mut img = DynamicImage::from_decoder(decoder).ok()?;
     img.apply_orientation(orientation);
@@ -26,9 +22,7 @@ fn decode_upright(bytes: &[u8]) -> Option<DynamicImage> {
 /// (Colours under fully transparent pixels are invisible, and the encoder may change them.)
 fn difference(a: &DynamicImage, b: &DynamicImage) -> f64 {
     let on_white = |img: &DynamicImage| -> Vec<f64> {
-        let small = img
-            .resize_exact(32, 32, image::imageops::FilterType::Triangle)
-            .to_rgba8();
+        let small = img.resize_exact(32, 32, image::imageops::FilterType::Triangle).to_rgba8();
         small
             .pixels()
             .flat_map(|p| {
@@ -69,25 +63,15 @@ async fn every_real_file_round_trips() -> anyhow::Result<()> {
         stack.forget(&sha256_hex(bytes)).await?;
     }
     let deck = format!("roundtrip-{}", std::process::id());
-    let list: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
+    let list: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
     let items = stack.request_uploads(&deck, &list).await?;
     assert_eq!(items.len(), files.len());
     let stack = &stack;
-    let puts = files
-        .iter()
-        .zip(&items)
-        .map(|((name, bytes), item)| async move {
-            assert_eq!(item["status"], "upload", "{name}: {item}");
-            assert_eq!(item["hash"], sha256_hex(bytes));
-            assert_eq!(
-                stack.put_upload(item, bytes.clone()).await.unwrap(),
-                200,
-                "{name}"
-            );
-        });
+    let puts = files.iter().zip(&items).map(|((name, bytes), item)| async move {
+        assert_eq!(item["status"], "upload", "{name}: {item}");
+        assert_eq!(item["hash"], sha256_hex(bytes));
+        assert_eq!(stack.put_upload(item, bytes.clone()).await.unwrap(), 200, "{name}");
+    });
     join_all(puts).await;
 
     let mut savings: HashMap<&str, (u64, u64, usize)> = HashMap::new();
@@ -106,94 +90,60 @@ async fn every_real_file_round_trips() -> anyhow::Result<()> {
         stack.wait_gone(&format!("uploads/{hash}")).await?;
     }
 
-    // Download everything through the API, by filename.
-    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    // The backend says which note uses them; downloads resolve through those references.
+    let media: Vec<Value> = files.iter().map(|(n, b)| json!({"filename": n, "hash": sha256_hex(b)})).collect();
     let (status, answer) = stack
         .post(
-            "/v1/downloads",
-            &stack.token("download"),
-            json!({"deck": deck, "filenames": names}),
+            "/v1/references",
+            &stack.token("references"),
+            json!({"deck": deck, "notes": [{"note_id": "1", "media": media}]}),
         )
         .await?;
+    assert_eq!((status, answer["added"].as_u64()), (200, Some(files.len() as u64)), "{answer}");
+
+    // Download everything through the API, by filename.
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let (status, answer) =
+        stack.post("/v1/downloads", &stack.token("download"), json!({"deck": deck, "filenames": names})).await?;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["unavailable"], json!([]));
-    let by_name: HashMap<&str, &Value> = answer["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| (f["filename"].as_str().unwrap(), f))
-        .collect();
+    let by_name: HashMap<&str, &Value> =
+        answer["files"].as_array().unwrap().iter().map(|f| (f["filename"].as_str().unwrap(), f)).collect();
     for (name, original) in &files {
         let entry = by_name[name.as_str()];
-        let resp = stack
-            .http
-            .get(entry["url"].as_str().unwrap())
-            .send()
-            .await?;
+        let resp = stack.http.get(entry["url"].as_str().unwrap()).send().await?;
         assert_eq!(resp.status(), 200, "{name}");
         let content_type = resp.headers()["content-type"].to_str()?.to_string();
-        assert_eq!(
-            resp.headers()["cache-control"],
-            "public, max-age=31536000, immutable"
-        );
+        assert_eq!(resp.headers()["cache-control"], "public, max-age=31536000, immutable");
         let stored = resp.bytes().await?.to_vec();
         assert_eq!(content_type, entry["content_type"], "{name}");
-        assert_eq!(
-            stored.len() as u64,
-            entry["size"].as_u64().unwrap(),
-            "{name}"
-        );
-        assert!(
-            stored.len() <= original.len(),
-            "{name}: stored {} > original {}",
-            stored.len(),
-            original.len()
-        );
+        assert_eq!(stored.len() as u64, entry["size"].as_u64().unwrap(), "{name}");
+        assert!(stored.len() <= original.len(), "{name}: stored {} > original {}", stored.len(), original.len());
 
         if content_type.starts_with("audio/") {
             assert_eq!(&stored, original, "{name}: audio must be byte-identical");
             continue;
         }
         assert!(content_type.starts_with("image/"), "{name}: {content_type}");
-        let got = decode_upright(&stored)
-            .unwrap_or_else(|| panic!("{name}: stored image does not decode"));
+        let got = decode_upright(&stored).unwrap_or_else(|| panic!("{name}: stored image does not decode"));
         match decode_upright(original) {
             Some(want) => {
-                assert_eq!(
-                    (got.width(), got.height()),
-                    (want.width(), want.height()),
-                    "{name}: dimensions"
-                );
+                assert_eq!((got.width(), got.height()), (want.width(), want.height()), "{name}: dimensions");
                 let diff = difference(&want, &got);
-                assert!(
-                    diff < 6.0,
-                    "{name}: looks different from the original (mean difference {diff:.1})"
-                );
+                assert!(diff < 6.0, "{name}: looks different from the original (mean difference {diff:.1})");
             }
             // The float TIFF, which only our own fallback decodes: 10x10 RGB.
             None => assert_eq!((got.width(), got.height()), (10, 10), "{name}"),
         }
-        assert!(
-            !stored.windows(6).any(|w| w == b"Exif\0\0"),
-            "{name}: EXIF survived"
-        );
+        assert!(!stored.windows(6).any(|w| w == b"Exif\0\0"), "{name}: EXIF survived");
         if name.starts_with("animated") || name == "no_time_for_that_tiny.gif" {
-            assert_eq!(
-                frame_count(&stored),
-                frame_count(original),
-                "{name}: animation lost"
-            );
+            assert_eq!(frame_count(&stored), frame_count(original), "{name}: animation lost");
         }
         if name == "phone-exif-rotated-1.jpg" {
             // Orientation 6: the stored picture is the upright one, taller than wide, no GPS.
-            let raw = ImageReader::new(Cursor::new(&stored))
-                .with_guessed_format()?
-                .decode()?;
+            let raw = ImageReader::new(Cursor::new(&stored)).with_guessed_format()?.decode()?;
             assert!(raw.height() > raw.width(), "{name}: not rotated upright");
-            assert!(
-                !stored.windows(3).any(|w| w == b"GPS"),
-                "{name}: GPS survived"
-            );
+            assert!(!stored.windows(3).any(|w| w == b"GPS"), "{name}: GPS survived");
         }
         if stored != *original {
             converted.push((name.clone(), stored));
@@ -204,10 +154,7 @@ async fn every_real_file_round_trips() -> anyhow::Result<()> {
     let again = stack.request_uploads(&deck, &list).await?;
     assert!(again.iter().all(|i| i["status"] == "exists"), "{again:?}");
     // Neither does uploading a converted file someone downloaded.
-    let downloaded: Vec<(&str, &[u8])> = converted
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
+    let downloaded: Vec<(&str, &[u8])> = converted.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
     let again = stack.request_uploads(&deck, &downloaded).await?;
     assert!(again.iter().all(|i| i["status"] == "exists"), "{again:?}");
 
@@ -241,18 +188,11 @@ async fn hostile_files_are_refused_and_leave_nothing() -> anyhow::Result<()> {
         ("zip-named-as.mp3", "unsupported_type"),
     ]);
     let files = stack.corpus_files("hostile")?;
-    assert_eq!(
-        files.len(),
-        expected.len(),
-        "a hostile file without an expectation"
-    );
+    assert_eq!(files.len(), expected.len(), "a hostile file without an expectation");
     for (_, bytes) in &files {
         stack.forget(&sha256_hex(bytes)).await?;
     }
-    let list: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
+    let list: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
     let items = stack.request_uploads(&deck, &list).await?;
     for ((name, bytes), item) in files.iter().zip(&items) {
         let hash = sha256_hex(bytes);
@@ -280,27 +220,14 @@ async fn hostile_files_are_refused_and_leave_nothing() -> anyhow::Result<()> {
             let (body, meta) = stored.expect("accepted file is stored");
             assert_eq!(meta["content-type"], "image/webp", "{name}");
             let lower = String::from_utf8_lossy(&body).to_lowercase();
-            assert!(
-                !lower.contains("<html") && !lower.contains("<script"),
-                "{name}: payload survived"
-            );
+            assert!(!lower.contains("<html") && !lower.contains("<script"), "{name}: payload survived");
         } else {
             assert!(stored.is_none(), "{name}: stored despite rejection");
-            assert!(
-                stack
-                    .object(&format!("thumbs/{hash}.webp"))
-                    .await?
-                    .is_none(),
-                "{name}"
-            );
+            assert!(stack.object(&format!("thumbs/{hash}.webp")).await?.is_none(), "{name}");
         }
     }
     // Nothing crashed: the gateway still answers.
-    let resp = stack
-        .http
-        .get(format!("{}/local/health", stack.api))
-        .send()
-        .await?;
+    let resp = stack.http.get(format!("{}/local/health", stack.api)).send().await?;
     assert_eq!(resp.status(), 200);
     Ok(())
 }
@@ -310,9 +237,7 @@ async fn storage_refuses_wrong_bodies_and_expired_urls() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
     let body = unique_png();
     let hash = sha256_hex(&body);
-    let items = stack
-        .request_uploads("signatures", &[("sig.png", &body)])
-        .await?;
+    let items = stack.request_uploads("signatures", &[("sig.png", &body)]).await?;
     let item = &items[0];
     assert_eq!(item["status"], "upload");
     let url = item["url"].as_str().unwrap();
@@ -329,27 +254,14 @@ async fn storage_refuses_wrong_bodies_and_expired_urls() -> anyhow::Result<()> {
         .http
         .put(url)
         .header("content-type", "application/octet-stream")
-        .header(
-            "x-amz-checksum-sha256",
-            item["headers"]["x-amz-checksum-sha256"].as_str().unwrap(),
-        )
+        .header("x-amz-checksum-sha256", item["headers"]["x-amz-checksum-sha256"].as_str().unwrap())
         .body(longer)
         .send()
         .await?;
     assert_eq!(resp.status(), 403, "wrong length must be refused");
     // Without the checksum header.
-    let resp = stack
-        .http
-        .put(url)
-        .header("content-type", "application/octet-stream")
-        .body(body.clone())
-        .send()
-        .await?;
-    assert_eq!(
-        resp.status(),
-        403,
-        "missing checksum header must be refused"
-    );
+    let resp = stack.http.put(url).header("content-type", "application/octet-stream").body(body.clone()).send().await?;
+    assert_eq!(resp.status(), 403, "missing checksum header must be refused");
     // A tampered signature.
     let tampered = format!("{}0", &url[..url.len() - 1]);
     let mut bad = item.clone();
@@ -357,11 +269,7 @@ async fn storage_refuses_wrong_bodies_and_expired_urls() -> anyhow::Result<()> {
     assert_eq!(stack.put_upload(&bad, body.clone()).await?, 403);
     // An expired URL, signed by our signer with the stack's credentials 16 minutes ago.
     let signer = shared::presign::Presigner::new(
-        shared::presign::S3Endpoint::path_style(
-            &std::env::var("AWS_ENDPOINT_URL_S3")?,
-            &stack.bucket,
-        )
-        .unwrap(),
+        shared::presign::S3Endpoint::path_style(&std::env::var("AWS_ENDPOINT_URL_S3")?, &stack.bucket).unwrap(),
         "us-east-1",
     );
     let creds = shared::presign::Credentials {
@@ -381,23 +289,13 @@ async fn storage_refuses_wrong_bodies_and_expired_urls() -> anyhow::Result<()> {
     let old = signer.put(&creds, &spec, past, 900);
     let mut expired = item.clone();
     expired["url"] = json!(old.url);
-    assert_eq!(
-        stack.put_upload(&expired, body.clone()).await?,
-        403,
-        "expired URL must be refused"
-    );
+    assert_eq!(stack.put_upload(&expired, body.clone()).await?, 403, "expired URL must be refused");
 
     // None of that stored anything or changed the record.
     assert!(stack.object(&format!("uploads/{hash}")).await?.is_none());
     assert!(stack.object(&format!("media/{hash}")).await?.is_none());
-    let (_, info) = stack
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/media/{hash}"),
-            Some(&stack.token("upload")),
-            None,
-        )
-        .await?;
+    let (_, info) =
+        stack.call(reqwest::Method::GET, &format!("/v1/media/{hash}"), Some(&stack.token("upload")), None).await?;
     assert_eq!(info["status"], "pending");
 
     // The genuine upload still works afterwards.
@@ -412,9 +310,7 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     let app = shared::App::from_env().await?;
     let body = unique_png();
     let hash = sha256_hex(&body);
-    let items = stack
-        .request_uploads("replays", &[("replay.png", &body)])
-        .await?;
+    let items = stack.request_uploads("replays", &[("replay.png", &body)]).await?;
     assert_eq!(stack.put_upload(&items[0], body.clone()).await?, 200);
     // The gateway's own delivery races with three more deliveries of the same event.
     // The sample event from events/, pointed at this upload.
@@ -429,26 +325,17 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     let info = stack.wait_processed(&hash).await?;
     assert_eq!(info["status"], "ready");
     let first = stack.record(&hash).await?.unwrap();
-    let stored = stack
-        .object(&format!("media/{hash}"))
-        .await?
-        .expect("stored");
+    let stored = stack.object(&format!("media/{hash}")).await?.expect("stored");
 
     // And once more, long after: nothing changes.
     let outcomes = shared::process::handle_s3_event(&app, &event).await?;
-    assert!(
-        matches!(outcomes[..], [shared::process::Outcome::Skipped(_)]),
-        "{outcomes:?}"
-    );
+    assert!(matches!(outcomes[..], [shared::process::Outcome::Skipped(_)]), "{outcomes:?}");
     let mut later = stack.record(&hash).await?.unwrap();
     let mut before = first.clone();
     later.remove("updated_at");
     before.remove("updated_at");
     assert_eq!(later, before);
-    assert_eq!(
-        stack.object(&format!("media/{hash}")).await?.unwrap().0,
-        stored.0
-    );
+    assert_eq!(stack.object(&format!("media/{hash}")).await?.unwrap().0, stored.0);
     stack.wait_gone(&format!("uploads/{hash}")).await?;
     Ok(())
 }
@@ -456,39 +343,35 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
 #[tokio::test]
 async fn whole_deck_pages_through_the_index() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
-    let deck = format!(
-        "paging-{}-{}",
-        std::process::id(),
-        &sha256_hex(&unique_bytes(8))[..8]
-    );
-    // 2,300 never-uploaded files: more than one page (2,000).
-    let blobs: Vec<Vec<u8>> = (0..2300).map(|_| unique_bytes(16)).collect();
+    let deck = format!("paging-{}-{}", std::process::id(), &sha256_hex(&unique_bytes(8))[..8]);
+    // Referenced, never-uploaded files: a little more than two pages.
+    let page: usize = std::env::var("DOWNLOAD_PAGE_SIZE").ok().and_then(|p| p.parse().ok()).unwrap_or(2000);
+    let total = page * 2 + 100;
+    let blobs: Vec<Vec<u8>> = (0..total).map(|_| unique_bytes(16)).collect();
     let names: Vec<String> = (0..blobs.len()).map(|i| format!("f{i:05}.png")).collect();
-    for chunk in names.iter().zip(&blobs).collect::<Vec<_>>().chunks(500) {
-        let files: Vec<(&str, &[u8])> = chunk
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
-        let items = stack.request_uploads(&deck, &files).await?;
-        assert!(items.iter().all(|i| i["status"] == "upload"));
-    }
+    let pairs: Vec<(&String, &Vec<u8>)> = names.iter().zip(&blobs).collect();
+    let notes: Vec<Value> = pairs
+        .chunks(100)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let media: Vec<Value> = chunk.iter().map(|(n, b)| json!({"filename": n, "hash": sha256_hex(b)})).collect();
+            json!({"note_id": format!("n{i}"), "media": media})
+        })
+        .collect();
+    let (status, answer) =
+        stack.post("/v1/references", &stack.token("references"), json!({"deck": deck, "notes": notes})).await?;
+    assert_eq!((status, answer["added"].as_u64()), (200, Some(total as u64)), "{answer}");
     let token = stack.token("download");
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     let mut requests = 0;
     loop {
-        let (status, page) = stack
-            .post(
-                "/v1/downloads",
-                &token,
-                json!({"deck": deck, "cursor": cursor}),
-            )
-            .await?;
+        let (status, page) = stack.post("/v1/downloads", &token, json!({"deck": deck, "cursor": cursor})).await?;
         assert_eq!(status, 200, "{page}");
         requests += 1;
         assert_eq!(page["files"], json!([]));
         for u in page["unavailable"].as_array().unwrap() {
-            assert_eq!(u["reason"], "pending");
+            assert_eq!(u["reason"], "missing");
             seen.push(u["filename"].as_str().unwrap().to_string());
         }
         match page["next_cursor"].as_str() {
@@ -508,18 +391,8 @@ async fn api_errors_have_status_and_reason_codes() -> anyhow::Result<()> {
     let download = stack.token("download");
     let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
         (None, json!({"deck": "d", "files": []}), 401, "unauthorized"),
-        (
-            Some("not-a-token"),
-            json!({"deck": "d", "files": []}),
-            401,
-            "unauthorized",
-        ),
-        (
-            Some(&download),
-            json!({"deck": "d", "files": []}),
-            403,
-            "forbidden",
-        ),
+        (Some("not-a-token"), json!({"deck": "d", "files": []}), 401, "unauthorized"),
+        (Some(&download), json!({"deck": "d", "files": []}), 403, "forbidden"),
         (Some(&upload), json!({"deck": "d"}), 400, "bad_request"),
         (
             Some(&upload),
@@ -535,19 +408,8 @@ async fn api_errors_have_status_and_reason_codes() -> anyhow::Result<()> {
         ),
     ];
     for (token, body, status, code) in cases {
-        let (s, b) = stack
-            .call(
-                reqwest::Method::POST,
-                "/v1/uploads",
-                token,
-                Some(body.clone()),
-            )
-            .await?;
-        assert_eq!(
-            (s, b["error"]["code"].as_str().unwrap_or_default()),
-            (status, code),
-            "{body}: {b}"
-        );
+        let (s, b) = stack.call(reqwest::Method::POST, "/v1/uploads", token, Some(body.clone())).await?;
+        assert_eq!((s, b["error"]["code"].as_str().unwrap_or_default()), (status, code), "{body}: {b}");
     }
     let (_, b) = stack
         .post(
@@ -556,24 +418,12 @@ async fn api_errors_have_status_and_reason_codes() -> anyhow::Result<()> {
             json!({"deck": "d", "files": [{"hash": "x", "size": "big", "filename": "a.png"}]}),
         )
         .await?;
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("files[0].size"),
-        "{b}"
-    );
+    assert!(b["error"]["message"].as_str().unwrap().contains("files[0].size"), "{b}");
 
-    let many: Vec<Value> = (0..501)
-        .map(|i| json!({"hash": format!("{i:064x}"), "size": 1, "filename": "a.png"}))
-        .collect();
-    let (s, b) = stack
-        .post("/v1/uploads", &upload, json!({"deck": "d", "files": many}))
-        .await?;
-    assert_eq!(
-        (s, b["error"]["code"].as_str().unwrap()),
-        (413, "too_many_items")
-    );
+    let many: Vec<Value> =
+        (0..501).map(|i| json!({"hash": format!("{i:064x}"), "size": 1, "filename": "a.png"})).collect();
+    let (s, b) = stack.post("/v1/uploads", &upload, json!({"deck": "d", "files": many})).await?;
+    assert_eq!((s, b["error"]["code"].as_str().unwrap()), (413, "too_many_items"));
 
     // Per-item problems are reported on the item.
     let good = unique_png();
@@ -590,44 +440,15 @@ async fn api_errors_have_status_and_reason_codes() -> anyhow::Result<()> {
         )
         .await?
         .1;
-    let reasons: Vec<&str> = items["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["reason"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        reasons,
-        ["bad_hash", "bad_filename", "too_large", "unsupported_type"]
-    );
+    let reasons: Vec<&str> = items["files"].as_array().unwrap().iter().map(|i| i["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["bad_hash", "bad_filename", "too_large", "unsupported_type"]);
 
-    let (s, b) = stack
-        .call(
-            reqwest::Method::GET,
-            "/v1/media/nothex",
-            Some(&upload),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        (s, b["error"]["code"].as_str().unwrap()),
-        (400, "bad_request")
-    );
-    let (s, b) = stack
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/media/{}", "0".repeat(64)),
-            Some(&upload),
-            None,
-        )
-        .await?;
-    assert_eq!(
-        (s, b["error"]["code"].as_str().unwrap()),
-        (404, "not_found")
-    );
-    let (s, _) = stack
-        .call(reqwest::Method::GET, "/v1/nothing", Some(&upload), None)
-        .await?;
+    let (s, b) = stack.call(reqwest::Method::GET, "/v1/media/nothex", Some(&upload), None).await?;
+    assert_eq!((s, b["error"]["code"].as_str().unwrap()), (400, "bad_request"));
+    let (s, b) =
+        stack.call(reqwest::Method::GET, &format!("/v1/media/{}", "0".repeat(64)), Some(&upload), None).await?;
+    assert_eq!((s, b["error"]["code"].as_str().unwrap()), (404, "not_found"));
+    let (s, _) = stack.call(reqwest::Method::GET, "/v1/nothing", Some(&upload), None).await?;
     assert_eq!(s, 404);
     Ok(())
 }

@@ -28,9 +28,7 @@ async fn main() -> anyhow::Result<()> {
         None | Some("serve") => serve().await,
         Some("setup") => setup::run().await,
         Some("invoke") => {
-            let [_, function, event] = &args[..] else {
-                bail!("usage: local-gateway invoke FUNCTION EVENT.json")
-            };
+            let [_, function, event] = &args[..] else { bail!("usage: local-gateway invoke FUNCTION EVENT.json") };
             invoke(function, event).await
         }
         Some("token") => {
@@ -38,15 +36,9 @@ async fn main() -> anyhow::Result<()> {
                 (Some(s), Some(sc)) => (s, sc),
                 _ => bail!("usage: local-gateway token SUB 'SCOPE ...' [DECK,DECK]"),
             };
-            let decks: Vec<String> = args
-                .get(3)
-                .map(|d| d.split(',').map(str::to_owned).collect())
-                .unwrap_or_default();
+            let decks: Vec<String> = args.get(3).map(|d| d.split(',').map(str::to_owned).collect()).unwrap_or_default();
             let secret = std::env::var("JWT_SECRET").context("JWT_SECRET is not set")?;
-            println!(
-                "{}",
-                shared::auth::mint(secret.as_bytes(), sub, scope, &decks, 24 * 3600)
-            );
+            println!("{}", shared::auth::mint(secret.as_bytes(), sub, scope, &decks, 24 * 3600));
             Ok(())
         }
         Some(other) => bail!("unknown command {other:?}: serve | setup | invoke | token"),
@@ -61,13 +53,9 @@ async fn serve() -> anyhow::Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     tokio::spawn(pump_uploads(app.clone(), sqs, queue));
 
-    let router = axum::Router::new()
-        .route("/local/health", axum::routing::get(|| async { "ok" }))
-        .fallback(api)
-        .with_state(app);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("bind {addr}"))?;
+    let router =
+        axum::Router::new().route("/local/health", axum::routing::get(|| async { "ok" })).fallback(api).with_state(app);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("bind {addr}"))?;
     tracing::info!(%addr, "local gateway listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
@@ -133,20 +121,14 @@ async fn pump_uploads(app: Arc<App>, sqs: aws_sdk_sqs::Client, queue: String) {
         .await;
         for (done, receipt) in handled {
             if let (true, Some(r)) = (done, receipt) {
-                let _ = sqs
-                    .delete_message()
-                    .queue_url(&queue)
-                    .receipt_handle(r)
-                    .send()
-                    .await;
+                let _ = sqs.delete_message().queue_url(&queue).receipt_handle(r).send().await;
             }
         }
     }
 }
 
 async fn invoke(function: &str, event_path: &str) -> anyhow::Result<()> {
-    let event =
-        std::fs::read_to_string(event_path).with_context(|| format!("read {event_path}"))?;
+    let event = std::fs::read_to_string(event_path).with_context(|| format!("read {event_path}"))?;
     let app = App::from_env().await?;
     match function {
         "process-upload" => {
@@ -154,7 +136,12 @@ async fn invoke(function: &str, event_path: &str) -> anyhow::Result<()> {
             let outcomes = shared::process::handle_s3_event(&app, &event).await?;
             println!("{outcomes:#?}");
         }
-        other => bail!("{other} is not a non-HTTP function here (process-upload)"),
+        "sweep-orphans" => {
+            let command: shared::lifecycle::Command = serde_json::from_str(&event).context("not a sweep command")?;
+            let report = shared::lifecycle::run(&app, &command, time::OffsetDateTime::now_utc()).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        other => bail!("{other} is not a non-HTTP function here (process-upload, sweep-orphans)"),
     }
     Ok(())
 }

@@ -1,14 +1,17 @@
 //! Create the local resources that `template.yaml` declares for AWS. Safe to run again.
+//!
+//! The tables have no streams here: moto copies every table, stream records included, on each
+//! transaction, which makes a stream-enabled table slower with every write.
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
 };
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, Event, ExpirationStatus,
-    FilterRule, FilterRuleName, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-    NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, Event, ExpirationStatus, FilterRule, FilterRuleName,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NotificationConfiguration,
+    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
 };
 use shared::config::Config;
 
@@ -16,22 +19,12 @@ pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let queue_name = std::env::var("UPLOAD_QUEUE_NAME").unwrap_or_else(|_| "upload-events".into());
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
 
     // Queue that S3 notifies about uploads.
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(&queue_name)
-        .send()
-        .await?
-        .queue_url
-        .context("no queue url")?;
+    let queue_url = sqs.create_queue().queue_name(&queue_name).send().await?.queue_url.context("no queue url")?;
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -40,19 +33,15 @@ pub async fn run() -> anyhow::Result<()> {
         .await?;
     let queue_arn = attrs
         .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
         .context("no queue arn")?;
 
     // Bucket, lifecycle rule for abandoned uploads, and the notification on the upload prefix only.
     match s3.create_bucket().bucket(&config.bucket).send().await {
         Ok(_) => {}
         Err(e)
-            if e.as_service_error().is_some_and(|s| {
-                s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
-            }) => {}
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => {}
         Err(e) => return Err(e).context("create bucket"),
     }
     let prefix = config.keys.upload_prefix.clone();
@@ -67,9 +56,7 @@ pub async fn run() -> anyhow::Result<()> {
                         .filter(LifecycleRuleFilter::builder().prefix(&prefix).build())
                         .expiration(LifecycleExpiration::builder().days(1).build())
                         .abort_incomplete_multipart_upload(
-                            AbortIncompleteMultipartUpload::builder()
-                                .days_after_initiation(1)
-                                .build(),
+                            AbortIncompleteMultipartUpload::builder().days_after_initiation(1).build(),
                         )
                         .build()?,
                 )
@@ -92,10 +79,7 @@ pub async fn run() -> anyhow::Result<()> {
                                 .key(
                                     S3KeyFilter::builder()
                                         .filter_rules(
-                                            FilterRule::builder()
-                                                .name(FilterRuleName::Prefix)
-                                                .value(&prefix)
-                                                .build(),
+                                            FilterRule::builder().name(FilterRuleName::Prefix).value(&prefix).build(),
                                         )
                                         .build(),
                                 )
@@ -110,55 +94,56 @@ pub async fn run() -> anyhow::Result<()> {
         .context("bucket notification")?;
 
     create_table(&ddb, &config.media_table, &[("hash", KeyType::Hash)]).await?;
-    create_table(
-        &ddb,
-        &config.deck_files_table,
-        &[("deck", KeyType::Hash), ("filename", KeyType::Range)],
-    )
-    .await?;
+    create_table(&ddb, &config.deck_files_table, &[("deck", KeyType::Hash), ("filename", KeyType::Range)]).await?;
+    create_refs_table(&ddb, &config.refs_table).await?;
 
     println!("UPLOAD_QUEUE_URL={queue_url}");
     Ok(())
 }
 
-async fn create_table(
-    ddb: &aws_sdk_dynamodb::Client,
-    name: &str,
-    keys: &[(&str, KeyType)],
-) -> anyhow::Result<()> {
-    let mut req = ddb
+/// Reference items, with the `by_file` index the maintainer API uses to find a file's notes.
+async fn create_refs_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> anyhow::Result<()> {
+    let attr =
+        |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build();
+    let key = |n: &str, k: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(k).build();
+    let result = ddb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
+        .attribute_definitions(attr("note")?)
+        .attribute_definitions(attr("filename")?)
+        .attribute_definitions(attr("deck_file")?)
+        .key_schema(key("note", KeyType::Hash)?)
+        .key_schema(key("filename", KeyType::Range)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("by_file")
+                .key_schema(key("deck_file", KeyType::Hash)?)
+                .key_schema(key("note", KeyType::Range)?)
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
                 .build()?,
-        );
+        )
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("create table {name}")),
+    }
+}
+
+async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, KeyType)]) -> anyhow::Result<()> {
+    let mut req = ddb.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
     for (attr, kind) in keys {
         req = req
             .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(*attr)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
+                AttributeDefinition::builder().attribute_name(*attr).attribute_type(ScalarAttributeType::S).build()?,
             )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(*attr)
-                    .key_type(kind.clone())
-                    .build()?,
-            );
+            .key_schema(KeySchemaElement::builder().attribute_name(*attr).key_type(kind.clone()).build()?);
     }
     match req.send().await {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            Ok(())
-        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("create table {name}")),
     }
 }

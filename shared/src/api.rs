@@ -11,6 +11,8 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::downloads::{media_status, presign_downloads};
 use crate::error::ApiError;
+use crate::maintainers::{list_deck_media, remove_deck_file};
+use crate::references::apply_references;
 use crate::uploads::presign_uploads;
 
 /// The API's routes. Each Lambda function serves some of them; the local gateway serves all.
@@ -19,26 +21,55 @@ pub enum Route {
     Uploads,
     Downloads,
     MediaStatus,
+    References,
+    DeckMedia,
+    DeckMediaRemove,
 }
 
 impl Route {
-    pub const ALL: &'static [Route] = &[Route::Uploads, Route::Downloads, Route::MediaStatus];
+    pub const ALL: &'static [Route] = &[
+        Route::Uploads,
+        Route::Downloads,
+        Route::MediaStatus,
+        Route::References,
+        Route::DeckMedia,
+        Route::DeckMediaRemove,
+    ];
 }
 
-/// Match a path to a route and its path parameter.
-pub fn route<'p>(method: &Method, path: &'p str) -> Result<(Route, Option<&'p str>), ApiError> {
-    let (route, param, allowed) = match path.trim_end_matches('/') {
-        "/v1/uploads" => (Route::Uploads, None, Method::POST),
-        "/v1/downloads" => (Route::Downloads, None, Method::POST),
-        p => match p.strip_prefix("/v1/media/") {
-            Some(h) if !h.contains('/') => (Route::MediaStatus, Some(h), Method::GET),
-            _ => return Err(ApiError::not_found("no such route")),
-        },
+fn decode_segment(s: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| ApiError::bad_request("path: not UTF-8 once decoded"))
+}
+
+/// Match a path to a route and its (decoded) path parameters.
+pub fn route(method: &Method, path: &str) -> Result<(Route, Vec<String>), ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (route, params, allowed) = match segments[..] {
+        ["v1", "uploads"] => (Route::Uploads, vec![], Method::POST),
+        ["v1", "downloads"] => (Route::Downloads, vec![], Method::POST),
+        ["v1", "references"] => (Route::References, vec![], Method::POST),
+        ["v1", "media", hash] => (Route::MediaStatus, vec![decode_segment(hash)?], Method::GET),
+        ["v1", "decks", deck, "media"] => (Route::DeckMedia, vec![decode_segment(deck)?], Method::GET),
+        ["v1", "decks", deck, "media", filename] => {
+            (Route::DeckMediaRemove, vec![decode_segment(deck)?, decode_segment(filename)?], Method::DELETE)
+        }
+        _ => return Err(ApiError::not_found("no such route")),
     };
     if *method != allowed {
         return Err(ApiError::method_not_allowed());
     }
-    Ok((route, param))
+    Ok((route, params))
+}
+
+/// A query string parameter, decoded (`+` is a space).
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+    })
 }
 
 fn parse_json<T: DeserializeOwned>(app: &App, body: &[u8]) -> Result<T, ApiError> {
@@ -78,9 +109,7 @@ fn respond(status: StatusCode, body: String, retry_after: Option<u64>) -> Respon
     if let Some(secs) = retry_after {
         builder = builder.header("retry-after", secs.to_string());
     }
-    builder
-        .body(Body::Text(body))
-        .unwrap_or_else(|_| Response::new(Body::Empty))
+    builder.body(Body::Text(body)).unwrap_or_else(|_| Response::new(Body::Empty))
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
@@ -93,10 +122,7 @@ fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
         tracing::error!("JWT_SECRET is not configured");
         ApiError::internal()
     })?;
-    let header = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     verifier.verify(header)
 }
 
@@ -118,26 +144,33 @@ pub async fn handle(app: &App, req: Request, allowed: &[Route]) -> Response<Body
 }
 
 async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Response<Body>, ApiError> {
-    let (route, param) = route(req.method(), req.uri().path())?;
+    let (route, params) = route(req.method(), req.uri().path())?;
     if !allowed.contains(&route) {
         return Err(ApiError::not_found("no such route"));
     }
     let who = authenticate(app, req)?;
     let now = OffsetDateTime::now_utc();
     let body = req.body().as_ref();
+    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     Ok(match route {
-        Route::Uploads => json_response(
-            StatusCode::OK,
-            &presign_uploads(app, &who, parse_json(app, body)?, now).await?,
-        ),
-        Route::Downloads => json_response(
-            StatusCode::OK,
-            &presign_downloads(app, &who, parse_json(app, body)?, now).await?,
-        ),
-        Route::MediaStatus => json_response(
-            StatusCode::OK,
-            &media_status(app, &who, param.unwrap_or_default()).await?,
-        ),
+        Route::Uploads => {
+            json_response(StatusCode::OK, &presign_uploads(app, &who, parse_json(app, body)?, now).await?)
+        }
+        Route::Downloads => {
+            json_response(StatusCode::OK, &presign_downloads(app, &who, parse_json(app, body)?, now).await?)
+        }
+        Route::MediaStatus => json_response(StatusCode::OK, &media_status(app, &who, param(0)).await?),
+        Route::References => {
+            json_response(StatusCode::OK, &apply_references(app, &who, parse_json(app, body)?, now).await?)
+        }
+        Route::DeckMedia => {
+            let (q, cursor) = (query_param(req, "q"), query_param(req, "cursor"));
+            let page = list_deck_media(app, &who, param(0), q.as_deref(), cursor.as_deref(), now).await?;
+            json_response(StatusCode::OK, &page)
+        }
+        Route::DeckMediaRemove => {
+            json_response(StatusCode::OK, &remove_deck_file(app, &who, param(0), param(1), now).await?)
+        }
     })
 }
 
@@ -147,19 +180,14 @@ mod tests {
 
     #[test]
     fn routes() {
+        assert_eq!(route(&Method::POST, "/v1/uploads").unwrap().0, Route::Uploads);
+        assert_eq!(route(&Method::GET, "/v1/media/abc").unwrap(), (Route::MediaStatus, vec!["abc".to_string()]));
         assert_eq!(
-            route(&Method::POST, "/v1/uploads").unwrap().0,
-            Route::Uploads
-        );
-        assert_eq!(
-            route(&Method::GET, "/v1/media/abc").unwrap(),
-            (Route::MediaStatus, Some("abc"))
+            route(&Method::DELETE, "/v1/decks/d1/media/caf%C3%A9%20x.png").unwrap(),
+            (Route::DeckMediaRemove, vec!["d1".to_string(), "café x.png".to_string()])
         );
         assert_eq!(route(&Method::GET, "/v1/uploads").unwrap_err().status, 405);
-        assert_eq!(
-            route(&Method::GET, "/v1/media/a/b").unwrap_err().status,
-            404
-        );
+        assert_eq!(route(&Method::GET, "/v1/media/a/b").unwrap_err().status, 404);
         assert_eq!(route(&Method::GET, "/nope").unwrap_err().status, 404);
     }
 }

@@ -8,7 +8,9 @@ use crate::auth::TokenVerifier;
 use crate::config::{Config, ConfigError};
 use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
+use crate::references::ReferenceStore;
 use crate::store::dynamo::{DynamoDecks, DynamoMedia};
+use crate::store::refs_dynamo::DynamoRefs;
 use crate::store::s3::S3Blobs;
 use crate::store::{BlobStore, DeckIndex, MediaRepo};
 
@@ -23,11 +25,7 @@ pub struct SdkCredentials(pub SharedCredentialsProvider);
 #[async_trait::async_trait]
 impl CredentialSource for SdkCredentials {
     async fn credentials(&self) -> Result<Credentials, StoreError> {
-        let c = self
-            .0
-            .provide_credentials()
-            .await
-            .map_err(|e| StoreError::new("credentials", e))?;
+        let c = self.0.provide_credentials().await.map_err(|e| StoreError::new("credentials", e))?;
         Ok(Credentials {
             access_key_id: c.access_key_id().to_string(),
             secret_access_key: c.secret_access_key().to_string(),
@@ -40,6 +38,7 @@ pub struct App {
     pub config: Config,
     pub media: Arc<dyn MediaRepo>,
     pub decks: Arc<dyn DeckIndex>,
+    pub refs: Arc<dyn ReferenceStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub presigner: Presigner,
     pub credentials: Arc<dyn CredentialSource>,
@@ -61,28 +60,28 @@ impl App {
     pub async fn from_env() -> Result<Self, InitError> {
         let config = Config::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.s3_public_endpoint.is_some())
-            .build();
+        let s3_conf =
+            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.s3_public_endpoint.is_some()).build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_conf);
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let creds = sdk.credentials_provider().ok_or(InitError::NoCredentials)?;
         let endpoint = match &config.s3_public_endpoint {
-            Some(url) => {
-                S3Endpoint::path_style(url, &config.bucket).map_err(InitError::Endpoint)?
-            }
+            Some(url) => S3Endpoint::path_style(url, &config.bucket).map_err(InitError::Endpoint)?,
             None => S3Endpoint::aws(&config.bucket, &config.region),
         };
         Ok(Self {
             media: Arc::new(DynamoMedia::new(dynamo.clone(), &config.media_table)),
+            refs: Arc::new(DynamoRefs::new(
+                dynamo.clone(),
+                &config.refs_table,
+                &config.media_table,
+                &config.deck_files_table,
+            )),
             decks: Arc::new(DynamoDecks::new(dynamo, &config.deck_files_table)),
             blobs: Arc::new(S3Blobs::new(s3, &config.bucket)),
             presigner: Presigner::new(endpoint, &config.region),
             credentials: Arc::new(SdkCredentials(creds)),
-            tokens: config
-                .jwt_secret
-                .as_deref()
-                .map(|s| TokenVerifier::new(s.as_bytes())),
+            tokens: config.jwt_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
             config,
         })
     }
@@ -90,8 +89,7 @@ impl App {
 
 /// Current time as RFC 3339, the format records use.
 pub fn now_rfc3339(now: time::OffsetDateTime) -> String {
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Fixed credentials (tests, benchmarks).
@@ -108,27 +106,28 @@ impl App {
     /// An app over in-memory stores, for tests of the logic and for benchmarks that must not
     /// measure storage latency.
     pub fn in_memory(jwt_secret: &str) -> Self {
-        use crate::store::memory::{MemoryBlobs, MemoryDecks, MemoryMedia};
+        use crate::store::memory::MemoryStore;
         let config = Config {
             bucket: "media-bucket".into(),
             media_table: "media".into(),
             deck_files_table: "deck-files".into(),
+            refs_table: "refs".into(),
             region: "us-east-1".into(),
             s3_public_endpoint: None,
             jwt_secret: Some(jwt_secret.into()),
             url_ttl_secs: 900,
             download_page_size: 2000,
+            sweep_grace_secs: 86400,
             keys: Default::default(),
             limits: Default::default(),
         };
+        let store = Arc::new(MemoryStore::default());
         Self {
-            media: Arc::new(MemoryMedia::default()),
-            decks: Arc::new(MemoryDecks::default()),
-            blobs: Arc::new(MemoryBlobs::default()),
-            presigner: Presigner::new(
-                S3Endpoint::aws(&config.bucket, &config.region),
-                &config.region,
-            ),
+            media: store.clone(),
+            decks: store.clone(),
+            refs: store.clone(),
+            blobs: store,
+            presigner: Presigner::new(S3Endpoint::aws(&config.bucket, &config.region), &config.region),
             credentials: Arc::new(StaticCredentials(Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "secret".into(),

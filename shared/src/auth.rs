@@ -53,10 +53,7 @@ impl Principal {
             Ok(())
         } else {
             let names: Vec<_> = scopes.iter().map(|s| s.as_str()).collect();
-            Err(ApiError::forbidden(format!(
-                "this call needs the {} scope",
-                names.join(" or ")
-            )))
+            Err(ApiError::forbidden(format!("this call needs the {} scope", names.join(" or "))))
         }
     }
 }
@@ -74,10 +71,7 @@ impl TokenVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = CLOCK_SKEW_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Self {
-            key: DecodingKey::from_secret(secret),
-            validation,
-        }
+        Self { key: DecodingKey::from_secret(secret), validation }
     }
 
     /// Checks an `Authorization` header value.
@@ -96,29 +90,16 @@ impl TokenVerifier {
             }
         })?;
         let c = data.claims;
-        Ok(Principal {
-            sub: c.sub,
-            scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
-            decks: c.decks,
-        })
+        Ok(Principal { sub: c.sub, scopes: c.scope.split_whitespace().map(str::to_owned).collect(), decks: c.decks })
     }
 }
 
 /// Issue a token (local stack, tests). Production tokens come from AnkiCollab.
 pub fn mint(secret: &[u8], sub: &str, scope: &str, decks: &[String], ttl_secs: u64) -> String {
     let exp = (time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64) + ttl_secs;
-    let claims = Claims {
-        sub: sub.into(),
-        exp,
-        scope: scope.into(),
-        decks: decks.to_vec(),
-    };
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .expect("HS256 encoding of plain claims cannot fail")
+    let claims = Claims { sub: sub.into(), exp, scope: scope.into(), decks: decks.to_vec() };
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+        .expect("HS256 encoding of plain claims cannot fail")
 }
 
 #[cfg(test)]
@@ -134,29 +115,14 @@ mod tests {
         assert_eq!(p.require_any(&[Scope::References]).unwrap_err().status, 403);
 
         let other = mint(b"other", "u1", "upload", &[], 60);
-        assert_eq!(
-            v.verify(Some(&format!("Bearer {other}")))
-                .unwrap_err()
-                .status,
-            401
-        );
+        assert_eq!(v.verify(Some(&format!("Bearer {other}"))).unwrap_err().status, 401);
         assert_eq!(v.verify(None).unwrap_err().status, 401);
         assert_eq!(v.verify(Some("Basic abc")).unwrap_err().status, 401);
         assert_eq!(v.verify(Some("Bearer x.y.z")).unwrap_err().status, 401);
 
         // Expired beyond the allowed skew.
-        let claims = Claims {
-            sub: "u".into(),
-            exp: 1_000,
-            scope: "upload".into(),
-            decks: vec![],
-        };
-        let old = encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"secret"),
-        )
-        .unwrap();
+        let claims = Claims { sub: "u".into(), exp: 1_000, scope: "upload".into(), decks: vec![] };
+        let old = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"secret")).unwrap();
         let e = v.verify(Some(&format!("Bearer {old}"))).unwrap_err();
         assert_eq!((e.status, e.message.as_str()), (401, "token expired"));
     }
@@ -166,9 +132,6 @@ mod tests {
         let v = TokenVerifier::new(b"secret");
         // {"alg":"none"} . {"sub":"u","exp":9999999999,"scope":"references"} .
         let t = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1IiwiZXhwIjo5OTk5OTk5OTk5LCJzY29wZSI6InJlZmVyZW5jZXMifQ.";
-        assert_eq!(
-            v.verify(Some(&format!("Bearer {t}"))).unwrap_err().status,
-            401
-        );
+        assert_eq!(v.verify(Some(&format!("Bearer {t}"))).unwrap_err().status, 401);
     }
 }

@@ -16,12 +16,15 @@ pub struct Config {
     pub bucket: String,
     pub media_table: String,
     pub deck_files_table: String,
+    pub refs_table: String,
     pub region: String,
     /// Where pre-signed URLs point when not at AWS (path style), e.g. LocalStack.
     pub s3_public_endpoint: Option<String>,
     pub jwt_secret: Option<String>,
     pub url_ttl_secs: u32,
     pub download_page_size: usize,
+    /// How long a count must have stayed zero before the sweep deletes the media.
+    pub sweep_grace_secs: i64,
     pub keys: Keys,
     pub limits: Limits,
 }
@@ -48,13 +51,13 @@ impl Config {
             bucket: required("BUCKET")?,
             media_table: required("MEDIA_TABLE")?,
             deck_files_table: required("DECK_FILES_TABLE")?,
-            region: var("AWS_REGION")
-                .or_else(|| var("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".into()),
+            refs_table: required("REFS_TABLE")?,
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
             s3_public_endpoint: var("S3_PUBLIC_ENDPOINT").or_else(|| var("AWS_ENDPOINT_URL_S3")),
             jwt_secret: var("JWT_SECRET"),
             url_ttl_secs: number("URL_TTL_SECS", 900)?,
             download_page_size: number("DOWNLOAD_PAGE_SIZE", 2000)?,
+            sweep_grace_secs: number("SWEEP_GRACE_SECS", crate::lifecycle::DEFAULT_GRACE.whole_seconds())?,
             keys: Keys::default(),
             limits: Limits {
                 max_image_bytes: number("MAX_IMAGE_BYTES", d.max_image_bytes)?,

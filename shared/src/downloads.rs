@@ -73,18 +73,13 @@ pub async fn presign_downloads(
         Some(names) => {
             let max = app.config.limits.max_download_batch;
             if names.len() > max {
-                return Err(ApiError::too_many_items(format!(
-                    "filenames: at most {max} per request"
-                )));
+                return Err(ApiError::too_many_items(format!("filenames: at most {max} per request")));
             }
             let mut valid = Vec::with_capacity(names.len());
             for name in names {
                 match normalize_filename(&name) {
                     Ok(n) => valid.push(n),
-                    Err(_) => unavailable.push(Unavailable {
-                        filename: name,
-                        reason: "unknown",
-                    }),
+                    Err(_) => unavailable.push(Unavailable { filename: name, reason: "unknown" }),
                 }
             }
             let found = app.decks.resolve(&req.deck, &valid).await?;
@@ -92,21 +87,16 @@ pub async fn presign_downloads(
             for name in valid {
                 match found.get(&name) {
                     Some(h) => entries.push((name, *h)),
-                    None => unavailable.push(Unavailable {
-                        filename: name,
-                        reason: "unknown",
-                    }),
+                    None => unavailable.push(Unavailable { filename: name, reason: "unknown" }),
                 }
             }
             (entries, None)
         }
         None => {
             let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
-            let page = app
-                .decks
-                .page(&req.deck, after.as_deref(), app.config.download_page_size)
-                .await?;
-            (page.entries, page.next_after.as_deref().map(encode_cursor))
+            let page = app.decks.page(&req.deck, after.as_deref(), app.config.download_page_size).await?;
+            let entries = page.entries.into_iter().map(|e| (e.filename, e.hash)).collect();
+            (entries, page.next_after.as_deref().map(encode_cursor))
         }
     };
 
@@ -121,17 +111,9 @@ pub async fn presign_downloads(
     for (filename, hash) in &entries {
         let record = records.get(hash);
         match record {
-            Some(
-                r @ MediaRecord {
-                    status: MediaStatus::Ready,
-                    stored_key: Some(key),
-                    ..
-                },
-            ) => {
-                let url = urls
-                    .entry(key.as_str())
-                    .or_insert_with(|| app.presigner.get(&creds, key, now, ttl).url)
-                    .clone();
+            Some(r @ MediaRecord { status: MediaStatus::Ready, stored_key: Some(key), .. }) => {
+                let url =
+                    urls.entry(key.as_str()).or_insert_with(|| app.presigner.get(&creds, key, now, ttl).url).clone();
                 files.push(DownloadFile {
                     filename: filename.clone(),
                     hash: hash.to_hex(),
@@ -151,11 +133,7 @@ pub async fn presign_downloads(
             }),
         }
     }
-    Ok(DownloadResponse {
-        files,
-        unavailable,
-        next_cursor,
-    })
+    Ok(DownloadResponse { files, unavailable, next_cursor })
 }
 
 #[derive(Debug, Serialize)]
@@ -178,12 +156,9 @@ pub struct MediaInfo {
 
 pub async fn media_status(app: &App, who: &Principal, hash: &str) -> Result<MediaInfo, ApiError> {
     who.require_any(&[Scope::Upload, Scope::Download])?;
-    let hash = Sha256Hash::parse(hash)
-        .map_err(|_| ApiError::bad_request("hash: 64 lowercase hex characters"))?;
+    let hash = Sha256Hash::parse(hash).map_err(|_| ApiError::bad_request("hash: 64 lowercase hex characters"))?;
     let records = lookup(app.media.as_ref(), &[hash]).await?;
-    let r = records
-        .get(&hash)
-        .ok_or_else(|| ApiError::not_found("no such media"))?;
+    let r = records.get(&hash).ok_or_else(|| ApiError::not_found("no such media"))?;
     Ok(MediaInfo {
         hash: hash.to_hex(),
         status: r.status,

@@ -13,10 +13,7 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn new(backend: &'static str, e: impl std::fmt::Display) -> Self {
-        Self {
-            backend,
-            message: e.to_string(),
-        }
+        Self { backend, message: e.to_string() }
     }
 }
 
@@ -32,12 +29,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
+        Self { status, code, message: message.into(), retry_after: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "bad_request", message)
@@ -52,11 +44,7 @@ impl ApiError {
         Self::new(404, "not_found", message)
     }
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "method_not_allowed",
-            "this route does not take that method",
-        )
+        Self::new(405, "method_not_allowed", "this route does not take that method")
     }
     pub fn too_many_items(message: impl Into<String>) -> Self {
         Self::new(413, "too_many_items", message)
@@ -65,10 +53,7 @@ impl ApiError {
         Self::new(413, "payload_too_large", message)
     }
     pub fn unavailable() -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(503, "unavailable", "storage is busy; retry shortly")
-        }
+        Self { retry_after: Some(1), ..Self::new(503, "unavailable", "storage is busy; retry shortly") }
     }
     pub fn internal() -> Self {
         Self::new(500, "internal", "internal error")
@@ -84,13 +69,8 @@ impl ApiError {
         struct Outer<'a> {
             error: Inner<'a>,
         }
-        serde_json::to_string(&Outer {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-            },
-        })
-        .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"internal error"}}"#.into())
+        serde_json::to_string(&Outer { error: Inner { code: self.code, message: &self.message } })
+            .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"internal error"}}"#.into())
     }
 }
 

@@ -15,6 +15,8 @@ pub enum MediaStatus {
     Rejected,
     /// Referenced by a note but never uploaded.
     Missing,
+    /// The sweeper is removing it; nothing may reference or store it until it is gone.
+    Deleting,
 }
 
 /// Why a file was refused. The string forms are stable reason codes that clients read.
@@ -39,6 +41,9 @@ pub enum RejectReason {
     BadFilename,
     #[error("quota_exceeded")]
     QuotaExceeded,
+    /// The hash is being deleted right now; ask again in a moment.
+    #[error("retry_later")]
+    RetryLater,
 }
 
 impl RejectReason {
@@ -53,16 +58,14 @@ impl RejectReason {
             RejectReason::BadHash => "bad_hash",
             RejectReason::BadFilename => "bad_filename",
             RejectReason::QuotaExceeded => "quota_exceeded",
+            RejectReason::RetryLater => "retry_later",
         }
     }
 
     /// A rejection that says nothing about the content of a hash (the upload went wrong, not the
     /// file) may be retried with a fresh upload; the others are final for that hash.
     pub fn allows_retry(self) -> bool {
-        matches!(
-            self,
-            RejectReason::HashMismatch | RejectReason::QuotaExceeded
-        )
+        matches!(self, RejectReason::HashMismatch | RejectReason::QuotaExceeded)
     }
 }
 
@@ -155,11 +158,7 @@ pub struct Keys {
 
 impl Default for Keys {
     fn default() -> Self {
-        Self {
-            upload_prefix: "uploads/".into(),
-            media_prefix: "media/".into(),
-            thumb_prefix: "thumbs/".into(),
-        }
+        Self { upload_prefix: "uploads/".into(), media_prefix: "media/".into(), thumb_prefix: "thumbs/".into() }
     }
 }
 

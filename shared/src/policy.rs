@@ -56,9 +56,7 @@ pub enum MediaClass {
 pub fn class_from_filename(filename: &str) -> Option<MediaClass> {
     let ext = filename.rsplit_once('.')?.1.to_ascii_lowercase();
     match ext.as_str() {
-        "png" | "jpg" | "jpeg" | "jfif" | "gif" | "webp" | "bmp" | "tif" | "tiff" => {
-            Some(MediaClass::Image)
-        }
+        "png" | "jpg" | "jpeg" | "jfif" | "gif" | "webp" | "bmp" | "tif" | "tiff" => Some(MediaClass::Image),
         "mp3" | "ogg" | "oga" | "opus" | "wav" | "m4a" => Some(MediaClass::Audio),
         _ => None,
     }
@@ -89,9 +87,7 @@ pub fn normalize_filename(name: &str) -> Result<String, FilenameError> {
     if nfc.len() > MAX_FILENAME_BYTES {
         return Err(FilenameError::TooLong);
     }
-    if nfc.chars().any(|c| {
-        c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
-    }) {
+    if nfc.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')) {
         return Err(FilenameError::ForbiddenChar);
     }
     if nfc == "." || nfc == ".." || nfc.trim().is_empty() {
@@ -102,10 +98,7 @@ pub fn normalize_filename(name: &str) -> Result<String, FilenameError> {
 
 /// A deck id: 1–64 of `[A-Za-z0-9_-]`.
 pub fn is_valid_deck(deck: &str) -> bool {
-    (1..=64).contains(&deck.len())
-        && deck
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&deck.len()) && deck.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -117,39 +110,18 @@ mod tests {
     fn filenames() {
         assert_eq!(normalize_filename("cell.png").as_deref(), Ok("cell.png"));
         // "é" as e + combining acute becomes the single NFC code point.
-        assert_eq!(
-            normalize_filename("cafe\u{301}.mp3").as_deref(),
-            Ok("caf\u{e9}.mp3")
-        );
+        assert_eq!(normalize_filename("cafe\u{301}.mp3").as_deref(), Ok("caf\u{e9}.mp3"));
         assert_eq!(normalize_filename(""), Err(FilenameError::Empty));
-        assert_eq!(
-            normalize_filename("../etc/passwd"),
-            Err(FilenameError::ForbiddenChar)
-        );
-        assert_eq!(
-            normalize_filename("a\\b.png"),
-            Err(FilenameError::ForbiddenChar)
-        );
-        assert_eq!(
-            normalize_filename("a\0.png"),
-            Err(FilenameError::ForbiddenChar)
-        );
-        assert_eq!(
-            normalize_filename("a\n.png"),
-            Err(FilenameError::ForbiddenChar)
-        );
+        assert_eq!(normalize_filename("../etc/passwd"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(normalize_filename("a\\b.png"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(normalize_filename("a\0.png"), Err(FilenameError::ForbiddenChar));
+        assert_eq!(normalize_filename("a\n.png"), Err(FilenameError::ForbiddenChar));
         assert_eq!(normalize_filename(".."), Err(FilenameError::Reserved));
-        assert_eq!(
-            normalize_filename(&"a".repeat(121)),
-            Err(FilenameError::TooLong)
-        );
+        assert_eq!(normalize_filename(&"a".repeat(121)), Err(FilenameError::TooLong));
         assert!(normalize_filename(&"a".repeat(120)).is_ok());
         // 40 three-byte characters are 120 bytes; 41 are too many.
         assert!(normalize_filename(&"€".repeat(40)).is_ok());
-        assert_eq!(
-            normalize_filename(&"€".repeat(41)),
-            Err(FilenameError::TooLong)
-        );
+        assert_eq!(normalize_filename(&"€".repeat(41)), Err(FilenameError::TooLong));
     }
 
     #[test]

@@ -18,11 +18,7 @@ use time::OffsetDateTime;
 type HmacSha256 = Hmac<Sha256>;
 
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded (SigV4's rule).
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 /// Same for object keys, which also keep their slashes.
 const PATH: &AsciiSet = &QUERY.remove(b'/');
 
@@ -35,9 +31,7 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
+        f.debug_struct("Credentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
     }
 }
 
@@ -54,25 +48,15 @@ pub struct S3Endpoint {
 impl S3Endpoint {
     pub fn aws(bucket: &str, region: &str) -> Self {
         let host = format!("{bucket}.s3.{region}.amazonaws.com");
-        Self {
-            origin: format!("https://{host}"),
-            host,
-            path_prefix: String::new(),
-        }
+        Self { origin: format!("https://{host}"), host, path_prefix: String::new() }
     }
 
     /// Path-style addressing at a custom endpoint such as `http://127.0.0.1:4566`.
     pub fn path_style(endpoint: &str, bucket: &str) -> Result<Self, String> {
         let endpoint = endpoint.trim_end_matches('/');
-        let (_, rest) = endpoint
-            .split_once("://")
-            .ok_or_else(|| format!("endpoint {endpoint:?} has no scheme"))?;
+        let (_, rest) = endpoint.split_once("://").ok_or_else(|| format!("endpoint {endpoint:?} has no scheme"))?;
         let (host, base) = rest.split_once('/').map_or((rest, ""), |(h, b)| (h, b));
-        let base = if base.is_empty() {
-            String::new()
-        } else {
-            format!("/{base}")
-        };
+        let base = if base.is_empty() { String::new() } else { format!("/{base}") };
         Ok(Self {
             origin: endpoint[..endpoint.len() - base.len()].to_string(),
             host: host.to_string(),
@@ -115,11 +99,7 @@ pub struct Presigner {
 
 impl Presigner {
     pub fn new(endpoint: S3Endpoint, region: impl Into<String>) -> Self {
-        Self {
-            endpoint,
-            region: region.into(),
-            key: Mutex::new(None),
-        }
+        Self { endpoint, region: region.into(), key: Mutex::new(None) }
     }
 
     /// A PUT that S3 accepts only with exactly the body `upload` describes.
@@ -130,12 +110,7 @@ impl Presigner {
         now: OffsetDateTime,
         expires_secs: u32,
     ) -> Presigned {
-        let UploadSpec {
-            key,
-            content_length,
-            sha256_b64,
-            content_type,
-        } = *upload;
+        let UploadSpec { key, content_length, sha256_b64, content_type } = *upload;
         let len = content_length.to_string();
         // Sorted by name, as the canonical request wants them.
         let headers = [
@@ -156,13 +131,7 @@ impl Presigner {
         }
     }
 
-    pub fn get(
-        &self,
-        creds: &Credentials,
-        key: &str,
-        now: OffsetDateTime,
-        expires_secs: u32,
-    ) -> Presigned {
+    pub fn get(&self, creds: &Credentials, key: &str, now: OffsetDateTime, expires_secs: u32) -> Presigned {
         let headers = [("host", self.endpoint.host.as_str())];
         Presigned {
             url: self.sign(creds, "GET", key, &headers, now, expires_secs),
@@ -195,11 +164,7 @@ impl Presigner {
         let date = &amz_date[..8];
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
 
-        let path = format!(
-            "{}/{}",
-            self.endpoint.path_prefix,
-            utf8_percent_encode(key, PATH)
-        );
+        let path = format!("{}/{}", self.endpoint.path_prefix, utf8_percent_encode(key, PATH));
         let mut signed_headers = String::new();
         for (i, (name, _)) in headers.iter().enumerate() {
             if i > 0 {
@@ -216,17 +181,9 @@ impl Presigner {
             utf8_percent_encode(&scope, QUERY),
         );
         if let Some(token) = &creds.session_token {
-            let _ = write!(
-                query,
-                "&X-Amz-Security-Token={}",
-                utf8_percent_encode(token, QUERY)
-            );
+            let _ = write!(query, "&X-Amz-Security-Token={}", utf8_percent_encode(token, QUERY));
         }
-        let _ = write!(
-            query,
-            "&X-Amz-SignedHeaders={}",
-            utf8_percent_encode(&signed_headers, QUERY)
-        );
+        let _ = write!(query, "&X-Amz-SignedHeaders={}", utf8_percent_encode(&signed_headers, QUERY));
 
         let mut canonical = String::with_capacity(1024);
         let _ = write!(canonical, "{method}\n{path}\n{query}\n");
@@ -235,27 +192,19 @@ impl Presigner {
         }
         let _ = write!(canonical, "\n{signed_headers}\nUNSIGNED-PAYLOAD");
 
-        let string_to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical.as_bytes()))
-        );
+        let string_to_sign =
+            format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
         let mut mac = self.signing_mac(creds, date);
         mac.update(string_to_sign.as_bytes());
         let signature = hex::encode(mac.finalize().into_bytes());
 
-        format!(
-            "{}{path}?{query}&X-Amz-Signature={signature}",
-            self.endpoint.origin
-        )
+        format!("{}{path}?{query}&X-Amz-Signature={signature}", self.endpoint.origin)
     }
 
     /// The keyed HMAC for today's signing key, derived again only when the day or the
     /// credentials change (they rotate on Lambda).
     fn signing_mac(&self, creds: &Credentials, date: &str) -> HmacSha256 {
-        let mut cache = self
-            .key
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self.key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(k) = cache.as_ref() {
             if k.date == date.as_bytes()
                 && k.access_key_id == creds.access_key_id
@@ -269,10 +218,7 @@ impl Presigner {
             m.update(data);
             m.finalize().into_bytes()
         };
-        let k_date = hmac(
-            format!("AWS4{}", creds.secret_access_key).as_bytes(),
-            date.as_bytes(),
-        );
+        let k_date = hmac(format!("AWS4{}", creds.secret_access_key).as_bytes(), date.as_bytes());
         let k_region = hmac(&k_date, self.region.as_bytes());
         let k_service = hmac(&k_region, b"s3");
         let k_signing = hmac(&k_service, b"aws4_request");
@@ -312,8 +258,8 @@ mod tests {
         expires: u64,
     ) -> String {
         use aws_sigv4::http_request::{
-            sign, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation,
-            SigningSettings, UriPathNormalizationMode,
+            sign, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+            UriPathNormalizationMode,
         };
         let identity = aws_credential_types::Credentials::new(
             &creds.access_key_id,
@@ -337,20 +283,10 @@ mod tests {
             .build()
             .unwrap()
             .into();
-        let request = SignableRequest::new(
-            method,
-            url,
-            headers.iter().copied(),
-            SignableBody::UnsignedPayload,
-        )
-        .unwrap();
+        let request =
+            SignableRequest::new(method, url, headers.iter().copied(), SignableBody::UnsignedPayload).unwrap();
         let (instructions, _) = sign(request, &params).unwrap().into_parts();
-        instructions
-            .params()
-            .iter()
-            .find(|(k, _)| *k == "X-Amz-Signature")
-            .map(|(_, v)| v.to_string())
-            .unwrap()
+        instructions.params().iter().find(|(k, _)| *k == "X-Amz-Signature").map(|(_, v)| v.to_string()).unwrap()
     }
 
     fn signature_of(url: &str) -> &str {
@@ -367,8 +303,7 @@ mod tests {
                 S3Endpoint::path_style("http://127.0.0.1:4566", "media-bucket").unwrap(),
             ] {
                 let p = Presigner::new(endpoint.clone(), "us-east-1");
-                let key =
-                    "uploads/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+                let key = "uploads/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
                 let spec = UploadSpec {
                     key,
                     content_length: 48213,
@@ -381,27 +316,17 @@ mod tests {
                     ("content-length", "48213"),
                     ("content-type", "application/octet-stream"),
                     ("host", endpoint.host.as_str()),
-                    (
-                        "x-amz-checksum-sha256",
-                        "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
-                    ),
+                    ("x-amz-checksum-sha256", "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="),
                 ];
-                assert_eq!(
-                    signature_of(&put.url),
-                    reference_signature(&c, "PUT", &bare, &headers, now, 900)
-                );
-                assert!(put.url.contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"));
+                assert_eq!(signature_of(&put.url), reference_signature(&c, "PUT", &bare, &headers, now, 900));
+                assert!(put
+                    .url
+                    .contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost%3Bx-amz-checksum-sha256"));
 
                 let get = p.get(&c, "media/a b+c", now, 900);
-                let bare = format!(
-                    "{}{}/media/a%20b%2Bc",
-                    endpoint.origin, endpoint.path_prefix
-                );
+                let bare = format!("{}{}/media/a%20b%2Bc", endpoint.origin, endpoint.path_prefix);
                 let headers = [("host", endpoint.host.as_str())];
-                assert_eq!(
-                    signature_of(&get.url),
-                    reference_signature(&c, "GET", &bare, &headers, now, 900)
-                );
+                assert_eq!(signature_of(&get.url), reference_signature(&c, "GET", &bare, &headers, now, 900));
                 assert_eq!(get.expires_at, now + time::Duration::seconds(900));
             }
         }

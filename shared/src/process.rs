@@ -27,10 +27,7 @@ pub enum Outcome {
 /// S3 event keys are URL-encoded with `+` for spaces.
 pub fn decode_event_key(key: &str) -> Option<String> {
     let plus_decoded = key.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_decoded)
-        .decode_utf8()
-        .ok()
-        .map(|k| k.into_owned())
+    percent_encoding::percent_decode_str(&plus_decoded).decode_utf8().ok().map(|k| k.into_owned())
 }
 
 /// Handle every record of an S3 event. A storage error fails the whole event so that it is
@@ -57,21 +54,23 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         return Ok(Outcome::Skipped("not an upload key"));
     };
     let now_s = now_rfc3339(now);
-    if let Some(r) = app.media.get(&hash).await? {
+    // An upload whose record is gone (swept while the event waited) gets a fresh one.
+    if let Some(r) = app.media.ensure_record(&hash, &now_s).await? {
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
             // A repeated event, or a second upload of finished work: only the leftover goes.
             app.blobs.delete(key).await?;
             tracing::info!(%hash, "already ready");
             return Ok(Outcome::Skipped("already ready"));
         }
+        if r.status == MediaStatus::Deleting {
+            return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
+        }
     }
 
     let limits = &app.config.limits;
     let bytes = match app.blobs.read(key, limits.max_any_bytes()).await? {
         None => return Ok(Outcome::Skipped("upload object is gone")),
-        Some(ReadBlob::TooLarge(_)) => {
-            return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await
-        }
+        Some(ReadBlob::TooLarge(_)) => return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await,
         Some(ReadBlob::Bytes(b)) => b,
     };
     if bytes.is_empty() {
@@ -97,16 +96,9 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
             let limits = limits.clone();
             // Decoding is CPU-bound and touches hostile input: keep it off the async threads, and
             // treat a panic in a codec as a corrupt file rather than a crash.
-            let result =
-                tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await;
+            let result = tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await;
             match result {
-                Ok(Ok(p)) => (
-                    p.bytes,
-                    p.content_type.to_string(),
-                    Some(p.width),
-                    Some(p.height),
-                    Some(p.thumbnail),
-                ),
+                Ok(Ok(p)) => (p.bytes, p.content_type.to_string(), Some(p.width), Some(p.height), Some(p.thumbnail)),
                 Ok(Err(reason)) => return reject(app, key, &hash, reason, &now_s).await,
                 Err(e) => {
                     tracing::error!(%hash, error = %e, "image processing panicked");
@@ -129,20 +121,15 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         height,
     };
     // Bytes first, record second: a ready record always has its object.
-    app.blobs
-        .put(
-            &info.stored_key,
-            stored,
-            &info.content_type,
-            Some(CACHE_CONTROL),
-        )
-        .await?;
+    app.blobs.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
     if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, thumbnail) {
-        app.blobs
-            .put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL))
-            .await?;
+        app.blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
     }
-    app.media.mark_ready(&hash, &info, &now_s).await?;
+    if !app.media.mark_ready(&hash, &info, &now_s).await? {
+        // The sweeper took the record meanwhile and may have removed what we just wrote: fail so
+        // that the event is retried once the sweep is over.
+        return Err(StoreError::new("lifecycle", format!("{hash} was swept during processing; retry the event")));
+    }
     if stored_hash != hash {
         app.media.put_alias(&stored_hash, &hash, &now_s).await?;
     }
@@ -176,10 +163,7 @@ mod tests {
 
     #[test]
     fn decodes_event_keys() {
-        assert_eq!(
-            decode_event_key("uploads/a+b%2Bc%C3%A9").as_deref(),
-            Some("uploads/a b+cé")
-        );
+        assert_eq!(decode_event_key("uploads/a+b%2Bc%C3%A9").as_deref(), Some("uploads/a b+cé"));
         assert_eq!(decode_event_key("uploads/%FF"), None);
     }
 }
@@ -190,9 +174,8 @@ mod logic_tests {
     use crate::model::MediaStatus;
 
     fn png(w: u32, h: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| {
-            image::Rgb([(x * 7) as u8, (y * 3) as u8, ((x ^ y) * 5) as u8])
-        });
+        let img =
+            image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 3) as u8, ((x ^ y) * 5) as u8]));
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
         out.into_inner()
@@ -204,15 +187,10 @@ mod logic_tests {
         let bytes = png(40, 30);
         let hash = Sha256Hash::of(&bytes);
         let key = app.config.keys.upload(&hash);
-        app.blobs
-            .put(&key, bytes.clone(), "application/octet-stream", None)
-            .await
-            .unwrap();
+        app.blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
         let now = OffsetDateTime::now_utc();
 
-        let Outcome::Ready(info) = process_key(&app, &key, now).await.unwrap() else {
-            panic!("not ready")
-        };
+        let Outcome::Ready(info) = process_key(&app, &key, now).await.unwrap() else { panic!("not ready") };
         assert_eq!((info.width, info.height), (Some(40), Some(30)));
         assert!(info.stored_size <= bytes.len() as u64);
         assert!(!app.blobs.exists(&key).await.unwrap());
@@ -224,18 +202,9 @@ mod logic_tests {
             assert_eq!(alias.alias_of, Some(hash));
         }
         // The same event again, and a re-upload of the same bytes: nothing changes.
-        assert_eq!(
-            process_key(&app, &key, now).await.unwrap(),
-            Outcome::Skipped("already ready")
-        );
-        app.blobs
-            .put(&key, bytes, "application/octet-stream", None)
-            .await
-            .unwrap();
-        assert_eq!(
-            process_key(&app, &key, now).await.unwrap(),
-            Outcome::Skipped("already ready")
-        );
+        assert_eq!(process_key(&app, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
+        app.blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
+        assert_eq!(process_key(&app, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
         assert!(!app.blobs.exists(&key).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap(), record);
     }
@@ -245,32 +214,18 @@ mod logic_tests {
         let app = App::in_memory("k");
         let hash = Sha256Hash::of(b"what the client promised");
         let key = app.config.keys.upload(&hash);
-        app.blobs
-            .put(&key, png(4, 4), "application/octet-stream", None)
-            .await
-            .unwrap();
-        let outcome = process_key(&app, &key, OffsetDateTime::now_utc())
-            .await
-            .unwrap();
+        app.blobs.put(&key, png(4, 4), "application/octet-stream", None).await.unwrap();
+        let outcome = process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Rejected(RejectReason::HashMismatch));
         assert!(!app.blobs.exists(&key).await.unwrap());
-        assert!(!app
-            .blobs
-            .exists(&app.config.keys.media(&hash))
-            .await
-            .unwrap());
-        assert_eq!(
-            app.media.get(&hash).await.unwrap().unwrap().reason,
-            Some(RejectReason::HashMismatch)
-        );
+        assert!(!app.blobs.exists(&app.config.keys.media(&hash)).await.unwrap());
+        assert_eq!(app.media.get(&hash).await.unwrap().unwrap().reason, Some(RejectReason::HashMismatch));
     }
 
     #[tokio::test]
     async fn other_keys_are_ignored() {
         let app = App::in_memory("k");
-        let outcome = process_key(&app, "media/abc", OffsetDateTime::now_utc())
-            .await
-            .unwrap();
+        let outcome = process_key(&app, "media/abc", OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Skipped("not an upload key"));
     }
 }

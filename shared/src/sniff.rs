@@ -89,11 +89,7 @@ pub fn sniff(b: &[u8]) -> Sniffed {
         return Image(ImageKind::Bmp);
     }
     if b.starts_with(b"OggS") {
-        return if ogg_codec_allowed(b) {
-            Audio(AudioKind::Ogg)
-        } else {
-            Unsupported("ogg-other")
-        };
+        return if ogg_codec_allowed(b) { Audio(AudioKind::Ogg) } else { Unsupported("ogg-other") };
     }
     if b.len() >= 12 && &b[4..8] == b"ftyp" {
         return match &b[8..12] {
@@ -136,9 +132,7 @@ fn ogg_codec_allowed(b: &[u8]) -> bool {
     let Some(payload) = b.get(start..) else {
         return false;
     };
-    payload.starts_with(b"\x01vorbis")
-        || payload.starts_with(b"OpusHead")
-        || payload.starts_with(b"\x7fFLAC")
+    payload.starts_with(b"\x01vorbis") || payload.starts_with(b"OpusHead") || payload.starts_with(b"\x7fFLAC")
 }
 
 /// Length of the MPEG audio frame whose header starts `h`, or None if it is not a valid header.
@@ -155,20 +149,12 @@ fn mpeg_frame_len(h: &[u8]) -> Option<usize> {
         return None;
     }
     const V1: [[u32; 15]; 3] = [
-        [
-            0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
-        ],
-        [
-            0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384,
-        ],
-        [
-            0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
-        ],
+        [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+        [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+        [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
     ];
     const V2: [[u32; 15]; 3] = [
-        [
-            0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256,
-        ],
+        [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
         [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
         [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
     ];
@@ -192,9 +178,7 @@ fn is_mp3(b: &[u8]) -> bool {
     let mut start = 0;
     if b.len() >= 10 && b.starts_with(b"ID3") {
         // Synchsafe tag size; the audio frames follow the tag.
-        let size = b[6..10]
-            .iter()
-            .fold(0usize, |acc, &x| (acc << 7) | (x & 0x7F) as usize);
+        let size = b[6..10].iter().fold(0usize, |acc, &x| (acc << 7) | (x & 0x7F) as usize);
         let footer = if b[5] & 0x10 != 0 { 10 } else { 0 };
         start = 10 + size + footer;
         if start >= b.len() {
@@ -212,9 +196,7 @@ fn is_mp3(b: &[u8]) -> bool {
 
 fn looks_like_markup(b: &[u8]) -> bool {
     let b = b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b);
-    b.iter()
-        .find(|c| !c.is_ascii_whitespace())
-        .is_some_and(|&c| c == b'<')
+    b.iter().find(|c| !c.is_ascii_whitespace()).is_some_and(|&c| c == b'<')
 }
 
 #[cfg(test)]
@@ -224,27 +206,12 @@ mod tests {
 
     #[test]
     fn signatures() {
-        assert_eq!(
-            sniff(b"\x89PNG\r\n\x1a\n...."),
-            Sniffed::Image(ImageKind::Png)
-        );
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Sniffed::Image(ImageKind::Png));
         assert_eq!(sniff(b"GIF89a...."), Sniffed::Image(ImageKind::Gif));
-        assert_eq!(
-            sniff(b"RIFF\0\0\0\0WEBPVP8 "),
-            Sniffed::Image(ImageKind::WebP)
-        );
-        assert_eq!(
-            sniff(b"RIFF\0\0\0\0WAVEfmt "),
-            Sniffed::Audio(AudioKind::Wav)
-        );
-        assert_eq!(
-            sniff(b"  <svg onload=alert(1)>"),
-            Sniffed::Unsupported("markup")
-        );
-        assert_eq!(
-            sniff(b"\x7fELF\x02\x01"),
-            Sniffed::Unsupported("executable")
-        );
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Sniffed::Image(ImageKind::WebP));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), Sniffed::Audio(AudioKind::Wav));
+        assert_eq!(sniff(b"  <svg onload=alert(1)>"), Sniffed::Unsupported("markup"));
+        assert_eq!(sniff(b"\x7fELF\x02\x01"), Sniffed::Unsupported("executable"));
         assert_eq!(sniff(b"PK\x03\x04"), Sniffed::Unsupported("zip"));
         assert_eq!(sniff(b""), Sniffed::Unsupported("empty"));
         assert_eq!(sniff(b"BM"), Sniffed::Unsupported("unknown"));

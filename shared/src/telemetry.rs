@@ -7,12 +7,7 @@ pub fn init() {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let result = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
         // Lambda adds its own timestamps and request ids.
-        builder
-            .json()
-            .without_time()
-            .with_current_span(false)
-            .with_target(false)
-            .try_init()
+        builder.json().without_time().with_current_span(false).with_target(false).try_init()
     } else {
         builder.compact().with_writer(std::io::stderr).try_init()
     };

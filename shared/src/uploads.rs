@@ -60,13 +60,15 @@ pub struct UploadResponse {
 /// What one request line asks for, once checked.
 enum Line {
     Refused(RejectReason),
-    Wants { hash: Sha256Hash, filename: String },
+    Wants { hash: Sha256Hash },
 }
 
 fn check_line(app: &App, f: &UploadFile) -> Line {
     let Ok(hash) = Sha256Hash::parse(&f.hash) else {
         return Line::Refused(RejectReason::BadHash);
     };
+    // Only the name's rules and extension matter here: which deck uses which file under which
+    // name comes from references.
     let Ok(filename) = normalize_filename(&f.filename) else {
         return Line::Refused(RejectReason::BadFilename);
     };
@@ -79,7 +81,7 @@ fn check_line(app: &App, f: &UploadFile) -> Line {
     if f.size > app.config.limits.max_bytes_for(class) {
         return Line::Refused(RejectReason::TooLarge);
     }
-    Line::Wants { hash, filename }
+    Line::Wants { hash }
 }
 
 /// What the answer for one hash is, shared by every line that names it.
@@ -104,9 +106,7 @@ pub async fn presign_uploads(
     }
     let max = app.config.limits.max_upload_batch;
     if req.files.len() > max {
-        return Err(ApiError::too_many_items(format!(
-            "files: at most {max} per request"
-        )));
+        return Err(ApiError::too_many_items(format!("files: at most {max} per request")));
     }
 
     let lines: Vec<Line> = req.files.iter().map(|f| check_line(app, f)).collect();
@@ -123,10 +123,7 @@ pub async fn presign_uploads(
     for (hash, size) in &sizes {
         let decision = match records.get(hash) {
             Some(r) if r.status == MediaStatus::Ready => Decision::Exists,
-            Some(r)
-                if r.status == MediaStatus::Rejected
-                    && r.reason.is_some_and(|x| !x.allows_retry()) =>
-            {
+            Some(r) if r.status == MediaStatus::Rejected && r.reason.is_some_and(|x| !x.allows_retry()) => {
                 Decision::Refused(r.reason.unwrap_or(RejectReason::UnsupportedType))
             }
             _ => Decision::Upload { size: *size },
@@ -147,13 +144,7 @@ pub async fn presign_uploads(
         .collect();
     let started: Vec<(Sha256Hash, BeginUpload)> = stream::iter(to_start)
         .map(|(hash, size)| {
-            let upload = PendingUpload {
-                hash,
-                size,
-                uploader: &who.sub,
-                expires_at: &expires_at,
-                now: &now_s,
-            };
+            let upload = PendingUpload { hash, size, uploader: &who.sub, expires_at: &expires_at, now: &now_s };
             async move { app.media.begin_upload(&upload).await.map(|b| (hash, b)) }
         })
         .buffer_unordered(PARALLEL_WRITES)
@@ -168,44 +159,33 @@ pub async fn presign_uploads(
             BeginUpload::Rejected(r) => {
                 decisions.insert(hash, Decision::Refused(r));
             }
+            BeginUpload::Busy => {
+                decisions.insert(hash, Decision::Refused(RejectReason::RetryLater));
+            }
         }
     }
 
-    let creds = if decisions
-        .values()
-        .any(|d| matches!(d, Decision::Upload { .. }))
-    {
+    let creds = if decisions.values().any(|d| matches!(d, Decision::Upload { .. })) {
         Some(app.credentials.credentials().await?)
     } else {
         None
     };
     let mut signed: HashMap<Sha256Hash, UploadItem> = HashMap::new();
-    let mut mapping = Vec::new();
     let mut files = Vec::with_capacity(lines.len());
     for (line, f) in lines.into_iter().zip(&req.files) {
-        let (hash, filename) = match line {
+        let hash = match line {
             Line::Refused(reason) => {
-                files.push(UploadItem::Rejected {
-                    hash: f.hash.clone(),
-                    reason: reason.code(),
-                });
+                files.push(UploadItem::Rejected { hash: f.hash.clone(), reason: reason.code() });
                 continue;
             }
-            Line::Wants { hash, filename } => (hash, filename),
+            Line::Wants { hash } => hash,
         };
         let item = match &decisions[&hash] {
-            Decision::Exists => UploadItem::Exists {
-                hash: hash.to_hex(),
-            },
-            Decision::Refused(reason) => UploadItem::Rejected {
-                hash: hash.to_hex(),
-                reason: reason.code(),
-            },
+            Decision::Exists => UploadItem::Exists { hash: hash.to_hex() },
+            Decision::Refused(reason) => UploadItem::Rejected { hash: hash.to_hex(), reason: reason.code() },
             Decision::Upload { size } => {
                 let item = signed.entry(hash).or_insert_with(|| {
-                    let creds = creds
-                        .as_ref()
-                        .expect("credentials fetched when an upload is planned");
+                    let creds = creds.as_ref().expect("credentials fetched when an upload is planned");
                     let key = app.config.keys.upload(&hash);
                     let checksum = hash.to_base64();
                     let spec = UploadSpec {
@@ -226,13 +206,7 @@ pub async fn presign_uploads(
                 item.clone()
             }
         };
-        if !matches!(item, UploadItem::Rejected { .. }) {
-            mapping.push((filename, hash));
-        }
         files.push(item);
-    }
-    if !mapping.is_empty() {
-        app.decks.put(&req.deck, &mapping, &now_s).await?;
     }
     Ok(UploadResponse { files })
 }
@@ -244,19 +218,11 @@ mod tests {
 
     fn principal(app: &App) -> Principal {
         let t = crate::auth::mint(b"k", "u1", "upload", &[], 60);
-        app.tokens
-            .as_ref()
-            .unwrap()
-            .verify(Some(&format!("Bearer {t}")))
-            .unwrap()
+        app.tokens.as_ref().unwrap().verify(Some(&format!("Bearer {t}"))).unwrap()
     }
 
     fn file(bytes: &[u8], name: &str) -> UploadFile {
-        UploadFile {
-            hash: Sha256Hash::of(bytes).to_hex(),
-            size: bytes.len() as u64,
-            filename: name.into(),
-        }
+        UploadFile { hash: Sha256Hash::of(bytes).to_hex(), size: bytes.len() as u64, filename: name.into() }
     }
 
     fn statuses(r: &UploadResponse) -> Vec<&'static str> {
@@ -278,6 +244,7 @@ mod tests {
         let (a, b, c) = (b"aaaa".as_slice(), b"bbbb".as_slice(), b"cccc".as_slice());
         // b is ready, c was refused for its content.
         let hb = Sha256Hash::of(b);
+        app.media.ensure_record(&hb, "t").await.unwrap();
         app.media
             .mark_ready(
                 &hb,
@@ -295,58 +262,25 @@ mod tests {
             )
             .await
             .unwrap();
-        app.media
-            .mark_rejected(&Sha256Hash::of(c), RejectReason::TooManyPixels, "t")
-            .await
-            .unwrap();
+        app.media.mark_rejected(&Sha256Hash::of(c), RejectReason::TooManyPixels, "t").await.unwrap();
 
         let req = UploadRequest {
             deck: "d1".into(),
-            files: vec![
-                file(a, "a.png"),
-                file(b, "b.png"),
-                file(c, "c.png"),
-                file(a, "a-again.png"),
-            ],
+            files: vec![file(a, "a.png"), file(b, "b.png"), file(c, "c.png"), file(a, "a-again.png")],
         };
         let resp = presign_uploads(&app, &who, req, now).await.unwrap();
-        assert_eq!(
-            statuses(&resp),
-            ["upload", "exists", "too_many_pixels", "upload"]
-        );
+        assert_eq!(statuses(&resp), ["upload", "exists", "too_many_pixels", "upload"]);
         // The duplicate got the very same URL.
         assert_eq!(resp.files[0], resp.files[3]);
-        let UploadItem::Upload { headers, url, .. } = &resp.files[0] else {
-            unreachable!()
-        };
+        let UploadItem::Upload { headers, url, .. } = &resp.files[0] else { unreachable!() };
         assert_eq!(headers["content-length"], "4");
-        assert_eq!(
-            headers["x-amz-checksum-sha256"],
-            Sha256Hash::of(a).to_base64()
-        );
+        assert_eq!(headers["x-amz-checksum-sha256"], Sha256Hash::of(a).to_base64());
         assert!(url.contains("X-Amz-Security-Token=session"));
-        // Every accepted name maps to its hash.
-        let found = app
-            .decks
-            .resolve("d1", &["a.png".into(), "b.png".into(), "c.png".into()])
-            .await
-            .unwrap();
-        assert_eq!(found.len(), 2);
-        assert_eq!(found["b.png"], hb);
 
         // A retryable rejection (wrong body uploaded) lets the client try again.
-        app.media
-            .mark_rejected(&Sha256Hash::of(a), RejectReason::HashMismatch, "t")
-            .await
-            .unwrap();
-        let req = UploadRequest {
-            deck: "d1".into(),
-            files: vec![file(a, "a.png")],
-        };
-        assert_eq!(
-            statuses(&presign_uploads(&app, &who, req, now).await.unwrap()),
-            ["upload"]
-        );
+        app.media.mark_rejected(&Sha256Hash::of(a), RejectReason::HashMismatch, "t").await.unwrap();
+        let req = UploadRequest { deck: "d1".into(), files: vec![file(a, "a.png")] };
+        assert_eq!(statuses(&presign_uploads(&app, &who, req, now).await.unwrap()), ["upload"]);
     }
 
     #[tokio::test]
@@ -354,38 +288,11 @@ mod tests {
         let app = App::in_memory("k");
         let who = principal(&app);
         let now = OffsetDateTime::now_utc();
-        let empty = UploadRequest {
-            deck: "d1".into(),
-            files: vec![],
-        };
-        assert_eq!(
-            presign_uploads(&app, &who, empty, now)
-                .await
-                .unwrap_err()
-                .code,
-            "bad_request"
-        );
-        let many = UploadRequest {
-            deck: "d1".into(),
-            files: (0..501).map(|i| file(&[i as u8], "a.png")).collect(),
-        };
-        assert_eq!(
-            presign_uploads(&app, &who, many, now)
-                .await
-                .unwrap_err()
-                .code,
-            "too_many_items"
-        );
-        let deck = UploadRequest {
-            deck: "a/b".into(),
-            files: vec![file(b"x", "a.png")],
-        };
-        assert_eq!(
-            presign_uploads(&app, &who, deck, now)
-                .await
-                .unwrap_err()
-                .code,
-            "bad_request"
-        );
+        let empty = UploadRequest { deck: "d1".into(), files: vec![] };
+        assert_eq!(presign_uploads(&app, &who, empty, now).await.unwrap_err().code, "bad_request");
+        let many = UploadRequest { deck: "d1".into(), files: (0..501).map(|i| file(&[i as u8], "a.png")).collect() };
+        assert_eq!(presign_uploads(&app, &who, many, now).await.unwrap_err().code, "too_many_items");
+        let deck = UploadRequest { deck: "a/b".into(), files: vec![file(b"x", "a.png")] };
+        assert_eq!(presign_uploads(&app, &who, deck, now).await.unwrap_err().code, "bad_request");
     }
 }

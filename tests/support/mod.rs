@@ -30,12 +30,8 @@ fn load_env() -> anyhow::Result<()> {
         return Ok(());
     }
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.local/stack.env");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "{} is missing: start the stack with `make up` or run `make test`",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{} is missing: start the stack with `make up` or run `make test`", path.display()))?;
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
             std::env::set_var(k, v);
@@ -52,16 +48,10 @@ impl Stack {
     pub async fn connect() -> anyhow::Result<Self> {
         load_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
+        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
         Ok(Self {
             api: var("API_URL")?,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()?,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(180)).build()?,
             s3,
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
             bucket: var("BUCKET")?,
@@ -73,6 +63,12 @@ impl Stack {
 
     pub fn token(&self, scope: &str) -> String {
         shared::auth::mint(self.secret.as_bytes(), "test-user", scope, &[], 3600)
+    }
+
+    /// A maintainer's token for these decks.
+    pub fn maintainer(&self, decks: &[&str]) -> String {
+        let decks: Vec<String> = decks.iter().map(|d| d.to_string()).collect();
+        shared::auth::mint(self.secret.as_bytes(), "maintainer", "maintain", &decks, 3600)
     }
 
     pub async fn call(
@@ -92,33 +88,22 @@ impl Stack {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
-        let value =
-            serde_json::from_str(&text).with_context(|| format!("not JSON ({status}): {text}"))?;
+        let value = serde_json::from_str(&text).with_context(|| format!("not JSON ({status}): {text}"))?;
         Ok((status, value))
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-        self.call(reqwest::Method::POST, path, Some(token), Some(body))
-            .await
+        self.call(reqwest::Method::POST, path, Some(token), Some(body)).await
     }
 
     /// Ask for upload URLs, failing on anything but 200.
-    pub async fn request_uploads(
-        &self,
-        deck: &str,
-        files: &[(&str, &[u8])],
-    ) -> anyhow::Result<Vec<Value>> {
+    pub async fn request_uploads(&self, deck: &str, files: &[(&str, &[u8])]) -> anyhow::Result<Vec<Value>> {
         let files: Vec<Value> = files
             .iter()
             .map(|(name, bytes)| json!({"hash": sha256_hex(bytes), "size": bytes.len(), "filename": name}))
             .collect();
-        let (status, body) = self
-            .post(
-                "/v1/uploads",
-                &self.token("upload"),
-                json!({"deck": deck, "files": files}),
-            )
-            .await?;
+        let (status, body) =
+            self.post("/v1/uploads", &self.token("upload"), json!({"deck": deck, "files": files})).await?;
         if status != 200 {
             bail!("POST /v1/uploads answered {status}: {body}");
         }
@@ -140,14 +125,8 @@ impl Stack {
         let token = self.token("upload");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let (status, body) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/v1/media/{hash}"),
-                    Some(&token),
-                    None,
-                )
-                .await?;
+            let (status, body) =
+                self.call(reqwest::Method::GET, &format!("/v1/media/{hash}"), Some(&token), None).await?;
             if status == 200 && body["status"] != "pending" {
                 return Ok(body);
             }
@@ -158,28 +137,12 @@ impl Stack {
         }
     }
 
-    pub async fn object(
-        &self,
-        key: &str,
-    ) -> anyhow::Result<Option<(Vec<u8>, HashMap<String, String>)>> {
-        match self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+    pub async fn object(&self, key: &str) -> anyhow::Result<Option<(Vec<u8>, HashMap<String, String>)>> {
+        match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(o) => {
                 let mut meta = HashMap::new();
-                meta.insert(
-                    "content-type".into(),
-                    o.content_type.clone().unwrap_or_default(),
-                );
-                meta.insert(
-                    "cache-control".into(),
-                    o.cache_control.clone().unwrap_or_default(),
-                );
+                meta.insert("content-type".into(), o.content_type.clone().unwrap_or_default());
+                meta.insert("cache-control".into(), o.cache_control.clone().unwrap_or_default());
                 Ok(Some((o.body.collect().await?.into_bytes().to_vec(), meta)))
             }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
@@ -188,14 +151,7 @@ impl Stack {
     }
 
     pub async fn exists(&self, key: &str) -> anyhow::Result<bool> {
-        match self
-            .s3
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.s3.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
             Err(e) => Err(e.into()),
@@ -214,10 +170,7 @@ impl Stack {
         Ok(())
     }
 
-    pub async fn record(
-        &self,
-        hash: &str,
-    ) -> anyhow::Result<Option<HashMap<String, AttributeValue>>> {
+    pub async fn record(&self, hash: &str) -> anyhow::Result<Option<HashMap<String, AttributeValue>>> {
         let r = self
             .ddb
             .get_item()
@@ -240,28 +193,14 @@ impl Stack {
             }
         }
         self.delete_record(hash).await?;
-        for key in [
-            format!("uploads/{hash}"),
-            format!("media/{hash}"),
-            format!("thumbs/{hash}.webp"),
-        ] {
-            self.s3
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .send()
-                .await?;
+        for key in [format!("uploads/{hash}"), format!("media/{hash}"), format!("thumbs/{hash}.webp")] {
+            self.s3.delete_object().bucket(&self.bucket).key(key).send().await?;
         }
         Ok(())
     }
 
     async fn delete_record(&self, hash: &str) -> anyhow::Result<()> {
-        self.ddb
-            .delete_item()
-            .table_name(&self.media_table)
-            .key("hash", AttributeValue::S(hash.into()))
-            .send()
-            .await?;
+        self.ddb.delete_item().table_name(&self.media_table).key("hash", AttributeValue::S(hash.into())).send().await?;
         Ok(())
     }
 
@@ -269,11 +208,7 @@ impl Stack {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(self.corpus.join(dir))? {
             let path = entry?.path();
-            let name = path
-                .file_name()
-                .context("no name")?
-                .to_string_lossy()
-                .into_owned();
+            let name = path.file_name().context("no name")?.to_string_lossy().into_owned();
             out.push((name, std::fs::read(&path)?));
         }
         out.sort();
@@ -306,7 +241,6 @@ pub fn unique_png() -> Vec<u8> {
     let noise = unique_bytes(64 * 48 * 3);
     let img = image::RgbImage::from_raw(64, 48, noise).expect("buffer matches dimensions");
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("PNG encodes");
+    img.write_to(&mut out, image::ImageFormat::Png).expect("PNG encodes");
     out.into_inner()
 }

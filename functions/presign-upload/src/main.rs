@@ -9,8 +9,5 @@ async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let app = App::from_env().await?;
     let app = &app;
-    run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(handle(app, req, &[Route::Uploads]).await)
-    }))
-    .await
+    run(service_fn(move |req: Request| async move { Ok::<_, Error>(handle(app, req, &[Route::Uploads]).await) })).await
 }

@@ -67,11 +67,7 @@ fn check_pixels(w: u32, h: u32, limits: &Limits) -> Result<(), RejectReason> {
 
 /// Turn uploaded image bytes into what we store. Never returns something larger than `bytes`
 /// unless the original cannot be kept (wrong orientation, BMP/TIFF, or a payload after the image).
-pub fn process_image(
-    kind: ImageKind,
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<ProcessedImage, RejectReason> {
+pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<ProcessedImage, RejectReason> {
     if bytes.len() as u64 > limits.max_image_bytes {
         return Err(RejectReason::TooLarge);
     }
@@ -83,10 +79,9 @@ pub fn process_image(
     }
 
     let (mut img, orientation) = match decode_still(kind, bytes, limits) {
-        Err(RejectReason::CorruptMedia) if kind == ImageKind::Tiff => (
-            decode_float_tiff(bytes, limits)?,
-            image::metadata::Orientation::NoTransforms,
-        ),
+        Err(RejectReason::CorruptMedia) if kind == ImageKind::Tiff => {
+            (decode_float_tiff(bytes, limits)?, image::metadata::Orientation::NoTransforms)
+        }
         other => other?,
     };
     img.apply_orientation(orientation);
@@ -113,14 +108,7 @@ pub fn process_image(
             encoding: Encoding::Original,
             thumbnail,
         },
-        _ => ProcessedImage {
-            bytes: webp,
-            content_type: "image/webp",
-            width,
-            height,
-            encoding,
-            thumbnail,
-        },
+        _ => ProcessedImage { bytes: webp, content_type: "image/webp", width, height, encoding, thumbnail },
     })
 }
 
@@ -135,13 +123,8 @@ fn decode_still(
     // Refuse on the header's dimensions, before a single pixel is allocated.
     let (w, h) = decoder.dimensions();
     check_pixels(w, h, limits)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    Ok((
-        DynamicImage::from_decoder(decoder).map_err(corrupt)?,
-        orientation,
-    ))
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    Ok((DynamicImage::from_decoder(decoder).map_err(corrupt)?, orientation))
 }
 
 /// Floating-point TIFFs (scientific images, e.g. from scikit-image), which the `image` crate does
@@ -178,17 +161,12 @@ fn decode_float_tiff(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, Reje
         if planes.iter().any(|p| p.len() != plane) {
             return Err(RejectReason::CorruptMedia);
         }
-        (0..plane * channels)
-            .map(|i| planes[i % channels][i / channels])
-            .collect()
+        (0..plane * channels).map(|i| planes[i % channels][i / channels]).collect()
     } else {
         return Err(RejectReason::CorruptMedia);
     };
     let max = interleaved.iter().copied().fold(1.0f64, f64::max);
-    let bytes: Vec<u8> = interleaved
-        .iter()
-        .map(|v| ((v / max).clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect();
+    let bytes: Vec<u8> = interleaved.iter().map(|v| ((v / max).clamp(0.0, 1.0) * 255.0).round() as u8).collect();
     let img = match channels {
         1 => image::GrayImage::from_raw(w, h, bytes).map(DynamicImage::ImageLuma8),
         3 => image::RgbImage::from_raw(w, h, bytes).map(DynamicImage::ImageRgb8),
@@ -211,20 +189,10 @@ impl Pixels {
         if img.color().has_alpha() {
             let rgba = img.to_rgba8();
             if rgba.pixels().any(|p| p.0[3] != 255) {
-                return Self {
-                    data: rgba.into_raw(),
-                    width,
-                    height,
-                    alpha: true,
-                };
+                return Self { data: rgba.into_raw(), width, height, alpha: true };
             }
         }
-        Self {
-            data: img.to_rgb8().into_raw(),
-            width,
-            height,
-            alpha: false,
-        }
+        Self { data: img.to_rgb8().into_raw(), width, height, alpha: false }
     }
 
     /// Few distinct colours: screenshots, diagrams, text, palette images.
@@ -247,9 +215,7 @@ impl Pixels {
             webp::Encoder::from_rgb(&self.data, self.width, self.height)
         };
         let config = webp_config(lossless, quality)?;
-        let out = encoder
-            .encode_advanced(&config)
-            .map_err(|e| corrupt(format!("{e:?}")))?;
+        let out = encoder.encode_advanced(&config).map_err(|e| corrupt(format!("{e:?}")))?;
         Ok(out.to_vec())
     }
 }
@@ -265,20 +231,12 @@ fn webp_config(lossless: bool, quality: f32) -> Result<webp::WebPConfig, RejectR
 }
 
 fn thumbnail(img: &DynamicImage, edge: u32) -> Result<Vec<u8>, RejectReason> {
-    let small = if img.width() > edge || img.height() > edge {
-        img.thumbnail(edge, edge)
-    } else {
-        img.clone()
-    };
+    let small = if img.width() > edge || img.height() > edge { img.thumbnail(edge, edge) } else { img.clone() };
     Pixels::from_image(&small).encode(false, THUMBNAIL_QUALITY)
 }
 
 /// Frames of an animated GIF, PNG or WebP; `None` for a still image.
-fn decode_animation(
-    kind: ImageKind,
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<Option<Vec<Frame>>, RejectReason> {
+fn decode_animation(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<Option<Vec<Frame>>, RejectReason> {
     let frames = match kind {
         ImageKind::Gif => {
             let mut d = GifDecoder::new(Cursor::new(bytes)).map_err(corrupt)?;
@@ -336,28 +294,17 @@ fn encode_animation(
 ) -> Result<ProcessedImage, RejectReason> {
     let first = frames[0].buffer();
     let (width, height) = first.dimensions();
-    let thumbnail = thumbnail(
-        &DynamicImage::ImageRgba8(first.clone()),
-        limits.thumbnail_edge,
-    )?;
+    let thumbnail = thumbnail(&DynamicImage::ImageRgba8(first.clone()), limits.thumbnail_edge)?;
 
     let config = webp_config(true, 100.0)?;
     let mut encoder = webp::AnimEncoder::new(width, height, &config);
     let mut timestamp = 0i32;
     for frame in &frames {
-        encoder.add_frame(webp::AnimFrame::from_rgba(
-            frame.buffer().as_raw(),
-            width,
-            height,
-            timestamp,
-        ));
+        encoder.add_frame(webp::AnimFrame::from_rgba(frame.buffer().as_raw(), width, height, timestamp));
         let (num, den) = frame.delay().numer_denom_ms();
         timestamp = timestamp.saturating_add((num / den.max(1)).max(1) as i32);
     }
-    let webp = encoder
-        .try_encode()
-        .map_err(|e| corrupt(format!("{e:?}")))?
-        .to_vec();
+    let webp = encoder.try_encode().map_err(|e| corrupt(format!("{e:?}")))?.to_vec();
     drop(encoder);
 
     let original = strip_metadata(kind, bytes);

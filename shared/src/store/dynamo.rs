@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::*;
 use crate::model::MediaStatus;
 
-/// BatchGetItem takes at most 100 keys, BatchWriteItem 25 items.
+/// BatchGetItem takes at most 100 keys.
 const BATCH_GET: usize = 100;
-const BATCH_WRITE: usize = 25;
 /// Parallel batch calls per request.
 const PARALLEL: usize = 8;
 
@@ -22,18 +21,12 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new("dynamodb", e)
 }
 
-fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(
-    e: aws_sdk_dynamodb::error::SdkError<E>,
-) -> StoreError {
-    let detail = e
-        .as_service_error()
-        .and_then(|s| s.message().map(str::to_owned));
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(e: aws_sdk_dynamodb::error::SdkError<E>) -> StoreError {
+    let detail = e.as_service_error().and_then(|s| s.message().map(str::to_owned));
     err(detail.unwrap_or_else(|| format!("{e:?}")))
 }
 
-fn is_conditional_failure<E: ProvideErrorMetadata>(
-    e: &aws_sdk_dynamodb::error::SdkError<E>,
-) -> bool {
+fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
@@ -62,10 +55,7 @@ pub struct DynamoMedia {
 
 impl DynamoMedia {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     fn key(hash: &Sha256Hash) -> HashMap<String, AttributeValue> {
@@ -74,29 +64,18 @@ impl DynamoMedia {
 
     async fn get_chunk(&self, chunk: Vec<Sha256Hash>) -> Result<Vec<MediaRecord>, StoreError> {
         let keys: Vec<_> = chunk.iter().map(Self::key).collect();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(true)
-            .build()
-            .map_err(err)?;
+        let mut request =
+            KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(err)?;
         let mut out = Vec::with_capacity(chunk.len());
         for attempt in 0.. {
-            let resp = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(sdk_err)?;
+            let resp =
+                self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(sdk_err)?;
             if let Some(items) = resp.responses.and_then(|mut r| r.remove(&self.table)) {
                 for item in items {
                     out.push(serde_dynamo::from_item(item).map_err(err)?);
                 }
             }
-            match resp
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-            {
+            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
                 Some(rest) if !rest.keys.is_empty() => {
                     request = rest;
                     backoff(attempt).await?;
@@ -120,24 +99,16 @@ impl MediaRepo for DynamoMedia {
             .send()
             .await
             .map_err(sdk_err)?;
-        resp.item
-            .map(|i| serde_dynamo::from_item(i).map_err(err))
-            .transpose()
+        resp.item.map(|i| serde_dynamo::from_item(i).map_err(err)).transpose()
     }
 
-    async fn get_many(
-        &self,
-        hashes: &[Sha256Hash],
-    ) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
+    async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
         let mut unique = hashes.to_vec();
         unique.sort_unstable();
         unique.dedup();
         let chunks: Vec<Vec<Sha256Hash>> = unique.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
-        let records: Vec<Vec<MediaRecord>> = stream::iter(chunks)
-            .map(|c| self.get_chunk(c))
-            .buffer_unordered(PARALLEL)
-            .try_collect()
-            .await?;
+        let records: Vec<Vec<MediaRecord>> =
+            stream::iter(chunks).map(|c| self.get_chunk(c)).buffer_unordered(PARALLEL).try_collect().await?;
         Ok(records.into_iter().flatten().map(|r| (r.hash, r)).collect())
     }
 
@@ -183,9 +154,10 @@ impl MediaRepo for DynamoMedia {
             Err(e) if is_conditional_failure(&e) => {
                 // Ready, an alias, or finally rejected: say which.
                 match self.get(&u.hash).await? {
-                    Some(r) if r.status == MediaStatus::Rejected => Ok(BeginUpload::Rejected(
-                        r.reason.unwrap_or(RejectReason::UnsupportedType),
-                    )),
+                    Some(r) if r.status == MediaStatus::Rejected => {
+                        Ok(BeginUpload::Rejected(r.reason.unwrap_or(RejectReason::UnsupportedType)))
+                    }
+                    Some(r) if r.status == MediaStatus::Deleting => Ok(BeginUpload::Busy),
                     _ => Ok(BeginUpload::AlreadyReady),
                 }
             }
@@ -193,12 +165,7 @@ impl MediaRepo for DynamoMedia {
         }
     }
 
-    async fn mark_ready(
-        &self,
-        hash: &Sha256Hash,
-        st: &StoredMedia,
-        now: &str,
-    ) -> Result<(), StoreError> {
+    async fn mark_ready(&self, hash: &Sha256Hash, st: &StoredMedia, now: &str) -> Result<bool, StoreError> {
         let mut set = vec![
             "#status = :ready",
             "#stored_key = :stored_key",
@@ -207,8 +174,6 @@ impl MediaRepo for DynamoMedia {
             "#stored_size = :stored_size",
             "#stored_hash = :stored_hash",
             "#updated = :now",
-            "#created = if_not_exists(#created, :now)",
-            "#refs = if_not_exists(#refs, :zero)",
         ];
         let mut req = self
             .client
@@ -222,23 +187,20 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_names("#stored_size", "stored_size")
             .expression_attribute_names("#stored_hash", "stored_hash")
             .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_names("#created", "created_at")
-            .expression_attribute_names("#refs", "ref_count")
             .expression_attribute_names("#reason", "reason")
             .expression_attribute_names("#expires", "upload_expires_at")
+            .expression_attribute_names("#hash", "hash")
+            .expression_attribute_values(":deleting", s("deleting"))
             .expression_attribute_values(":ready", s("ready"))
             .expression_attribute_values(":stored_key", s(&st.stored_key))
             .expression_attribute_values(":ct", s(&st.content_type))
             .expression_attribute_values(":size", n(st.size))
             .expression_attribute_values(":stored_size", n(st.stored_size))
             .expression_attribute_values(":stored_hash", s(st.stored_hash.to_hex()))
-            .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":zero", n(0));
+            .expression_attribute_values(":now", s(now));
         if let Some(t) = &st.thumb_key {
             set.push("#thumb = :thumb");
-            req = req
-                .expression_attribute_names("#thumb", "thumb_key")
-                .expression_attribute_values(":thumb", s(t));
+            req = req.expression_attribute_names("#thumb", "thumb_key").expression_attribute_values(":thumb", s(t));
         }
         if let (Some(w), Some(h)) = (st.width, st.height) {
             set.push("#w = :w");
@@ -249,19 +211,21 @@ impl MediaRepo for DynamoMedia {
                 .expression_attribute_values(":w", n(w))
                 .expression_attribute_values(":h", n(h));
         }
-        req.update_expression(format!("SET {} REMOVE #reason, #expires", set.join(", ")))
+        // Only onto a live record: one the sweeper is deleting (or has deleted) must not turn
+        // ready, since its object may be gone.
+        let result = req
+            .update_expression(format!("SET {} REMOVE #reason, #expires", set.join(", ")))
+            .condition_expression("attribute_exists(#hash) AND #status <> :deleting")
             .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_err(e)),
+        }
     }
 
-    async fn mark_rejected(
-        &self,
-        hash: &Sha256Hash,
-        reason: RejectReason,
-        now: &str,
-    ) -> Result<(), StoreError> {
+    async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
@@ -271,7 +235,7 @@ impl MediaRepo for DynamoMedia {
                 "SET #status = :rejected, #reason = :reason, #updated = :now, \
                  #created = if_not_exists(#created, :now), #refs = if_not_exists(#refs, :zero)",
             )
-            .condition_expression("attribute_not_exists(#status) OR #status <> :ready")
+            .condition_expression("attribute_not_exists(#status) OR (#status <> :ready AND #status <> :deleting)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#reason", "reason")
             .expression_attribute_names("#updated", "updated_at")
@@ -279,6 +243,7 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_names("#refs", "ref_count")
             .expression_attribute_values(":rejected", s("rejected"))
             .expression_attribute_values(":ready", s("ready"))
+            .expression_attribute_values(":deleting", s("deleting"))
             .expression_attribute_values(":reason", s(reason.code()))
             .expression_attribute_values(":now", s(now))
             .expression_attribute_values(":zero", n(0))
@@ -291,12 +256,7 @@ impl MediaRepo for DynamoMedia {
         }
     }
 
-    async fn put_alias(
-        &self,
-        alias: &Sha256Hash,
-        target: &Sha256Hash,
-        now: &str,
-    ) -> Result<(), StoreError> {
+    async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError> {
         let mut record = MediaRecord::new(*alias, MediaStatus::Ready);
         record.alias_of = Some(*target);
         record.created_at = Some(now.into());
@@ -317,6 +277,175 @@ impl MediaRepo for DynamoMedia {
             Err(e) => Err(sdk_err(e)),
         }
     }
+    async fn ensure_record(&self, hash: &Sha256Hash, now: &str) -> Result<Option<MediaRecord>, StoreError> {
+        let resp = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .update_expression(
+                "SET #status = if_not_exists(#status, :pending), #created = if_not_exists(#created, :now), \
+                 #updated = if_not_exists(#updated, :now), #refs = if_not_exists(#refs, :zero)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#created", "created_at")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":zero", n(0))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        resp.attributes.map(|a| serde_dynamo::from_item(a).map_err(err)).transpose()
+    }
+
+    async fn unreferenced(&self) -> Result<Vec<MediaRecord>, StoreError> {
+        self.scan(Some("#refs = :zero AND attribute_not_exists(#alias)")).await
+    }
+
+    async fn begin_delete(
+        &self,
+        hash: &Sha256Hash,
+        seen_updated_at: Option<&str>,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .update_expression("SET #status = :deleting, #updated = :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_values(":deleting", s("deleting"))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":zero", n(0));
+        req = match seen_updated_at {
+            Some(seen) => req
+                .condition_expression("#refs = :zero AND #status <> :deleting AND #updated = :seen")
+                .expression_attribute_values(":seen", s(seen)),
+            None => {
+                req.condition_expression("#refs = :zero AND #status <> :deleting AND attribute_not_exists(#updated)")
+            }
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn finish_delete(&self, hash: &Sha256Hash, now: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .condition_expression("#status = :deleting AND #refs = :zero")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_values(":deleting", s("deleting"))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => {
+                // A reference arrived after all: the bytes are gone, so the hash is missing.
+                let _ = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(hash)))
+                    .update_expression("SET #status = :missing, #updated = :now REMOVE #key, #thumb")
+                    .condition_expression("#status = :deleting")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_names("#updated", "updated_at")
+                    .expression_attribute_names("#key", "stored_key")
+                    .expression_attribute_names("#thumb", "thumb_key")
+                    .expression_attribute_values(":deleting", s("deleting"))
+                    .expression_attribute_values(":missing", s("missing"))
+                    .expression_attribute_values(":now", s(now))
+                    .send()
+                    .await;
+                Ok(false)
+            }
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn delete_alias(&self, alias: &Sha256Hash, target: &Sha256Hash) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(alias)))
+            .condition_expression("#alias = :target")
+            .expression_attribute_names("#alias", "alias_of")
+            .expression_attribute_values(":target", s(target.to_hex()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional_failure(&e) => Ok(()),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn set_ref_count(&self, hash: &Sha256Hash, seen: i64, actual: i64, now: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .update_expression("SET #refs = :actual, #updated = :now")
+            .condition_expression("#refs = :seen")
+            .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_values(":actual", n(actual))
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(":now", s(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn scan_all(&self) -> Result<Vec<MediaRecord>, StoreError> {
+        self.scan(None).await
+    }
+}
+
+impl DynamoMedia {
+    async fn scan(&self, filter: Option<&str>) -> Result<Vec<MediaRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut req =
+                self.client.scan().table_name(&self.table).consistent_read(true).set_exclusive_start_key(start);
+            if let Some(f) = filter {
+                req = req
+                    .filter_expression(f)
+                    .expression_attribute_names("#refs", "ref_count")
+                    .expression_attribute_names("#alias", "alias_of")
+                    .expression_attribute_values(":zero", n(0));
+            }
+            let resp = req.send().await.map_err(sdk_err)?;
+            for item in resp.items.unwrap_or_default() {
+                out.push(serde_dynamo::from_item(item).map_err(err)?);
+            }
+            start = resp.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -327,72 +456,24 @@ pub struct DynamoDecks {
 
 impl DynamoDecks {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     fn key(deck: &str, filename: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([
-            ("deck".to_string(), s(deck)),
-            ("filename".to_string(), s(filename)),
-        ])
+        HashMap::from([("deck".to_string(), s(deck)), ("filename".to_string(), s(filename))])
     }
 
-    async fn write_chunk(&self, mut writes: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for attempt in 0.. {
-            let resp = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, writes)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            match resp
-                .unprocessed_items
-                .and_then(|mut u| u.remove(&self.table))
-            {
-                Some(rest) if !rest.is_empty() => {
-                    writes = rest;
-                    backoff(attempt).await?;
-                }
-                _ => break,
-            }
-        }
-        Ok(())
-    }
-
-    async fn resolve_chunk(
-        &self,
-        deck: &str,
-        chunk: Vec<String>,
-    ) -> Result<Vec<(String, Sha256Hash)>, StoreError> {
+    async fn resolve_chunk(&self, deck: &str, chunk: Vec<String>) -> Result<Vec<DeckEntry>, StoreError> {
         let keys: Vec<_> = chunk.iter().map(|f| Self::key(deck, f)).collect();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .build()
-            .map_err(err)?;
+        let mut request = KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(err)?;
         let mut out = Vec::with_capacity(chunk.len());
         for attempt in 0.. {
-            let resp = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in resp
-                .responses
-                .and_then(|mut r| r.remove(&self.table))
-                .unwrap_or_default()
-            {
+            let resp =
+                self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(sdk_err)?;
+            for item in resp.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
                 out.push(entry(&item)?);
             }
-            match resp
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-            {
+            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
                 Some(rest) if !rest.keys.is_empty() => {
                     request = rest;
                     backoff(attempt).await?;
@@ -404,73 +485,27 @@ impl DynamoDecks {
     }
 }
 
-fn entry(item: &HashMap<String, AttributeValue>) -> Result<(String, Sha256Hash), StoreError> {
-    let get = |k: &str| {
-        item.get(k)
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| err(format!("deck item without {k}")))
-    };
+fn entry(item: &HashMap<String, AttributeValue>) -> Result<DeckEntry, StoreError> {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).ok_or_else(|| err(format!("deck item without {k}")));
     let hash = Sha256Hash::parse(get("hash")?).map_err(err)?;
-    Ok((get("filename")?.clone(), hash))
+    let notes = item.get("notes").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(DeckEntry { filename: get("filename")?.clone(), hash, notes })
 }
 
 #[async_trait]
 impl DeckIndex for DynamoDecks {
-    async fn put(
-        &self,
-        deck: &str,
-        entries: &[(String, Sha256Hash)],
-        now: &str,
-    ) -> Result<(), StoreError> {
-        // BatchWriteItem refuses two writes to one key in a call: the last one wins.
-        let latest: HashMap<&str, &Sha256Hash> =
-            entries.iter().map(|(f, h)| (f.as_str(), h)).collect();
-        let writes: Vec<WriteRequest> = latest
-            .into_iter()
-            .map(|(f, h)| {
-                let mut item = Self::key(deck, f);
-                item.insert("hash".into(), s(h.to_hex()));
-                item.insert("updated_at".into(), s(now));
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(err)?;
-                Ok(WriteRequest::builder().put_request(put).build())
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let chunks: Vec<Vec<WriteRequest>> =
-            writes.chunks(BATCH_WRITE).map(<[_]>::to_vec).collect();
-        stream::iter(chunks)
-            .map(|c| self.write_chunk(c))
-            .buffer_unordered(PARALLEL)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
-    }
-
-    async fn resolve(
-        &self,
-        deck: &str,
-        filenames: &[String],
-    ) -> Result<HashMap<String, Sha256Hash>, StoreError> {
+    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError> {
         let mut unique = filenames.to_vec();
         unique.sort_unstable();
         unique.dedup();
         let chunks: Vec<Vec<String>> = unique.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
-        let found: Vec<Vec<(String, Sha256Hash)>> = stream::iter(chunks)
-            .map(|c| self.resolve_chunk(deck, c))
-            .buffer_unordered(PARALLEL)
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().flatten().collect())
+        let found: Vec<Vec<DeckEntry>> =
+            stream::iter(chunks).map(|c| self.resolve_chunk(deck, c)).buffer_unordered(PARALLEL).try_collect().await?;
+        // An entry no note uses any more may linger until it is cleaned up.
+        Ok(found.into_iter().flatten().filter(|e| e.notes > 0).map(|e| (e.filename, e.hash)).collect())
     }
 
-    async fn page(
-        &self,
-        deck: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<DeckPage, StoreError> {
+    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
         let mut entries = Vec::with_capacity(limit);
         let mut start = after.map(|a| Self::key(deck, a));
         // A query returns at most 1 MB; keep going until the page is full or the deck ends.
@@ -480,8 +515,11 @@ impl DeckIndex for DynamoDecks {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("#deck = :deck")
+                .filter_expression("#notes > :zero")
                 .expression_attribute_names("#deck", "deck")
+                .expression_attribute_names("#notes", "notes")
                 .expression_attribute_values(":deck", s(deck))
+                .expression_attribute_values(":zero", n(0))
                 .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start)
                 .send()
@@ -495,13 +533,7 @@ impl DeckIndex for DynamoDecks {
                 break;
             }
         }
-        let next_after = start
-            .is_some()
-            .then(|| entries.last().map(|e| e.0.clone()))
-            .flatten();
-        Ok(DeckPage {
-            entries,
-            next_after,
-        })
+        let next_after = start.is_some().then(|| entries.last().map(|e| e.filename.clone())).flatten();
+        Ok(DeckPage { entries, next_after })
     }
 }

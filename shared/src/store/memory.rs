@@ -1,5 +1,6 @@
-//! In-memory stores for unit tests of the logic. The real adapters have their own tests against
-//! the emulators.
+//! One in-memory store behind every storage trait, for unit tests of the logic and benchmarks
+//! that must not measure storage. Each method holds one lock, so it is as atomic as the
+//! DynamoDB operation it stands for. The real adapters have their own tests against emulators.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -8,38 +9,48 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::model::MediaStatus;
+use crate::references::{Commit, NoteRef, RefOp, ReferenceStore, Step};
 
 #[derive(Default)]
-pub struct MemoryMedia(pub Mutex<HashMap<Sha256Hash, MediaRecord>>);
+pub struct State {
+    pub media: HashMap<Sha256Hash, MediaRecord>,
+    /// (deck, filename) → (hash, notes)
+    pub decks: BTreeMap<(String, String), (Sha256Hash, i64)>,
+    /// (deck, note, filename) → hash
+    pub refs: BTreeMap<(String, String, String), Sha256Hash>,
+    pub blobs: HashMap<String, (Vec<u8>, String)>,
+}
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+#[derive(Default)]
+pub struct MemoryStore(pub Mutex<State>);
+
+impl MemoryStore {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[async_trait]
-impl MediaRepo for MemoryMedia {
+impl MediaRepo for MemoryStore {
     async fn get(&self, hash: &Sha256Hash) -> Result<Option<MediaRecord>, StoreError> {
-        Ok(lock(&self.0).get(hash).cloned())
+        Ok(self.lock().media.get(hash).cloned())
     }
-    async fn get_many(
-        &self,
-        hashes: &[Sha256Hash],
-    ) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
-        let m = lock(&self.0);
-        Ok(hashes
-            .iter()
-            .filter_map(|h| m.get(h).map(|r| (*h, r.clone())))
-            .collect())
+    async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
+        let s = self.lock();
+        Ok(hashes.iter().filter_map(|h| s.media.get(h).map(|r| (*h, r.clone()))).collect())
     }
     async fn begin_upload(&self, u: &PendingUpload<'_>) -> Result<BeginUpload, StoreError> {
-        let mut m = lock(&self.0);
-        let r = m.entry(u.hash).or_insert_with(|| {
+        let mut s = self.lock();
+        let r = s.media.entry(u.hash).or_insert_with(|| {
             let mut r = MediaRecord::new(u.hash, MediaStatus::Pending);
             r.created_at = Some(u.now.into());
             r
         });
         if r.alias_of.is_some() || r.status == MediaStatus::Ready {
             return Ok(BeginUpload::AlreadyReady);
+        }
+        if r.status == MediaStatus::Deleting {
+            return Ok(BeginUpload::Busy);
         }
         if let (MediaStatus::Rejected, Some(reason)) = (r.status, r.reason) {
             if !reason.allows_retry() {
@@ -54,54 +65,48 @@ impl MediaRepo for MemoryMedia {
         r.updated_at = Some(u.now.into());
         Ok(BeginUpload::Started)
     }
-    async fn mark_ready(
-        &self,
-        hash: &Sha256Hash,
-        s: &StoredMedia,
-        now: &str,
-    ) -> Result<(), StoreError> {
-        let mut m = lock(&self.0);
-        let r = m
-            .entry(*hash)
-            .or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Ready));
+    async fn mark_ready(&self, hash: &Sha256Hash, st: &StoredMedia, now: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        let Some(r) = s.media.get_mut(hash) else { return Ok(false) };
+        if r.status == MediaStatus::Deleting {
+            return Ok(false);
+        }
         r.status = MediaStatus::Ready;
         r.reason = None;
         r.upload_expires_at = None;
-        r.stored_key = Some(s.stored_key.clone());
-        r.thumb_key = s.thumb_key.clone();
-        r.content_type = Some(s.content_type.clone());
-        r.size = Some(s.size);
-        r.stored_size = Some(s.stored_size);
-        r.stored_hash = Some(s.stored_hash);
-        r.width = s.width;
-        r.height = s.height;
+        r.stored_key = Some(st.stored_key.clone());
+        r.thumb_key = st.thumb_key.clone();
+        r.content_type = Some(st.content_type.clone());
+        r.size = Some(st.size);
+        r.stored_size = Some(st.stored_size);
+        r.stored_hash = Some(st.stored_hash);
+        r.width = st.width;
+        r.height = st.height;
         r.updated_at = Some(now.into());
-        Ok(())
+        Ok(true)
     }
-    async fn mark_rejected(
-        &self,
-        hash: &Sha256Hash,
-        reason: RejectReason,
-        now: &str,
-    ) -> Result<(), StoreError> {
-        let mut m = lock(&self.0);
-        let r = m
-            .entry(*hash)
-            .or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Rejected));
-        if r.status != MediaStatus::Ready {
+    async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        let r = s.media.entry(*hash).or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Rejected));
+        if !matches!(r.status, MediaStatus::Ready | MediaStatus::Deleting) {
             r.status = MediaStatus::Rejected;
             r.reason = Some(reason);
             r.updated_at = Some(now.into());
         }
         Ok(())
     }
-    async fn put_alias(
-        &self,
-        alias: &Sha256Hash,
-        target: &Sha256Hash,
-        now: &str,
-    ) -> Result<(), StoreError> {
-        lock(&self.0).entry(*alias).or_insert_with(|| {
+    async fn ensure_record(&self, hash: &Sha256Hash, now: &str) -> Result<Option<MediaRecord>, StoreError> {
+        let mut s = self.lock();
+        let r = s.media.entry(*hash).or_insert_with(|| {
+            let mut r = MediaRecord::new(*hash, MediaStatus::Pending);
+            r.created_at = Some(now.into());
+            r.updated_at = Some(now.into());
+            r
+        });
+        Ok(Some(r.clone()))
+    }
+    async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError> {
+        self.lock().media.entry(*alias).or_insert_with(|| {
             let mut r = MediaRecord::new(*alias, MediaStatus::Ready);
             r.alias_of = Some(*target);
             r.created_at = Some(now.into());
@@ -109,69 +114,178 @@ impl MediaRepo for MemoryMedia {
         });
         Ok(())
     }
-}
-
-#[derive(Default)]
-pub struct MemoryDecks(pub Mutex<BTreeMap<(String, String), Sha256Hash>>);
-
-#[async_trait]
-impl DeckIndex for MemoryDecks {
-    async fn put(
+    async fn unreferenced(&self) -> Result<Vec<MediaRecord>, StoreError> {
+        Ok(self.lock().media.values().filter(|r| r.ref_count == 0 && r.alias_of.is_none()).cloned().collect())
+    }
+    async fn begin_delete(
         &self,
-        deck: &str,
-        entries: &[(String, Sha256Hash)],
-        _now: &str,
-    ) -> Result<(), StoreError> {
-        let mut m = lock(&self.0);
-        for (f, h) in entries {
-            m.insert((deck.into(), f.clone()), *h);
+        hash: &Sha256Hash,
+        seen_updated_at: Option<&str>,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        let Some(r) = s.media.get_mut(hash) else { return Ok(false) };
+        if r.ref_count != 0 || r.updated_at.as_deref() != seen_updated_at || r.status == MediaStatus::Deleting {
+            return Ok(false);
+        }
+        r.status = MediaStatus::Deleting;
+        r.updated_at = Some(now.into());
+        Ok(true)
+    }
+    async fn finish_delete(&self, hash: &Sha256Hash, now: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        match s.media.get(hash) {
+            Some(r) if r.status == MediaStatus::Deleting && r.ref_count == 0 => {
+                s.media.remove(hash);
+                Ok(true)
+            }
+            Some(r) if r.status == MediaStatus::Deleting => {
+                let r = s.media.get_mut(hash).expect("present");
+                r.status = MediaStatus::Missing;
+                r.updated_at = Some(now.into());
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn delete_alias(&self, alias: &Sha256Hash, target: &Sha256Hash) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if s.media.get(alias).is_some_and(|r| r.alias_of == Some(*target)) {
+            s.media.remove(alias);
         }
         Ok(())
     }
-    async fn resolve(
-        &self,
-        deck: &str,
-        filenames: &[String],
-    ) -> Result<HashMap<String, Sha256Hash>, StoreError> {
-        let m = lock(&self.0);
-        Ok(filenames
-            .iter()
-            .filter_map(|f| {
-                m.get(&(deck.to_string(), f.clone()))
-                    .map(|h| (f.clone(), *h))
-            })
-            .collect())
+    async fn set_ref_count(&self, hash: &Sha256Hash, seen: i64, actual: i64, now: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        match s.media.get_mut(hash) {
+            Some(r) if r.ref_count == seen => {
+                r.ref_count = actual;
+                r.updated_at = Some(now.into());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
-    async fn page(
-        &self,
-        deck: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<DeckPage, StoreError> {
-        let m = lock(&self.0);
-        let entries: Vec<_> = m
-            .iter()
-            .filter(|((d, f), _)| d == deck && after.is_none_or(|a| f.as_str() > a))
-            .take(limit)
-            .map(|((_, f), h)| (f.clone(), *h))
-            .collect();
-        let next_after = (entries.len() == limit)
-            .then(|| entries.last().map(|e| e.0.clone()))
-            .flatten();
-        Ok(DeckPage {
-            entries,
-            next_after,
-        })
+    async fn scan_all(&self) -> Result<Vec<MediaRecord>, StoreError> {
+        Ok(self.lock().media.values().cloned().collect())
     }
 }
 
-#[derive(Default)]
-pub struct MemoryBlobs(pub Mutex<HashMap<String, (Vec<u8>, String)>>);
+#[async_trait]
+impl DeckIndex for MemoryStore {
+    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError> {
+        let s = self.lock();
+        Ok(filenames
+            .iter()
+            .filter_map(|f| match s.decks.get(&(deck.to_string(), f.clone())) {
+                Some((h, notes)) if *notes > 0 => Some((f.clone(), *h)),
+                _ => None,
+            })
+            .collect())
+    }
+    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
+        let s = self.lock();
+        let mut entries: Vec<DeckEntry> = s
+            .decks
+            .iter()
+            .filter(|((d, f), (_, notes))| d == deck && *notes > 0 && after.is_none_or(|a| f.as_str() > a))
+            .take(limit + 1)
+            .map(|((_, f), (h, notes))| DeckEntry { filename: f.clone(), hash: *h, notes: *notes })
+            .collect();
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_after = if more { entries.last().map(|e| e.filename.clone()) } else { None };
+        Ok(DeckPage { entries, next_after })
+    }
+}
 
 #[async_trait]
-impl BlobStore for MemoryBlobs {
+impl ReferenceStore for MemoryStore {
+    async fn note_refs(&self, deck: &str, note_id: &str) -> Result<BTreeMap<String, Sha256Hash>, StoreError> {
+        let s = self.lock();
+        Ok(s.refs
+            .iter()
+            .filter(|((d, n, _), _)| d == deck && n == note_id)
+            .map(|((_, _, f), h)| (f.clone(), *h))
+            .collect())
+    }
+    async fn commit(&self, deck: &str, note_id: &str, step: &Step, now: &str) -> Result<Commit, StoreError> {
+        let mut s = self.lock();
+        // Check every condition first: all or nothing, like a transaction.
+        for op in &step.ops {
+            let key = (deck.to_string(), note_id.to_string(), op.filename().to_string());
+            let ok = match op {
+                RefOp::Add { .. } => !s.refs.contains_key(&key),
+                RefOp::Remove { hash, .. } => s.refs.get(&key) == Some(hash),
+                RefOp::Change { from, .. } => s.refs.get(&key) == Some(from),
+            };
+            if !ok {
+                return Ok(Commit::Conflict);
+            }
+        }
+        for (hash, delta) in &step.media {
+            let r = s.media.get(hash);
+            if *delta > 0 && r.is_some_and(|r| r.status == MediaStatus::Deleting) {
+                return Ok(Commit::Deleting);
+            }
+            if *delta < 0 && r.is_none_or(|r| r.ref_count < -delta) {
+                return Ok(Commit::Conflict);
+            }
+        }
+        for op in &step.ops {
+            let key = (deck.to_string(), note_id.to_string(), op.filename().to_string());
+            match op {
+                RefOp::Add { hash, .. } | RefOp::Change { to: hash, .. } => {
+                    s.refs.insert(key, *hash);
+                }
+                RefOp::Remove { .. } => {
+                    s.refs.remove(&key);
+                }
+            }
+        }
+        for (hash, delta) in &step.media {
+            let r = s.media.entry(*hash).or_insert_with(|| {
+                let mut r = MediaRecord::new(*hash, MediaStatus::Missing);
+                r.created_at = Some(now.into());
+                r
+            });
+            r.ref_count += delta;
+            r.updated_at = Some(now.into());
+        }
+        for (filename, (delta, hash)) in &step.deck_files {
+            let key = (deck.to_string(), filename.clone());
+            let e = s.decks.entry(key.clone()).or_insert_with(|| (hash.unwrap_or(Sha256Hash::from_digest([0; 32])), 0));
+            e.1 += delta;
+            if let Some(h) = hash {
+                e.0 = *h;
+            }
+            if e.1 <= 0 {
+                s.decks.remove(&key);
+            }
+        }
+        Ok(Commit::Done)
+    }
+    async fn file_refs(&self, deck: &str, filename: &str) -> Result<Vec<NoteRef>, StoreError> {
+        let s = self.lock();
+        Ok(s.refs
+            .iter()
+            .filter(|((d, _, f), _)| d == deck && f == filename)
+            .map(|((_, n, f), h)| NoteRef { note_id: n.clone(), filename: f.clone(), hash: *h })
+            .collect())
+    }
+    async fn count_all(&self) -> Result<BTreeMap<Sha256Hash, i64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for h in self.lock().refs.values() {
+            *out.entry(*h).or_default() += 1;
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryStore {
     async fn read(&self, key: &str, max: u64) -> Result<Option<ReadBlob>, StoreError> {
-        Ok(lock(&self.0).get(key).map(|(b, _)| {
+        Ok(self.lock().blobs.get(key).map(|(b, _)| {
             if b.len() as u64 > max {
                 ReadBlob::TooLarge(b.len() as u64)
             } else {
@@ -179,21 +293,24 @@ impl BlobStore for MemoryBlobs {
             }
         }))
     }
-    async fn put(
-        &self,
-        key: &str,
-        bytes: Vec<u8>,
-        content_type: &str,
-        _cc: Option<&str>,
-    ) -> Result<(), StoreError> {
-        lock(&self.0).insert(key.into(), (bytes, content_type.into()));
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str, _cc: Option<&str>) -> Result<(), StoreError> {
+        self.lock().blobs.insert(key.into(), (bytes, content_type.into()));
         Ok(())
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        lock(&self.0).remove(key);
+        self.lock().blobs.remove(key);
         Ok(())
     }
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(lock(&self.0).contains_key(key))
+        Ok(self.lock().blobs.contains_key(key))
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .lock()
+            .blobs
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (b, _))| (k.clone(), b.len() as u64))
+            .collect())
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod dynamo;
 pub mod memory;
+pub mod refs_dynamo;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ pub enum BeginUpload {
     AlreadyReady,
     /// The hash's content was refused before; uploading it again would be refused again.
     Rejected(RejectReason),
+    /// The sweeper is deleting this hash this very moment; ask again shortly.
+    Busy,
 }
 
 #[derive(Debug, Clone)]
@@ -38,63 +41,61 @@ pub struct PendingUpload<'a> {
 pub trait MediaRepo: Send + Sync {
     async fn get(&self, hash: &Sha256Hash) -> Result<Option<MediaRecord>, StoreError>;
     /// Records of those hashes that have one (batched; order is irrelevant).
-    async fn get_many(
-        &self,
-        hashes: &[Sha256Hash],
-    ) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError>;
+    async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError>;
     /// Mark a hash pending unless it is ready or finally rejected.
     async fn begin_upload(&self, upload: &PendingUpload<'_>) -> Result<BeginUpload, StoreError>;
-    async fn mark_ready(
-        &self,
-        hash: &Sha256Hash,
-        stored: &StoredMedia,
-        now: &str,
-    ) -> Result<(), StoreError>;
+    /// Mark processed bytes ready. `false` when the record is gone or being deleted: the caller
+    /// must not leave its object behind as if it were safe (the event is retried instead).
+    async fn mark_ready(&self, hash: &Sha256Hash, stored: &StoredMedia, now: &str) -> Result<bool, StoreError>;
     /// Never downgrades a ready record.
-    async fn mark_rejected(
-        &self,
-        hash: &Sha256Hash,
-        reason: RejectReason,
-        now: &str,
-    ) -> Result<(), StoreError>;
+    async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError>;
     /// Make `alias` (the hash of stored, converted bytes) resolve to `target`, unless `alias` has a
     /// record of its own.
-    async fn put_alias(
+    async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError>;
+    /// The record, created as pending if there is none (an upload that outlived its record).
+    async fn ensure_record(&self, hash: &Sha256Hash, now: &str) -> Result<Option<MediaRecord>, StoreError>;
+
+    // The sweeper's side of the lifecycle (see `lifecycle`).
+    /// Records (not aliases) whose reference count is zero, including half-deleted ones.
+    async fn unreferenced(&self) -> Result<Vec<MediaRecord>, StoreError>;
+    /// Mark `deleting` if still unreferenced and unchanged since `seen_updated_at`.
+    async fn begin_delete(
         &self,
-        alias: &Sha256Hash,
-        target: &Sha256Hash,
+        hash: &Sha256Hash,
+        seen_updated_at: Option<&str>,
         now: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
+    /// Remove a `deleting` record that is still unreferenced; `false` (and status `missing`) if a
+    /// reference got in after all.
+    async fn finish_delete(&self, hash: &Sha256Hash, now: &str) -> Result<bool, StoreError>;
+    async fn delete_alias(&self, alias: &Sha256Hash, target: &Sha256Hash) -> Result<(), StoreError>;
+    /// Set a count found to drift (reconcile), if it still is `seen`.
+    async fn set_ref_count(&self, hash: &Sha256Hash, seen: i64, actual: i64, now: &str) -> Result<bool, StoreError>;
+    async fn scan_all(&self) -> Result<Vec<MediaRecord>, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeckEntry {
+    pub filename: String,
+    pub hash: Sha256Hash,
+    /// How many notes of the deck use the file.
+    pub notes: i64,
 }
 
 /// One page of a deck's files, in filename order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeckPage {
-    pub entries: Vec<(String, Sha256Hash)>,
+    pub entries: Vec<DeckEntry>,
     /// The last filename returned, when more may follow.
     pub next_after: Option<String>,
 }
 
-/// A deck's filename → hash mapping.
+/// A deck's filename → hash mapping, maintained by the reference transactions: only filenames
+/// that some note of the deck uses.
 #[async_trait]
 pub trait DeckIndex: Send + Sync {
-    async fn put(
-        &self,
-        deck: &str,
-        entries: &[(String, Sha256Hash)],
-        now: &str,
-    ) -> Result<(), StoreError>;
-    async fn resolve(
-        &self,
-        deck: &str,
-        filenames: &[String],
-    ) -> Result<HashMap<String, Sha256Hash>, StoreError>;
-    async fn page(
-        &self,
-        deck: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<DeckPage, StoreError>;
+    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError>;
+    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError>;
 }
 
 #[derive(Debug, PartialEq)]
@@ -118,6 +119,8 @@ pub trait BlobStore: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    /// Keys and sizes under a prefix (reconcile).
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Records for `hashes`, following aliases: a hash of converted bytes answers with the record of

@@ -11,12 +11,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new("s3", e)
 }
 
-fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(
-    e: aws_sdk_s3::error::SdkError<E>,
-) -> StoreError {
-    let detail = e
-        .as_service_error()
-        .and_then(|s| s.message().map(str::to_owned));
+fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(e: aws_sdk_s3::error::SdkError<E>) -> StoreError {
+    let detail = e.as_service_error().and_then(|s| s.message().map(str::to_owned));
     err(detail.unwrap_or_else(|| format!("{e:?}")))
 }
 
@@ -28,24 +24,14 @@ pub struct S3Blobs {
 
 impl S3Blobs {
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
-        Self {
-            client,
-            bucket: bucket.into(),
-        }
+        Self { client, bucket: bucket.into() }
     }
 }
 
 #[async_trait]
 impl BlobStore for S3Blobs {
     async fn read(&self, key: &str, max: u64) -> Result<Option<ReadBlob>, StoreError> {
-        let resp = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let resp = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(r) => r,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => return Err(sdk_err(e)),
@@ -87,25 +73,25 @@ impl BlobStore for S3Blobs {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(sdk_err)?;
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(sdk_err)?;
         Ok(())
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for o in page.map_err(sdk_err)?.contents.unwrap_or_default() {
+                if let Some(k) = o.key {
+                    out.push((k, o.size.unwrap_or(0).max(0) as u64));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
             Err(e) => Err(sdk_err(e)),

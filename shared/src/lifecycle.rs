@@ -1,0 +1,192 @@
+//! The media record's lifecycle, in one place, deletion included.
+//!
+//! ```text
+//!  (none) ──upload URL──▶ pending ──process──▶ ready
+//!    │                       └──────process──▶ rejected ──upload URL (hash_mismatch only)──▶ pending
+//!    └──first reference──▶ missing ──upload URL──▶ pending
+//!  ready | rejected | pending | missing, count 0 and unchanged for the grace period
+//!        ──sweep──▶ deleting ──objects removed──▶ (none)
+//! ```
+//!
+//! Why a sweep never deletes media that a concurrent request is about to reference: the sweep
+//! first turns the record `deleting` with a conditional write that requires count 0 and an
+//! unchanged `updated_at` (every reference change and upload touches it). From then on a
+//! reference transaction's increment is conditioned on the status not being `deleting`, so it
+//! cannot commit; it waits and retries, and once the record is gone it creates a `missing` one,
+//! whose next upload stores the bytes again. Conversely, if the reference commits first, the
+//! count or `updated_at` has changed and the sweep's conditional write fails. Processing an upload
+//! may only mark a record ready while it is not `deleting` (and exists), so an upload racing the
+//! sweep is retried rather than left pointing at deleted bytes.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::app::{now_rfc3339, App};
+use crate::error::StoreError;
+use crate::hash::Sha256Hash;
+use crate::model::{MediaRecord, MediaStatus};
+
+/// Default grace period: URL expiry (15 min) plus S3 event retries (up to an hour) with a wide
+/// margin.
+pub const DEFAULT_GRACE: time::Duration = time::Duration::hours(24);
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SweepReport {
+    pub scanned: usize,
+    pub deleted: usize,
+    pub bytes_reclaimed: u64,
+    /// Pending records whose upload never arrived.
+    pub expired_uploads: usize,
+    /// Unreferenced, but changed within the grace period.
+    pub too_recent: usize,
+    /// Changed between scan and delete: left alone.
+    pub raced: usize,
+}
+
+fn last_change(r: &MediaRecord) -> Option<OffsetDateTime> {
+    let at = r.updated_at.as_deref().or(r.created_at.as_deref())?;
+    OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Delete media whose count has stayed zero longer than `grace`, re-checking at delete time.
+pub async fn sweep(app: &App, now: OffsetDateTime, grace: time::Duration) -> Result<SweepReport, StoreError> {
+    let now_s = now_rfc3339(now);
+    let keys = &app.config.keys;
+    let mut report = SweepReport::default();
+    for r in app.media.unreferenced().await? {
+        report.scanned += 1;
+        // A record left `deleting` by an interrupted sweep is finished without waiting again.
+        if r.status != MediaStatus::Deleting {
+            if last_change(&r).is_some_and(|t| now - t < grace) {
+                report.too_recent += 1;
+                continue;
+            }
+            if !app.media.begin_delete(&r.hash, r.updated_at.as_deref(), &now_s).await? {
+                report.raced += 1;
+                continue;
+            }
+        }
+        for key in [keys.media(&r.hash), keys.thumb(&r.hash), keys.upload(&r.hash)] {
+            app.blobs.delete(&key).await?;
+        }
+        if let Some(alias) = r.stored_hash.filter(|s| *s != r.hash) {
+            app.media.delete_alias(&alias, &r.hash).await?;
+        }
+        if app.media.finish_delete(&r.hash, &now_s).await? {
+            report.deleted += 1;
+            report.bytes_reclaimed += r.stored_size.unwrap_or(0);
+            if r.status == MediaStatus::Pending {
+                report.expired_uploads += 1;
+            }
+        } else {
+            report.raced += 1;
+        }
+    }
+    tracing::info!(
+        scanned = report.scanned,
+        deleted = report.deleted,
+        bytes_reclaimed = report.bytes_reclaimed,
+        expired_uploads = report.expired_uploads,
+        too_recent = report.too_recent,
+        raced = report.raced,
+        "sweep finished"
+    );
+    Ok(report)
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Drift {
+    pub hash: String,
+    pub recorded: i64,
+    pub actual: i64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReconcileReport {
+    pub records: usize,
+    pub reference_items: i64,
+    pub drift: Vec<Drift>,
+    pub fixed: usize,
+    /// Referenced hashes that have no record at all.
+    pub references_without_record: Vec<String>,
+    /// Objects under the final prefix with no ready record.
+    pub objects_without_record: Vec<String>,
+    /// Ready records whose object is not there.
+    pub records_without_object: Vec<String>,
+}
+
+/// Recompute counts from the reference items; report (and with `fix`, repair) drift; list stored
+/// objects without a record and records without an object.
+pub async fn reconcile(app: &App, fix: bool, now: OffsetDateTime) -> Result<ReconcileReport, StoreError> {
+    let now_s = now_rfc3339(now);
+    let counts: BTreeMap<Sha256Hash, i64> = app.refs.count_all().await?;
+    let records = app.media.scan_all().await?;
+    let mut report =
+        ReconcileReport { records: records.len(), reference_items: counts.values().sum(), ..Default::default() };
+    let mut known = HashSet::new();
+    for r in records.iter().filter(|r| r.alias_of.is_none()) {
+        known.insert(r.hash);
+        let actual = counts.get(&r.hash).copied().unwrap_or(0);
+        if r.ref_count != actual {
+            report.drift.push(Drift { hash: r.hash.to_hex(), recorded: r.ref_count, actual });
+            if fix && app.media.set_ref_count(&r.hash, r.ref_count, actual, &now_s).await? {
+                report.fixed += 1;
+            }
+        }
+    }
+    report.references_without_record = counts.keys().filter(|h| !known.contains(h)).map(Sha256Hash::to_hex).collect();
+
+    let keys = &app.config.keys;
+    let stored: HashSet<String> = app.blobs.list(&keys.media_prefix).await?.into_iter().map(|(k, _)| k).collect();
+    let ready: HashSet<String> = records
+        .iter()
+        .filter(|r| r.status == MediaStatus::Ready && r.alias_of.is_none())
+        .filter_map(|r| r.stored_key.clone())
+        .collect();
+    report.objects_without_record = stored.difference(&ready).cloned().collect();
+    report.records_without_object = ready.difference(&stored).cloned().collect();
+    report.objects_without_record.sort();
+    report.records_without_object.sort();
+    tracing::info!(
+        records = report.records,
+        drift = report.drift.len(),
+        fixed = report.fixed,
+        objects_without_record = report.objects_without_record.len(),
+        records_without_object = report.records_without_object.len(),
+        "reconcile finished"
+    );
+    Ok(report)
+}
+
+/// What the sweep-orphans function is asked to do. An EventBridge schedule delivers its custom
+/// input as is (not an `EventBridgeEvent`), so this is the whole event.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Command {
+    /// `sweep` (the default) or `reconcile`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Overrides the configured grace period (sweep).
+    #[serde(default)]
+    pub grace_seconds: Option<i64>,
+    /// Repair drifted counts (reconcile).
+    #[serde(default)]
+    pub fix: bool,
+}
+
+/// Run a command; the answer is the report as JSON.
+pub async fn run(app: &App, command: &Command, now: OffsetDateTime) -> Result<serde_json::Value, StoreError> {
+    let to_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| StoreError::new("report", e));
+    match command.mode.as_deref() {
+        None | Some("sweep") => {
+            let grace = command
+                .grace_seconds
+                .map(time::Duration::seconds)
+                .unwrap_or_else(|| time::Duration::seconds(app.config.sweep_grace_secs));
+            to_json(serde_json::to_value(sweep(app, now, grace).await?))
+        }
+        Some("reconcile") => to_json(serde_json::to_value(reconcile(app, command.fix, now).await?)),
+        Some(other) => Err(StoreError::new("command", format!("unknown mode {other:?}: sweep | reconcile"))),
+    }
+}

@@ -1,0 +1,138 @@
+//! The maintainer API: list/search a deck's media, remove a file from a deck.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::app::{now_rfc3339, App};
+use crate::auth::{Principal, Scope};
+use crate::error::ApiError;
+use crate::hash::Sha256Hash;
+use crate::model::MediaStatus;
+use crate::policy::{is_valid_deck, normalize_filename};
+use crate::references::set_note;
+use crate::store::lookup;
+
+/// Files per page of the maintainer listing.
+pub const PAGE_SIZE: usize = 200;
+
+#[derive(Debug, Serialize)]
+pub struct MaintainerFile {
+    pub filename: String,
+    pub hash: String,
+    pub status: MediaStatus,
+    pub size: Option<u64>,
+    pub stored_size: Option<u64>,
+    pub content_type: Option<String>,
+    pub notes: i64,
+    pub url: Option<String>,
+    pub thumbnail_url: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MaintainerPage {
+    pub files: Vec<MaintainerFile>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Removed {
+    pub removed: usize,
+}
+
+fn authorize(who: &Principal, deck: &str) -> Result<(), ApiError> {
+    who.require_any(&[Scope::Maintain])?;
+    if !is_valid_deck(deck) {
+        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
+    }
+    if !who.decks.iter().any(|d| d == deck) {
+        return Err(ApiError::forbidden("the token does not maintain this deck"));
+    }
+    Ok(())
+}
+
+pub async fn list_deck_media(
+    app: &App,
+    who: &Principal,
+    deck: &str,
+    query: Option<&str>,
+    cursor: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<MaintainerPage, ApiError> {
+    authorize(who, deck)?;
+    let needle = query.map(str::to_lowercase).filter(|q| !q.is_empty());
+    let mut after = cursor
+        .map(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this API returned"))
+        })
+        .transpose()?;
+    // Search filters whole index pages; keep reading until a page of matches or the end.
+    let mut matches = Vec::new();
+    let next = loop {
+        let page = app.decks.page(deck, after.as_deref(), PAGE_SIZE).await?;
+        for e in page.entries {
+            if needle.as_ref().is_none_or(|n| e.filename.to_lowercase().contains(n.as_str())) {
+                matches.push(e);
+            }
+        }
+        match page.next_after {
+            Some(a) if matches.len() < PAGE_SIZE => after = Some(a),
+            other => break other,
+        }
+    };
+    let hashes: Vec<Sha256Hash> = matches.iter().map(|e| e.hash).collect();
+    let records = lookup(app.media.as_ref(), &hashes).await?;
+    let creds = app.credentials.credentials().await?;
+    let ttl = app.config.url_ttl_secs;
+    let files = matches
+        .into_iter()
+        .map(|e| {
+            let r = records.get(&e.hash);
+            let ready = r.filter(|r| r.status == MediaStatus::Ready);
+            let sign = |key: &Option<String>| key.as_ref().map(|k| app.presigner.get(&creds, k, now, ttl).url);
+            MaintainerFile {
+                filename: e.filename,
+                hash: e.hash.to_hex(),
+                status: r.map_or(MediaStatus::Missing, |r| r.status),
+                size: r.and_then(|r| r.size),
+                stored_size: r.and_then(|r| r.stored_size),
+                content_type: r.and_then(|r| r.content_type.clone()),
+                notes: e.notes,
+                url: ready.and_then(|r| sign(&r.stored_key)),
+                thumbnail_url: ready.and_then(|r| sign(&r.thumb_key)),
+            }
+        })
+        .collect();
+    let next_cursor = next.map(|a| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(a));
+    Ok(MaintainerPage { files, next_cursor })
+}
+
+/// Remove every reference to `filename` in the deck; counts follow through the same transactions
+/// as any other reference change.
+pub async fn remove_deck_file(
+    app: &App,
+    who: &Principal,
+    deck: &str,
+    filename: &str,
+    now: OffsetDateTime,
+) -> Result<Removed, ApiError> {
+    authorize(who, deck)?;
+    let filename = normalize_filename(filename).map_err(|e| ApiError::bad_request(format!("filename: {e}")))?;
+    let now_s = now_rfc3339(now);
+    let mut removed = 0;
+    let without = |current: &BTreeMap<String, Sha256Hash>| {
+        let mut d = current.clone();
+        d.remove(&filename);
+        d
+    };
+    for r in app.refs.file_refs(deck, &filename).await? {
+        removed += set_note(app, deck, &r.note_id, &without, &now_s).await?.1;
+    }
+    Ok(Removed { removed })
+}

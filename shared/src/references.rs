@@ -1,0 +1,370 @@
+//! POST /v1/references: which media each note uses, with set semantics per note.
+//!
+//! A note's change becomes a plan of operations on reference items; the plan is cut into steps
+//! that each fit one DynamoDB transaction, and every step carries the count changes of exactly
+//! its own reference items. So whichever steps have committed, each hash's reference count equals
+//! its live reference items (DESIGN.md invariant 1), and replaying a request finds nothing to do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::app::{now_rfc3339, App};
+use crate::auth::{Principal, Scope};
+use crate::error::{ApiError, StoreError};
+use crate::hash::Sha256Hash;
+use crate::policy::{is_valid_deck, normalize_filename};
+use crate::store::lookup;
+
+/// At most this many notes per request (API.md).
+pub const MAX_NOTES: usize = 100;
+/// DynamoDB allows 100 items per transaction.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Notes updated concurrently within one request.
+const PARALLEL_NOTES: usize = 8;
+/// Attempts when a concurrent writer or a sweep gets in the way.
+const MAX_ATTEMPTS: u32 = 12;
+
+/// What one note references: filename → hash.
+pub type NoteSet = BTreeMap<String, Sha256Hash>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefOp {
+    Add {
+        filename: String,
+        hash: Sha256Hash,
+    },
+    Remove {
+        filename: String,
+        hash: Sha256Hash,
+    },
+    /// Same filename, other bytes.
+    Change {
+        filename: String,
+        from: Sha256Hash,
+        to: Sha256Hash,
+    },
+}
+
+impl RefOp {
+    pub fn filename(&self) -> &str {
+        match self {
+            RefOp::Add { filename, .. } | RefOp::Remove { filename, .. } | RefOp::Change { filename, .. } => filename,
+        }
+    }
+}
+
+/// One transaction's worth of work: reference item operations and the counter changes they imply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Step {
+    pub ops: Vec<RefOp>,
+    /// Change of each hash's reference count.
+    pub media: BTreeMap<Sha256Hash, i64>,
+    /// Per filename of the deck: change of its note count, and the hash it maps to now.
+    pub deck_files: BTreeMap<String, (i64, Option<Sha256Hash>)>,
+}
+
+impl Step {
+    pub fn items(&self) -> usize {
+        self.ops.len() + self.media.len() + self.deck_files.len()
+    }
+
+    fn add(&mut self, op: RefOp) {
+        match &op {
+            RefOp::Add { filename, hash } => {
+                *self.media.entry(*hash).or_default() += 1;
+                let e = self.deck_files.entry(filename.clone()).or_default();
+                e.0 += 1;
+                e.1 = Some(*hash);
+            }
+            RefOp::Remove { filename, hash } => {
+                *self.media.entry(*hash).or_default() -= 1;
+                self.deck_files.entry(filename.clone()).or_default().0 -= 1;
+            }
+            RefOp::Change { filename, from, to } => {
+                *self.media.entry(*from).or_default() -= 1;
+                *self.media.entry(*to).or_default() += 1;
+                self.deck_files.entry(filename.clone()).or_default().1 = Some(*to);
+            }
+        }
+        // A hash whose changes cancel out needs no write.
+        self.media.retain(|_, d| *d != 0);
+        self.ops.push(op);
+    }
+}
+
+/// What turns `current` into `desired` (both filename → hash).
+pub fn plan(current: &BTreeMap<String, Sha256Hash>, desired: &BTreeMap<String, Sha256Hash>) -> Vec<RefOp> {
+    let mut ops = Vec::new();
+    for (filename, hash) in current {
+        match desired.get(filename) {
+            None => ops.push(RefOp::Remove { filename: filename.clone(), hash: *hash }),
+            Some(to) if to != hash => ops.push(RefOp::Change { filename: filename.clone(), from: *hash, to: *to }),
+            Some(_) => {}
+        }
+    }
+    for (filename, hash) in desired {
+        if !current.contains_key(filename) {
+            ops.push(RefOp::Add { filename: filename.clone(), hash: *hash });
+        }
+    }
+    ops
+}
+
+/// Cut a plan into steps of at most `max_items` transaction items each.
+pub fn steps(ops: Vec<RefOp>, max_items: usize) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    let mut current = Step::default();
+    for op in ops {
+        let mut trial = current.clone();
+        trial.add(op.clone());
+        if trial.items() > max_items && !current.ops.is_empty() {
+            out.push(std::mem::take(&mut current));
+            current.add(op);
+        } else {
+            current = trial;
+        }
+    }
+    if !current.ops.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// How an attempt to commit a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Done,
+    /// Another writer changed the note's references first: re-read and plan again.
+    Conflict,
+    /// A hash is being deleted by the sweeper right now: wait, then plan again.
+    Deleting,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteRef {
+    pub note_id: String,
+    pub filename: String,
+    pub hash: Sha256Hash,
+}
+
+/// Reference items, keyed by (deck, note, filename).
+#[async_trait::async_trait]
+pub trait ReferenceStore: Send + Sync {
+    /// The note's references: filename → hash.
+    async fn note_refs(&self, deck: &str, note_id: &str) -> Result<BTreeMap<String, Sha256Hash>, StoreError>;
+    /// Commit one step atomically, or nothing.
+    async fn commit(&self, deck: &str, note_id: &str, step: &Step, now: &str) -> Result<Commit, StoreError>;
+    /// Every note of the deck that references `filename`.
+    async fn file_refs(&self, deck: &str, filename: &str) -> Result<Vec<NoteRef>, StoreError>;
+    /// Live reference items per hash (reconcile).
+    async fn count_all(&self) -> Result<BTreeMap<Sha256Hash, i64>, StoreError>;
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReferencesRequest {
+    pub deck: String,
+    pub notes: Vec<NoteMedia>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NoteMedia {
+    pub note_id: String,
+    pub media: Vec<MediaRef>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MediaRef {
+    pub filename: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Default)]
+pub struct ReferencesResponse {
+    pub notes: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+fn valid_note_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub async fn apply_references(
+    app: &App,
+    who: &Principal,
+    req: ReferencesRequest,
+    now: OffsetDateTime,
+) -> Result<ReferencesResponse, ApiError> {
+    who.require_any(&[Scope::References])?;
+    if !is_valid_deck(&req.deck) {
+        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
+    }
+    if req.notes.len() > MAX_NOTES {
+        return Err(ApiError::too_many_items(format!("notes: at most {MAX_NOTES} per request")));
+    }
+    // Validate everything before writing anything.
+    let mut wanted = Vec::with_capacity(req.notes.len());
+    for (i, note) in req.notes.iter().enumerate() {
+        if !valid_note_id(&note.note_id) {
+            return Err(ApiError::bad_request(format!("notes[{i}].note_id: 1-64 of A-Z a-z 0-9 _ -")));
+        }
+        let mut desired = BTreeMap::new();
+        for (j, m) in note.media.iter().enumerate() {
+            let filename = normalize_filename(&m.filename)
+                .map_err(|e| ApiError::bad_request(format!("notes[{i}].media[{j}].filename: {e}")))?;
+            let hash = Sha256Hash::parse(&m.hash)
+                .map_err(|e| ApiError::bad_request(format!("notes[{i}].media[{j}].hash: {e}")))?;
+            if desired.insert(filename, hash).is_some_and(|old| old != hash) {
+                return Err(ApiError::bad_request(format!(
+                    "notes[{i}].media[{j}]: one filename with two different hashes"
+                )));
+            }
+        }
+        wanted.push((note.note_id.clone(), desired));
+    }
+    // References point at canonical hashes: the hash of converted bytes means its original.
+    let all: Vec<Sha256Hash> = wanted.iter().flat_map(|(_, d)| d.values().copied()).collect();
+    let records = lookup(app.media.as_ref(), &all).await?;
+    for (_, desired) in &mut wanted {
+        for hash in desired.values_mut() {
+            if let Some(r) = records.get(hash) {
+                *hash = r.hash;
+            }
+        }
+    }
+
+    let now_s = now_rfc3339(now);
+    // Notes are independent of each other: update several at once.
+    let notes = wanted.len();
+    let (deck, now_s) = (&req.deck, &now_s);
+    let results: Vec<(usize, usize)> = stream::iter(wanted)
+        .map(|(note_id, desired)| async move {
+            set_note(app, deck, &note_id, &move |_: &NoteSet| desired.clone(), now_s).await
+        })
+        .buffer_unordered(PARALLEL_NOTES)
+        .try_collect()
+        .await?;
+    Ok(ReferencesResponse {
+        notes,
+        added: results.iter().map(|r| r.0).sum(),
+        removed: results.iter().map(|r| r.1).sum(),
+    })
+}
+
+/// Make the note reference exactly what `desired` says, given what it references now (asked
+/// again after every interruption); returns the (added, removed) reference items.
+pub async fn set_note(
+    app: &App,
+    deck: &str,
+    note_id: &str,
+    desired: &(dyn Fn(&NoteSet) -> NoteSet + Sync),
+    now: &str,
+) -> Result<(usize, usize), ApiError> {
+    let (mut added, mut removed) = (0, 0);
+    for attempt in 0..MAX_ATTEMPTS {
+        let current = app.refs.note_refs(deck, note_id).await?;
+        let ops = plan(&current, &desired(&current));
+        if ops.is_empty() {
+            return Ok((added, removed));
+        }
+        let mut interrupted = None;
+        for step in steps(ops, MAX_TRANSACTION_ITEMS) {
+            match app.refs.commit(deck, note_id, &step, now).await? {
+                Commit::Done => {
+                    for op in &step.ops {
+                        match op {
+                            RefOp::Add { .. } => added += 1,
+                            RefOp::Remove { .. } => removed += 1,
+                            RefOp::Change { .. } => {
+                                added += 1;
+                                removed += 1;
+                            }
+                        }
+                    }
+                }
+                other => {
+                    interrupted = Some(other);
+                    break;
+                }
+            }
+        }
+        match interrupted {
+            None => return Ok((added, removed)),
+            Some(why) => {
+                tracing::info!(deck, note_id, attempt, ?why, "reference update interrupted; planning again");
+                let base = if why == Commit::Deleting { 50 } else { 5 };
+                tokio::time::sleep(Duration::from_millis(base << attempt.min(5))).await;
+            }
+        }
+    }
+    Err(ApiError::unavailable())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn h(i: u8) -> Sha256Hash {
+        Sha256Hash::from_digest([i; 32])
+    }
+
+    fn apply(state: &mut BTreeMap<String, Sha256Hash>, counts: &mut BTreeMap<Sha256Hash, i64>, step: &Step) {
+        for op in &step.ops {
+            match op {
+                RefOp::Add { filename, hash } => {
+                    assert!(state.insert(filename.clone(), *hash).is_none());
+                }
+                RefOp::Remove { filename, hash } => assert_eq!(state.remove(filename), Some(*hash)),
+                RefOp::Change { filename, from, to } => assert_eq!(state.insert(filename.clone(), *to), Some(*from)),
+            }
+        }
+        for (hash, d) in &step.media {
+            *counts.entry(*hash).or_default() += d;
+        }
+    }
+
+    fn counts_of(state: &BTreeMap<String, Sha256Hash>) -> BTreeMap<Sha256Hash, i64> {
+        let mut c = BTreeMap::new();
+        for hash in state.values() {
+            *c.entry(*hash).or_default() += 1;
+        }
+        c
+    }
+
+    fn set_strategy() -> impl Strategy<Value = BTreeMap<String, Sha256Hash>> {
+        proptest::collection::btree_map("[a-z]{1,3}\\.png", (0u8..5).prop_map(h), 0..120)
+    }
+
+    proptest! {
+        /// After every committed step, counts equal the reference items; after all, the note
+        /// holds exactly the desired set, and planning again finds nothing to do.
+        #[test]
+        fn steps_keep_counts_equal_to_items(current in set_strategy(), desired in set_strategy(), max in 4usize..100) {
+            let mut state = current.clone();
+            let mut counts = counts_of(&current);
+            for step in steps(plan(&current, &desired), max) {
+                prop_assert!(step.items() <= max);
+                apply(&mut state, &mut counts, &step);
+                counts.retain(|_, c| *c != 0);
+                prop_assert_eq!(&counts, &counts_of(&state));
+            }
+            prop_assert_eq!(&state, &desired);
+            prop_assert!(plan(&state, &desired).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_change_moves_the_count() {
+        let current = BTreeMap::from([("a.png".to_string(), h(1))]);
+        let desired = BTreeMap::from([("a.png".to_string(), h(2))]);
+        let s = steps(plan(&current, &desired), 100);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].media, BTreeMap::from([(h(1), -1), (h(2), 1)]));
+        assert_eq!(s[0].deck_files["a.png"], (0, Some(h(2))));
+    }
+}

@@ -1,0 +1,309 @@
+//! DynamoDB adapter for reference items: table `refs` (pk `note` = "deck#note_id", sk `filename`,
+//! GSI `by_file` on `deck_file` = "deck#filename"). A step is one TransactWriteItems call that
+//! also moves the media counts and the deck's filename index.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+
+use crate::error::StoreError;
+use crate::hash::Sha256Hash;
+use crate::references::{Commit, NoteRef, RefOp, ReferenceStore, Step};
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::new("dynamodb", e)
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+#[derive(Clone)]
+pub struct DynamoRefs {
+    client: Client,
+    refs_table: String,
+    media_table: String,
+    deck_files_table: String,
+}
+
+impl DynamoRefs {
+    pub fn new(client: Client, refs_table: &str, media_table: &str, deck_files_table: &str) -> Self {
+        Self {
+            client,
+            refs_table: refs_table.into(),
+            media_table: media_table.into(),
+            deck_files_table: deck_files_table.into(),
+        }
+    }
+
+    fn ref_item(
+        deck: &str,
+        note_id: &str,
+        filename: &str,
+        hash: &Sha256Hash,
+        now: &str,
+    ) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("note".into(), s(format!("{deck}#{note_id}"))),
+            ("filename".into(), s(filename)),
+            ("hash".into(), s(hash.to_hex())),
+            ("deck".into(), s(deck)),
+            ("note_id".into(), s(note_id)),
+            ("deck_file".into(), s(format!("{deck}#{filename}"))),
+            ("updated_at".into(), s(now)),
+        ])
+    }
+
+    fn ref_key(deck: &str, note_id: &str, filename: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([("note".into(), s(format!("{deck}#{note_id}"))), ("filename".into(), s(filename))])
+    }
+
+    fn items(
+        &self,
+        deck: &str,
+        note_id: &str,
+        step: &Step,
+        now: &str,
+    ) -> Result<(Vec<TransactWriteItem>, Vec<bool>), StoreError> {
+        let mut items = Vec::with_capacity(step.items());
+        // For each item: would its condition failing mean "the sweeper is deleting this hash"?
+        let mut deleting_guard = Vec::with_capacity(step.items());
+        for op in &step.ops {
+            let item = match op {
+                RefOp::Add { filename, hash } => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.refs_table)
+                            .set_item(Some(Self::ref_item(deck, note_id, filename, hash, now)))
+                            .condition_expression("attribute_not_exists(#note)")
+                            .expression_attribute_names("#note", "note")
+                            .build()
+                            .map_err(err)?,
+                    )
+                    .build(),
+                RefOp::Remove { filename, hash } => TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&self.refs_table)
+                            .set_key(Some(Self::ref_key(deck, note_id, filename)))
+                            .condition_expression("#hash = :hash")
+                            .expression_attribute_names("#hash", "hash")
+                            .expression_attribute_values(":hash", s(hash.to_hex()))
+                            .build()
+                            .map_err(err)?,
+                    )
+                    .build(),
+                RefOp::Change { filename, from, to } => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.refs_table)
+                            .set_item(Some(Self::ref_item(deck, note_id, filename, to, now)))
+                            .condition_expression("#hash = :from")
+                            .expression_attribute_names("#hash", "hash")
+                            .expression_attribute_values(":from", s(from.to_hex()))
+                            .build()
+                            .map_err(err)?,
+                    )
+                    .build(),
+            };
+            items.push(item);
+            deleting_guard.push(false);
+        }
+        for (hash, delta) in &step.media {
+            let mut update = Update::builder()
+                .table_name(&self.media_table)
+                .key("hash", s(hash.to_hex()))
+                .update_expression(
+                    "SET #updated = :now, #status = if_not_exists(#status, :missing), \
+                     #created = if_not_exists(#created, :now) ADD #refs :delta",
+                )
+                .expression_attribute_names("#updated", "updated_at")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#created", "created_at")
+                .expression_attribute_names("#refs", "ref_count")
+                .expression_attribute_values(":now", s(now))
+                .expression_attribute_values(":missing", s("missing"))
+                .expression_attribute_values(":delta", n(delta));
+            update = if *delta > 0 {
+                // A hash the sweeper is deleting cannot gain a reference until it is gone.
+                update
+                    .condition_expression("attribute_not_exists(#status) OR #status <> :deleting")
+                    .expression_attribute_values(":deleting", s("deleting"))
+            } else {
+                // Counts never go below zero.
+                update.condition_expression("#refs >= :need").expression_attribute_values(":need", n(-delta))
+            };
+            items.push(TransactWriteItem::builder().update(update.build().map_err(err)?).build());
+            deleting_guard.push(*delta > 0);
+        }
+        for (filename, (delta, hash)) in &step.deck_files {
+            let mut sets = vec!["#updated = :now"];
+            let mut update = Update::builder()
+                .table_name(&self.deck_files_table)
+                .key("deck", s(deck))
+                .key("filename", s(filename))
+                .expression_attribute_names("#updated", "updated_at")
+                .expression_attribute_values(":now", s(now));
+            if let Some(h) = hash {
+                sets.push("#hash = :hash");
+                update = update
+                    .expression_attribute_names("#hash", "hash")
+                    .expression_attribute_values(":hash", s(h.to_hex()));
+            }
+            let mut expr = format!("SET {}", sets.join(", "));
+            if *delta != 0 {
+                expr.push_str(" ADD #notes :delta");
+                update = update
+                    .expression_attribute_names("#notes", "notes")
+                    .expression_attribute_values(":delta", n(delta));
+            }
+            items.push(
+                TransactWriteItem::builder().update(update.update_expression(expr).build().map_err(err)?).build(),
+            );
+            deleting_guard.push(false);
+        }
+        Ok((items, deleting_guard))
+    }
+}
+
+#[async_trait]
+impl ReferenceStore for DynamoRefs {
+    async fn note_refs(&self, deck: &str, note_id: &str) -> Result<BTreeMap<String, Sha256Hash>, StoreError> {
+        let mut out = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.refs_table)
+                .key_condition_expression("#note = :note")
+                .expression_attribute_names("#note", "note")
+                .expression_attribute_values(":note", s(format!("{deck}#{note_id}")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err(format!("{e:?}")))?;
+            for item in resp.items.unwrap_or_default() {
+                let get = |k: &str| {
+                    item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err(format!("ref without {k}")))
+                };
+                out.insert(get("filename")?, Sha256Hash::parse(&get("hash")?).map_err(err)?);
+            }
+            start = resp.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn commit(&self, deck: &str, note_id: &str, step: &Step, now: &str) -> Result<Commit, StoreError> {
+        let (items, deleting_guard) = self.items(deck, note_id, step, now)?;
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let e = match result {
+            Ok(_) => {
+                // Best effort: drop index entries no note uses any more.
+                for (filename, (delta, _)) in &step.deck_files {
+                    if *delta < 0 {
+                        let _ = self
+                            .client
+                            .delete_item()
+                            .table_name(&self.deck_files_table)
+                            .key("deck", s(deck))
+                            .key("filename", s(filename))
+                            .condition_expression("#notes <= :zero")
+                            .expression_attribute_names("#notes", "notes")
+                            .expression_attribute_values(":zero", n(0))
+                            .send()
+                            .await;
+                    }
+                }
+                return Ok(Commit::Done);
+            }
+            Err(e) => e,
+        };
+        let Some(service) = e.as_service_error() else { return Err(err(format!("{e:?}"))) };
+        if let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) = service {
+            let reasons = c.cancellation_reasons();
+            let deleting = reasons
+                .iter()
+                .zip(&deleting_guard)
+                .any(|(r, guard)| *guard && r.code() == Some("ConditionalCheckFailed"));
+            if reasons.iter().all(|r| matches!(r.code(), None | Some("None") | Some("ConditionalCheckFailed"))) {
+                return Ok(if deleting { Commit::Deleting } else { Commit::Conflict });
+            }
+            // TransactionConflict: another transaction touched the same items; plan again.
+            if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                return Ok(Commit::Conflict);
+            }
+        }
+        Err(err(format!("transaction failed: {service:?}")))
+    }
+
+    async fn file_refs(&self, deck: &str, filename: &str) -> Result<Vec<NoteRef>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.refs_table)
+                .index_name("by_file")
+                .key_condition_expression("#df = :df")
+                .expression_attribute_names("#df", "deck_file")
+                .expression_attribute_values(":df", s(format!("{deck}#{filename}")))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err(format!("{e:?}")))?;
+            for item in resp.items.unwrap_or_default() {
+                let get = |k: &str| {
+                    item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err(format!("ref without {k}")))
+                };
+                out.push(NoteRef {
+                    note_id: get("note_id")?,
+                    filename: get("filename")?,
+                    hash: Sha256Hash::parse(&get("hash")?).map_err(err)?,
+                });
+            }
+            start = resp.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn count_all(&self) -> Result<BTreeMap<Sha256Hash, i64>, StoreError> {
+        let mut out = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .scan()
+                .table_name(&self.refs_table)
+                .projection_expression("#hash")
+                .expression_attribute_names("#hash", "hash")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| err(format!("{e:?}")))?;
+            for item in resp.items.unwrap_or_default() {
+                if let Some(Ok(h)) = item.get("hash").and_then(|v| v.as_s().ok()).map(|h| Sha256Hash::parse(h)) {
+                    *out.entry(h).or_default() += 1;
+                }
+            }
+            start = resp.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}

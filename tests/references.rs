@@ -1,0 +1,320 @@
+//! Reference tracking, the maintainer API and the orphan sweep, on the local stack.
+//!
+//! Tests whose names start with `sweeps_` run a sweep with no grace period, which would delete
+//! other tests' unreferenced uploads: `scripts/test` runs them after the rest, one at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::future::join_all;
+use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
+use serde_json::{json, Value};
+
+fn count(item: &HashMap<String, AttributeValue>) -> i64 {
+    item.get("ref_count").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+async fn refs(stack: &Stack, deck: &str, notes: Value) -> anyhow::Result<(u16, Value)> {
+    stack.post("/v1/references", &stack.token("references"), json!({"deck": deck, "notes": notes})).await
+}
+
+async fn ref_count(stack: &Stack, hash: &str) -> anyhow::Result<Option<i64>> {
+    Ok(stack.record(hash).await?.as_ref().map(count))
+}
+
+/// Upload bytes through the API and wait until they are processed.
+async fn upload(stack: &Stack, name: &str, body: &[u8]) -> anyhow::Result<Value> {
+    let items = stack.request_uploads("uploads", &[(name, body)]).await?;
+    if items[0]["status"] == "upload" {
+        assert_eq!(stack.put_upload(&items[0], body.to_vec()).await?, 200);
+    }
+    stack.wait_processed(&sha256_hex(body)).await
+}
+
+#[tokio::test]
+async fn references_have_set_semantics_and_drive_the_deck_index() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let deck = format!("refs-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let (a, b) = (unique_png(), unique_png());
+    let (ha, hb) = (sha256_hex(&a), sha256_hex(&b));
+    upload(&stack, "a.png", &a).await?;
+
+    let notes = json!([
+        {"note_id": "n1", "media": [{"filename": "a.png", "hash": ha}, {"filename": "b.png", "hash": hb}]},
+        {"note_id": "n2", "media": [{"filename": "a.png", "hash": ha}]},
+    ]);
+    let (status, body) = refs(&stack, &deck, notes.clone()).await?;
+    assert_eq!((status, &body), (200, &json!({"notes": 2, "added": 3, "removed": 0})));
+    assert_eq!(ref_count(&stack, &ha).await?, Some(2));
+    assert_eq!(ref_count(&stack, &hb).await?, Some(1));
+    // b was referenced before anyone uploaded it.
+    let (_, info) =
+        stack.call(reqwest::Method::GET, &format!("/v1/media/{hb}"), Some(&stack.token("download")), None).await?;
+    assert_eq!(info["status"], "missing");
+
+    // Replaying changes nothing.
+    let (_, body) = refs(&stack, &deck, notes).await?;
+    assert_eq!(body, json!({"notes": 2, "added": 0, "removed": 0}));
+    assert_eq!(ref_count(&stack, &ha).await?, Some(2));
+
+    // Downloads resolve through the references.
+    let (_, dl) = stack
+        .post(
+            "/v1/downloads",
+            &stack.token("download"),
+            json!({"deck": deck, "filenames": ["a.png", "b.png", "c.png"]}),
+        )
+        .await?;
+    assert_eq!(dl["files"][0]["filename"], "a.png");
+    let reasons: BTreeMap<&str, &str> = dl["unavailable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["filename"].as_str().unwrap(), u["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons, BTreeMap::from([("b.png", "missing"), ("c.png", "unknown")]));
+
+    // The maintainer sees both files with their note counts, and can search.
+    let maintainer = stack.maintainer(&[&deck]);
+    let (status, page) =
+        stack.call(reqwest::Method::GET, &format!("/v1/decks/{deck}/media"), Some(&maintainer), None).await?;
+    assert_eq!(status, 200, "{page}");
+    let listed: Vec<(&str, i64)> = page["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["filename"].as_str().unwrap(), f["notes"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(listed, [("a.png", 2), ("b.png", 1)]);
+    assert!(page["files"][0]["url"].as_str().is_some() && page["files"][0]["thumbnail_url"].as_str().is_some());
+    let (_, page) =
+        stack.call(reqwest::Method::GET, &format!("/v1/decks/{deck}/media?q=B."), Some(&maintainer), None).await?;
+    assert_eq!(page["files"].as_array().unwrap().len(), 1);
+    // Not their deck, or not a maintainer.
+    let (status, _) = stack
+        .call(reqwest::Method::GET, &format!("/v1/decks/{deck}/media"), Some(&stack.maintainer(&["other"])), None)
+        .await?;
+    assert_eq!(status, 403);
+    let (status, _) = stack
+        .call(reqwest::Method::GET, &format!("/v1/decks/{deck}/media"), Some(&stack.token("download")), None)
+        .await?;
+    assert_eq!(status, 403);
+
+    // Removing a.png from the deck removes both notes' references.
+    let (status, body) =
+        stack.call(reqwest::Method::DELETE, &format!("/v1/decks/{deck}/media/a.png"), Some(&maintainer), None).await?;
+    assert_eq!((status, body), (200, json!({"removed": 2})));
+    assert_eq!(ref_count(&stack, &ha).await?, Some(0));
+    // n1 now holds only b.png; emptying it removes the note.
+    let (_, body) = refs(&stack, &deck, json!([{"note_id": "n1", "media": []}])).await?;
+    assert_eq!(body, json!({"notes": 1, "added": 0, "removed": 1}));
+    assert_eq!(ref_count(&stack, &hb).await?, Some(0));
+    let (_, page) =
+        stack.call(reqwest::Method::GET, &format!("/v1/decks/{deck}/media"), Some(&maintainer), None).await?;
+    assert_eq!(page["files"], json!([]));
+
+    // Bad input is refused whole, with the field named, and changes nothing.
+    let (status, body) = refs(
+        &stack,
+        &deck,
+        json!([{"note_id": "n3", "media": [{"filename": "ok.png", "hash": ha}, {"filename": "../x", "hash": ha}]}]),
+    )
+    .await?;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("notes[0].media[1].filename"), "{body}");
+    assert_eq!(ref_count(&stack, &ha).await?, Some(0));
+    let (status, _) =
+        stack.post("/v1/references", &stack.token("upload download"), json!({"deck": deck, "notes": []})).await?;
+    assert_eq!(status, 403);
+    Ok(())
+}
+
+fn sweep_command(grace: i64) -> shared::lifecycle::Command {
+    serde_json::from_value(json!({"mode": "sweep", "grace_seconds": grace})).unwrap()
+}
+
+#[tokio::test]
+async fn sweeps_remove_unreferenced_media_after_the_grace_period_only() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let app = shared::App::from_env().await?;
+    let deck = format!("sweep-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let (kept, dropped) = (unique_png(), unique_png());
+    let (hk, hd) = (sha256_hex(&kept), sha256_hex(&dropped));
+    upload(&stack, "kept.png", &kept).await?;
+    upload(&stack, "dropped.png", &dropped).await?;
+    refs(&stack, &deck, json!([{"note_id": "n", "media": [{"filename": "kept.png", "hash": hk}]}])).await?;
+
+    // Within the grace period nothing goes.
+    let now = time::OffsetDateTime::now_utc();
+    let report = shared::lifecycle::run(&app, &sweep_command(3600), now).await?;
+    assert_eq!(report["deleted"], 0, "{report}");
+    assert!(stack.exists(&format!("media/{hd}")).await?);
+
+    let report = shared::lifecycle::run(&app, &sweep_command(0), now).await?;
+    assert!(report["deleted"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["bytes_reclaimed"].as_u64().unwrap() > 0, "{report}");
+    assert!(stack.record(&hd).await?.is_none());
+    assert!(!stack.exists(&format!("media/{hd}")).await?);
+    assert!(!stack.exists(&format!("thumbs/{hd}.webp")).await?);
+    // The referenced one stays, bytes and all.
+    assert_eq!(ref_count(&stack, &hk).await?, Some(1));
+    assert!(stack.exists(&format!("media/{hk}")).await?);
+
+    // Referencing the swept hash again makes it missing; uploading it again restores it.
+    refs(&stack, &deck, json!([{"note_id": "m", "media": [{"filename": "dropped.png", "hash": hd}]}])).await?;
+    let (_, info) =
+        stack.call(reqwest::Method::GET, &format!("/v1/media/{hd}"), Some(&stack.token("upload")), None).await?;
+    assert_eq!(info["status"], "missing");
+    assert_eq!(upload(&stack, "dropped.png", &dropped).await?["status"], "ready");
+    assert_eq!(ref_count(&stack, &hd).await?, Some(1));
+
+    // A pending upload that never arrived is expired too.
+    let ghost = unique_png();
+    let hg = sha256_hex(&ghost);
+    stack.request_uploads("ghosts", &[("ghost.png", &ghost)]).await?;
+    let report = shared::lifecycle::run(&app, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
+    assert!(report["expired_uploads"].as_u64().unwrap() >= 1, "{report}");
+    assert!(stack.record(&hg).await?.is_none());
+
+    // Reconcile finds nothing wrong.
+    let report = shared::lifecycle::run(
+        &app,
+        &serde_json::from_value(json!({"mode": "reconcile"}))?,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await?;
+    assert_eq!(report["drift"], json!([]), "{report}");
+    assert_eq!(report["records_without_object"], json!([]), "{report}");
+    Ok(())
+}
+
+/// A small deterministic generator, so a failing run can be repeated with its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[tokio::test]
+async fn sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Result<()> {
+    let stack = Arc::new(Stack::connect().await?);
+    let app = Arc::new(shared::App::from_env().await?);
+    let deck = format!("chaos-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 | 1;
+    println!("seed {seed}");
+
+    // A small pool: four uploaded files and two that never are.
+    let pool: Vec<Vec<u8>> = (0..6).map(|_| unique_png()).collect();
+    let hashes: Vec<String> = pool.iter().map(|b| sha256_hex(b)).collect();
+    for (i, body) in pool.iter().take(4).enumerate() {
+        upload(&stack, &format!("p{i}.png"), body).await?;
+    }
+    let ops = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Writers: replace random notes' media sets, sometimes sending the same request twice at once.
+    let writers = (0..6).map(|w| {
+        let (stack, deck, hashes, ops) = (stack.clone(), deck.clone(), hashes.clone(), ops.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng(seed.wrapping_add(w * 7919) | 1);
+            for _ in 0..25 {
+                let note = format!("note{}", rng.below(8));
+                let media: Vec<Value> = (0..hashes.len())
+                    .filter(|_| rng.below(3) == 0)
+                    .map(|i| json!({"filename": format!("p{i}.png"), "hash": hashes[i]}))
+                    .collect();
+                let notes = json!([{"note_id": note, "media": media}]);
+                let copies = if rng.below(4) == 0 { 2 } else { 1 };
+                let results = join_all((0..copies).map(|_| refs(&stack, &deck, notes.clone()))).await;
+                for r in results {
+                    let (status, body) = r.unwrap();
+                    assert_eq!(status, 200, "{body}");
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    });
+    // Sweeps with no grace period, over and over.
+    let sweeper = {
+        let (app, done, ops) = (app.clone(), done.clone(), ops.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                shared::lifecycle::sweep(&app, time::OffsetDateTime::now_utc(), time::Duration::ZERO).await.unwrap();
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Uploads and replayed S3 events for the pool, whatever state each hash is in.
+    let uploader = {
+        let (stack, app, pool, done, ops) = (stack.clone(), app.clone(), pool.clone(), done.clone(), ops.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng(seed ^ 0xdead_beef);
+            while !done.load(Ordering::Relaxed) {
+                let body = &pool[rng.below(4)];
+                let items = stack.request_uploads("chaos-uploads", &[("p.png", body)]).await.unwrap();
+                if items[0]["status"] == "upload" {
+                    let status = stack.put_upload(&items[0], body.clone()).await.unwrap();
+                    assert_eq!(status, 200);
+                }
+                let key = format!("uploads/{}", sha256_hex(body));
+                let mut event: Value = serde_json::from_str(include_str!("../events/process-upload.json")).unwrap();
+                event["Records"][0]["s3"]["object"]["key"] = json!(key);
+                let event: aws_lambda_events::s3::S3Event = serde_json::from_value(event).unwrap();
+                // A sweep racing processing makes it fail and retry, as Lambda would.
+                let _ = shared::process::handle_s3_event(&app, &event).await;
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    for w in writers {
+        w.await?;
+    }
+    done.store(true, Ordering::Relaxed);
+    sweeper.await?;
+    uploader.await?;
+    // Let the gateway finish any upload it is processing.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    // Every count equals its reference items, none is negative.
+    let counts = app.refs.count_all().await?;
+    for h in &hashes {
+        let hash = shared::hash::Sha256Hash::parse(h)?;
+        let items = counts.get(&hash).copied().unwrap_or(0);
+        let record = stack.record(h).await?;
+        let recorded = record.as_ref().map(count).unwrap_or(0);
+        assert!(recorded >= 0);
+        assert_eq!(recorded, items, "{h}: count {recorded} but {items} reference items");
+        if items > 0 {
+            let record = record.expect("a referenced hash has a record");
+            // Every referenced ready hash still has its bytes.
+            if record.get("status").and_then(|s| s.as_s().ok()).map(String::as_str) == Some("ready") {
+                assert!(stack.exists(&format!("media/{h}")).await?, "{h}: ready and referenced, but no object");
+            }
+        }
+    }
+    // No orphan survives a sweep past the grace period.
+    shared::lifecycle::sweep(&app, time::OffsetDateTime::now_utc(), time::Duration::ZERO).await?;
+    for h in &hashes {
+        let hash = shared::hash::Sha256Hash::parse(h)?;
+        if counts.get(&hash).copied().unwrap_or(0) == 0 {
+            assert!(stack.record(h).await?.is_none(), "{h}: unreferenced record survived");
+            assert!(!stack.exists(&format!("media/{h}")).await?, "{h}: unreferenced object survived");
+        }
+    }
+    let report = shared::lifecycle::reconcile(&app, false, time::OffsetDateTime::now_utc()).await?;
+    assert!(report.drift.is_empty(), "{:?}", report.drift);
+    println!(
+        "ran {} operations (reference requests, sweeps, uploads with replayed events)",
+        ops.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
