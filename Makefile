@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda
+.PHONY: up down test token invoke demo check lambda sweep reconcile
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -17,3 +17,7 @@ check:   ## formatting and lints, as CI runs them
 	cargo clippy --workspace --all-targets -- -D warnings
 lambda:  ## build the deployable arm64 artifacts
 	. scripts/lib.sh && "$$TOOLS_VENV/bin/sam" validate --lint && PATH="$$TOOLS_VENV/bin:$$PATH" "$$TOOLS_VENV/bin/sam" build
+sweep:   ## sweep orphans now: make sweep GRACE=0
+	@echo '{"mode": "sweep", "grace_seconds": $(or $(GRACE),86400)}' > .local/sweep.json && scripts/invoke sweep-orphans .local/sweep.json
+reconcile: ## recompute reference counts: make reconcile FIX=true
+	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/reconcile.json && scripts/invoke sweep-orphans .local/reconcile.json

@@ -358,6 +358,43 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Model-based: random sequences of note updates through `set_note` over the in-memory
+        /// store agree with a plain map of note → set, in counts and in the deck index.
+        #[test]
+        fn note_updates_agree_with_a_model(updates in proptest::collection::vec((0u8..4, proptest::collection::btree_map(0u8..6, 0u8..4, 0..5)), 1..30)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            rt.block_on(async {
+                let app = App::in_memory("k");
+                let mut model: BTreeMap<String, NoteSet> = BTreeMap::new();
+                for (note, files) in &updates {
+                    // File i always has hash h(i % 4 ...) per update: a filename may change hash.
+                    let desired: NoteSet = files.iter().map(|(f, v)| (format!("f{f}.png"), h(*v))).collect();
+                    let note_id = format!("n{note}");
+                    set_note(&app, "d", &note_id, &|_: &NoteSet| desired.clone(), "t").await.unwrap();
+                    model.insert(note_id, desired);
+                }
+                let mut counts: BTreeMap<Sha256Hash, i64> = BTreeMap::new();
+                let mut notes_per_file: BTreeMap<String, i64> = BTreeMap::new();
+                for set in model.values() {
+                    for (f, hash) in set {
+                        *counts.entry(*hash).or_default() += 1;
+                        *notes_per_file.entry(f.clone()).or_default() += 1;
+                    }
+                }
+                for v in 0u8..4 {
+                    let recorded = app.media.get(&h(v)).await.unwrap().map_or(0, |r| r.ref_count);
+                    assert_eq!(recorded, counts.get(&h(v)).copied().unwrap_or(0), "count of h({v})");
+                }
+                assert_eq!(app.refs.count_all().await.unwrap(), counts.into_iter().filter(|(_, c)| *c > 0).collect());
+                let page = app.decks.page("d", None, 100).await.unwrap();
+                let index: BTreeMap<String, i64> = page.entries.iter().map(|e| (e.filename.clone(), e.notes)).collect();
+                assert_eq!(index, notes_per_file);
+            });
+        }
+    }
+
     #[test]
     fn a_change_moves_the_count() {
         let current = BTreeMap::from([("a.png".to_string(), h(1))]);
