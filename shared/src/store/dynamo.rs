@@ -17,11 +17,13 @@ const BATCH_GET: usize = 100;
 /// Parallel batch calls per request.
 const PARALLEL: usize = 8;
 
-fn err(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::new("dynamodb", e)
 }
 
-fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(e: aws_sdk_dynamodb::error::SdkError<E>) -> StoreError {
+pub(super) fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(
+    e: aws_sdk_dynamodb::error::SdkError<E>,
+) -> StoreError {
     let detail = e.as_service_error().and_then(|s| s.message().map(str::to_owned));
     err(detail.unwrap_or_else(|| format!("{e:?}")))
 }
@@ -30,11 +32,22 @@ fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+/// `Ok(true)` if a conditional write happened, `Ok(false)` if its condition did not hold.
+pub(super) fn applied<O, E: ProvideErrorMetadata + std::fmt::Debug>(
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<E>>,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_conditional_failure(&e) => Ok(false),
+        Err(e) => Err(sdk_err(e)),
+    }
+}
+
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(super) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
@@ -218,11 +231,7 @@ impl MediaRepo for DynamoMedia {
             .condition_expression("attribute_exists(#hash) AND #status <> :deleting")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_err(e)),
-        }
+        applied(result)
     }
 
     async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError> {
@@ -249,11 +258,7 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_err(e)),
-        }
+        applied(result).map(drop)
     }
 
     async fn put_alias(&self, alias: &Sha256Hash, target: &Sha256Hash, now: &str) -> Result<(), StoreError> {
@@ -271,11 +276,7 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_names("#hash", "hash")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_err(e)),
-        }
+        applied(result).map(drop)
     }
     async fn ensure_record(&self, hash: &Sha256Hash, now: &str) -> Result<Option<MediaRecord>, StoreError> {
         let resp = self
@@ -388,11 +389,7 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_values(":target", s(target.to_hex()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional_failure(&e) => Ok(()),
-            Err(e) => Err(sdk_err(e)),
-        }
+        applied(result).map(drop)
     }
 
     async fn set_ref_count(&self, hash: &Sha256Hash, seen: i64, actual: i64, now: &str) -> Result<bool, StoreError> {
@@ -410,11 +407,7 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_values(":now", s(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_err(e)),
-        }
+        applied(result)
     }
 
     async fn scan_all(&self) -> Result<Vec<MediaRecord>, StoreError> {

@@ -12,17 +12,7 @@ use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::references::{Commit, NoteRef, RefOp, ReferenceStore, Step};
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::new("dynamodb", e)
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
+use super::dynamo::{err, n, s, sdk_err};
 
 #[derive(Clone)]
 pub struct DynamoRefs {
@@ -189,7 +179,7 @@ impl ReferenceStore for DynamoRefs {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| err(format!("{e:?}")))?;
+                .map_err(sdk_err)?;
             for item in resp.items.unwrap_or_default() {
                 let get = |k: &str| {
                     item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err(format!("ref without {k}")))
@@ -261,7 +251,7 @@ impl ReferenceStore for DynamoRefs {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| err(format!("{e:?}")))?;
+                .map_err(sdk_err)?;
             for item in resp.items.unwrap_or_default() {
                 let get = |k: &str| {
                     item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err(format!("ref without {k}")))
@@ -293,7 +283,7 @@ impl ReferenceStore for DynamoRefs {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| err(format!("{e:?}")))?;
+                .map_err(sdk_err)?;
             for item in resp.items.unwrap_or_default() {
                 if let Some(Ok(h)) = item.get("hash").and_then(|v| v.as_s().ok()).map(|h| Sha256Hash::parse(h)) {
                     *out.entry(h).or_default() += 1;
