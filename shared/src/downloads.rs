@@ -11,7 +11,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
-use crate::policy::{is_valid_deck, normalize_filename};
+use crate::policy::{check_deck, normalize_filename};
 use crate::store::lookup;
 
 #[derive(Debug, Deserialize)]
@@ -65,9 +65,7 @@ pub async fn presign_downloads(
     now: OffsetDateTime,
 ) -> Result<DownloadResponse, ApiError> {
     who.require_any(&[Scope::Download])?;
-    if !is_valid_deck(&req.deck) {
-        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
-    }
+    check_deck(&req.deck)?;
     let mut unavailable = Vec::new();
     let (entries, next_cursor) = match req.filenames {
         Some(names) => {

@@ -80,3 +80,9 @@ impl From<StoreError> for ApiError {
         ApiError::unavailable()
     }
 }
+
+impl From<crate::policy::InvalidDeck> for ApiError {
+    fn from(e: crate::policy::InvalidDeck) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}

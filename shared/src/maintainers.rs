@@ -11,7 +11,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::MediaStatus;
-use crate::policy::{is_valid_deck, normalize_filename};
+use crate::policy::{check_deck, normalize_filename};
 use crate::references::set_note;
 use crate::store::lookup;
 
@@ -44,9 +44,7 @@ pub struct Removed {
 
 fn authorize(who: &Principal, deck: &str) -> Result<(), ApiError> {
     who.require_any(&[Scope::Maintain])?;
-    if !is_valid_deck(deck) {
-        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
-    }
+    check_deck(deck)?;
     if !who.decks.iter().any(|d| d == deck) {
         return Err(ApiError::forbidden("the token does not maintain this deck"));
     }

@@ -96,6 +96,18 @@ pub fn normalize_filename(name: &str) -> Result<String, FilenameError> {
     Ok(nfc)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deck: 1-64 of A-Z a-z 0-9 _ -")]
+pub struct InvalidDeck;
+
+pub fn check_deck(deck: &str) -> Result<(), InvalidDeck> {
+    if is_valid_deck(deck) {
+        Ok(())
+    } else {
+        Err(InvalidDeck)
+    }
+}
+
 /// A deck id: 1–64 of `[A-Za-z0-9_-]`.
 pub fn is_valid_deck(deck: &str) -> bool {
     (1..=64).contains(&deck.len()) && deck.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

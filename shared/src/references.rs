@@ -16,7 +16,7 @@ use crate::app::{now_rfc3339, App};
 use crate::auth::{Principal, Scope};
 use crate::error::{ApiError, StoreError};
 use crate::hash::Sha256Hash;
-use crate::policy::{is_valid_deck, normalize_filename};
+use crate::policy::{check_deck, normalize_filename};
 use crate::store::lookup;
 
 /// At most this many notes per request (API.md).
@@ -200,9 +200,7 @@ pub async fn apply_references(
     now: OffsetDateTime,
 ) -> Result<ReferencesResponse, ApiError> {
     who.require_any(&[Scope::References])?;
-    if !is_valid_deck(&req.deck) {
-        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
-    }
+    check_deck(&req.deck)?;
     if req.notes.len() > MAX_NOTES {
         return Err(ApiError::too_many_items(format!("notes: at most {MAX_NOTES} per request")));
     }

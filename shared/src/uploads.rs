@@ -11,7 +11,7 @@ use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason};
-use crate::policy::{class_from_filename, is_valid_deck, normalize_filename};
+use crate::policy::{check_deck, class_from_filename, normalize_filename};
 use crate::presign::UploadSpec;
 use crate::store::{lookup, BeginUpload, PendingUpload};
 
@@ -98,9 +98,7 @@ pub async fn presign_uploads(
     now: OffsetDateTime,
 ) -> Result<UploadResponse, ApiError> {
     who.require_any(&[Scope::Upload])?;
-    if !is_valid_deck(&req.deck) {
-        return Err(ApiError::bad_request("deck: 1-64 of A-Z a-z 0-9 _ -"));
-    }
+    check_deck(&req.deck)?;
     if req.files.is_empty() {
         return Err(ApiError::bad_request("files: at least one file"));
     }

@@ -417,27 +417,20 @@ impl MediaRepo for DynamoMedia {
 
 impl DynamoMedia {
     async fn scan(&self, filter: Option<&str>) -> Result<Vec<MediaRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let mut req =
-                self.client.scan().table_name(&self.table).consistent_read(true).set_exclusive_start_key(start);
-            if let Some(f) = filter {
-                req = req
-                    .filter_expression(f)
-                    .expression_attribute_names("#refs", "ref_count")
-                    .expression_attribute_names("#alias", "alias_of")
-                    .expression_attribute_values(":zero", n(0));
-            }
-            let resp = req.send().await.map_err(sdk_err)?;
-            for item in resp.items.unwrap_or_default() {
-                out.push(serde_dynamo::from_item(item).map_err(err)?);
-            }
-            start = resp.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
+        let mut req = self.client.scan().table_name(&self.table).consistent_read(true);
+        if let Some(f) = filter {
+            req = req
+                .filter_expression(f)
+                .expression_attribute_names("#refs", "ref_count")
+                .expression_attribute_names("#alias", "alias_of")
+                .expression_attribute_values(":zero", n(0));
         }
+        let mut items = req.into_paginator().items().send();
+        let mut out = Vec::new();
+        while let Some(item) = items.next().await {
+            out.push(serde_dynamo::from_item(item.map_err(sdk_err)?).map_err(err)?);
+        }
+        Ok(out)
     }
 }
 

@@ -165,32 +165,23 @@ impl DynamoRefs {
 #[async_trait]
 impl ReferenceStore for DynamoRefs {
     async fn note_refs(&self, deck: &str, note_id: &str) -> Result<BTreeMap<String, Sha256Hash>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.refs_table)
+            .key_condition_expression("#note = :note")
+            .expression_attribute_names("#note", "note")
+            .expression_attribute_values(":note", s(format!("{deck}#{note_id}")))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut out = BTreeMap::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.refs_table)
-                .key_condition_expression("#note = :note")
-                .expression_attribute_names("#note", "note")
-                .expression_attribute_values(":note", s(format!("{deck}#{note_id}")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in resp.items.unwrap_or_default() {
-                let get = |k: &str| {
-                    item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err(format!("ref without {k}")))
-                };
-                out.insert(get("filename")?, Sha256Hash::parse(&get("hash")?).map_err(err)?);
-            }
-            start = resp.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
+        while let Some(item) = items.next().await {
+            let r = note_ref(&item.map_err(sdk_err)?)?;
+            out.insert(r.filename, r.hash);
         }
+        Ok(out)
     }
 
     async fn commit(&self, deck: &str, note_id: &str, step: &Step, now: &str) -> Result<Commit, StoreError> {
@@ -237,62 +228,51 @@ impl ReferenceStore for DynamoRefs {
     }
 
     async fn file_refs(&self, deck: &str, filename: &str) -> Result<Vec<NoteRef>, StoreError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.refs_table)
+            .index_name("by_file")
+            .key_condition_expression("#df = :df")
+            .expression_attribute_names("#df", "deck_file")
+            .expression_attribute_values(":df", s(format!("{deck}#{filename}")))
+            .into_paginator()
+            .items()
+            .send();
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.refs_table)
-                .index_name("by_file")
-                .key_condition_expression("#df = :df")
-                .expression_attribute_names("#df", "deck_file")
-                .expression_attribute_values(":df", s(format!("{deck}#{filename}")))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in resp.items.unwrap_or_default() {
-                let get = |k: &str| {
-                    item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err(format!("ref without {k}")))
-                };
-                out.push(NoteRef {
-                    note_id: get("note_id")?,
-                    filename: get("filename")?,
-                    hash: Sha256Hash::parse(&get("hash")?).map_err(err)?,
-                });
-            }
-            start = resp.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
+        while let Some(item) = items.next().await {
+            out.push(note_ref(&item.map_err(sdk_err)?)?);
         }
+        Ok(out)
     }
 
     async fn count_all(&self) -> Result<BTreeMap<Sha256Hash, i64>, StoreError> {
+        let mut items = self
+            .client
+            .scan()
+            .table_name(&self.refs_table)
+            .projection_expression("#hash")
+            .expression_attribute_names("#hash", "hash")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut out = BTreeMap::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .scan()
-                .table_name(&self.refs_table)
-                .projection_expression("#hash")
-                .expression_attribute_names("#hash", "hash")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in resp.items.unwrap_or_default() {
-                if let Some(Ok(h)) = item.get("hash").and_then(|v| v.as_s().ok()).map(|h| Sha256Hash::parse(h)) {
-                    *out.entry(h).or_default() += 1;
-                }
-            }
-            start = resp.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
+        while let Some(item) = items.next().await {
+            let item = item.map_err(sdk_err)?;
+            let hash = item.get("hash").and_then(|v| v.as_s().ok()).ok_or_else(|| err("ref without hash"))?;
+            *out.entry(Sha256Hash::parse(hash).map_err(err)?).or_default() += 1;
         }
+        Ok(out)
     }
+}
+
+/// A reference item as stored (the projection of `by_file` includes every attribute).
+fn note_ref(item: &HashMap<String, AttributeValue>) -> Result<NoteRef, StoreError> {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().ok_or_else(|| err(format!("ref without {k}")));
+    Ok(NoteRef {
+        note_id: get("note_id")?,
+        filename: get("filename")?,
+        hash: Sha256Hash::parse(&get("hash")?).map_err(err)?,
+    })
 }
