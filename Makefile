@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda sweep reconcile
+.PHONY: up down test token invoke demo check lambda sweep reconcile mirror
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -21,3 +21,5 @@ sweep:   ## sweep orphans now: make sweep GRACE=0
 	@echo '{"mode": "sweep", "grace_seconds": $(or $(GRACE),86400)}' > .local/sweep.json && scripts/invoke sweep-orphans .local/sweep.json
 reconcile: ## recompute reference counts: make reconcile FIX=true
 	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/reconcile.json && scripts/invoke sweep-orphans .local/reconcile.json
+mirror:  ## compare Postgres with DynamoDB (repair, or backfill): make mirror FIX=true
+	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/mirror.json && scripts/invoke sync-postgres .local/mirror.json

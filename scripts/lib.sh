@@ -60,6 +60,7 @@ API_URL=http://127.0.0.1:$GATEWAY_PORT
 AWS_ENDPOINT_URL_S3=http://127.0.0.1:$LS_PORT
 AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$LS_PORT
 AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$MOTO_PORT
+AWS_ENDPOINT_URL_DYNAMODB_STREAMS=http://127.0.0.1:$MOTO_PORT
 AWS_ACCESS_KEY_ID=test
 AWS_SECRET_ACCESS_KEY=test
 AWS_REGION=us-east-1
@@ -67,6 +68,7 @@ BUCKET=ankicollab-media
 MEDIA_TABLE=media
 DECK_FILES_TABLE=deck-files
 REFS_TABLE=refs
+QUOTAS_TABLE=quotas
 # Smaller pages than production's 2,000 keep the paging test quick on moto.
 DOWNLOAD_PAGE_SIZE=500
 DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres

@@ -453,3 +453,38 @@ async fn api_errors_have_status_and_reason_codes() -> anyhow::Result<()> {
     assert_eq!(s, 404);
     Ok(())
 }
+
+/// The DynamoDB quota counters (moto): concurrent reservations never pass the limit, a hash is
+/// charged once a day, and a release gives back exactly once.
+#[tokio::test]
+async fn daily_quota_counters_hold_under_concurrency() -> anyhow::Result<()> {
+    use shared::store::{Hold, Reserve};
+    let app = shared::App::from_env().await?;
+    let user = format!("quota-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let hold = |i: usize| Hold {
+        user: user.clone(),
+        day: "2026-11-22".into(),
+        hash: shared::hash::Sha256Hash::parse(&sha256_hex(format!("{user}-{i}").as_bytes())).unwrap(),
+        bytes: 100,
+    };
+    let results = join_all((0..30).map(|i| {
+        let (app, h) = (&app, hold(i));
+        async move { app.quotas.reserve(&h, 1_000_000, 10).await }
+    }))
+    .await;
+    let granted = results.iter().filter(|r| matches!(r, Ok(Reserve::Granted))).count();
+    let exceeded = results.iter().filter(|r| matches!(r, Ok(Reserve::Exceeded))).count();
+    assert_eq!((granted, exceeded), (10, 20), "{results:?}");
+    assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (1000, 10));
+
+    let first = (0..30).find(|i| matches!(results[*i], Ok(Reserve::Granted))).unwrap_or(0);
+    assert_eq!(app.quotas.reserve(&hold(first), 1_000_000, 10).await?, Reserve::AlreadyHeld);
+    app.quotas.release(&hold(first)).await?;
+    app.quotas.release(&hold(first)).await?;
+    assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (900, 9));
+    // Bytes are a limit of their own.
+    let big = Hold { bytes: 250, ..hold(100) };
+    assert_eq!(app.quotas.reserve(&big, 1_100, 100).await?, Reserve::Exceeded);
+    assert_eq!(app.quotas.reserve(&Hold { bytes: 200, ..hold(101) }, 1_100, 100).await?, Reserve::Granted);
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Reference tracking, the maintainer API and the orphan sweep, on the local stack.
 //!
-//! Tests whose names start with `sweeps_` run a sweep with no grace period, which would delete
+//! Tests whose names start with `serial_` run a sweep with no grace period, which would delete
 //! other tests' unreferenced uploads: `scripts/test` runs them after the rest, one at a time.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
 use serde_json::{json, Value};
+use shared::sync::Mirror;
 
 fn count(item: &HashMap<String, AttributeValue>) -> i64 {
     item.get("ref_count").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
@@ -136,7 +137,7 @@ fn sweep_command(grace: i64) -> shared::lifecycle::Command {
 }
 
 #[tokio::test]
-async fn sweeps_remove_unreferenced_media_after_the_grace_period_only() -> anyhow::Result<()> {
+async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
     let app = shared::App::from_env().await?;
     let deck = format!("sweep-{}", &sha256_hex(&unique_bytes(8))[..10]);
@@ -205,7 +206,7 @@ impl Rng {
 }
 
 #[tokio::test]
-async fn sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Result<()> {
+async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Result<()> {
     let stack = Arc::new(Stack::connect().await?);
     let app = Arc::new(shared::App::from_env().await?);
     let deck = format!("chaos-{}", &sha256_hex(&unique_bytes(8))[..10]);
@@ -312,6 +313,22 @@ async fn sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Result<()> 
     }
     let report = shared::lifecycle::reconcile(&app, false, time::OffsetDateTime::now_utc()).await?;
     assert!(report.drift.is_empty(), "{:?}", report.drift);
+
+    // Postgres, fed by the streams through the gateway, converges to DynamoDB exactly...
+    let live = integration_tests::pg::live().await?;
+    let mirrored = integration_tests::pg::wait_converged(&app, &live).await?;
+    // ...and delivering every stream record once more changes nothing.
+    let before = live.snapshot().await?;
+    let records = integration_tests::pg::stream_records().await?;
+    integration_tests::pg::deliver(&live, &records, 100).await?;
+    assert_eq!(live.snapshot().await?.rows, before.rows, "replaying the streams changed Postgres");
+    assert_eq!(shared::sync::reconcile(&app, &live, false).await?.differences(), 0);
+    println!(
+        "Postgres equals DynamoDB: {} deck files, {} media records; {} stream records replayed",
+        mirrored.files_in_dynamodb,
+        mirrored.stored_in_dynamodb,
+        records.len()
+    );
     println!(
         "ran {} operations (reference requests, sweeps, uploads with replayed events)",
         ops.load(Ordering::Relaxed)

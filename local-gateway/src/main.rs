@@ -1,13 +1,16 @@
 //! The local stand-in for what AWS provides around the functions:
 //!
 //! - `serve`: API Gateway (every route, through `shared::api::handle`, the code the Lambda
-//!   functions run) and the S3 → process-upload trigger (polls the queue LocalStack S3 notifies).
+//!   functions run), the S3 → process-upload trigger (polls the queue LocalStack S3 notifies), and
+//!   the DynamoDB streams → sync-postgres mapping (follows moto's streams; see `streams`).
 //! - `setup`: creates the bucket, its notification and lifecycle rule, the queue and the tables,
-//!   as `template.yaml` declares them. Idempotent.
+//!   as `template.yaml` declares them, and migrates Postgres. Idempotent.
 //! - `invoke FUNCTION EVENT.json`: run a non-HTTP function once, now.
 //! - `token SUB SCOPE [DECKS]`: mint a bearer token with the local secret.
 
 mod setup;
+
+use local_gateway::streams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,8 @@ use anyhow::{bail, Context};
 use aws_lambda_events::s3::S3Event;
 use axum::extract::State;
 use shared::api::{handle, Route};
+use shared::store::postgres::PgMirror;
+use shared::sync::{Mirror, StreamTables};
 use shared::App;
 
 const MAX_BODY: usize = 8 << 20;
@@ -52,6 +57,14 @@ async fn serve() -> anyhow::Result<()> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     tokio::spawn(pump_uploads(app.clone(), sqs, queue));
+    let mirror: Arc<dyn Mirror> = Arc::new(PgMirror::from_env().await?);
+    let tables = stream_tables(&app);
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let dynamo_streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    for table in [tables.media.clone(), tables.deck_files.clone()] {
+        let pump = streams::pump(mirror.clone(), tables.clone(), ddb.clone(), dynamo_streams.clone(), table);
+        tokio::spawn(pump);
+    }
 
     let router =
         axum::Router::new().route("/local/health", axum::routing::get(|| async { "ok" })).fallback(api).with_state(app);
@@ -141,7 +154,17 @@ async fn invoke(function: &str, event_path: &str) -> anyhow::Result<()> {
             let report = shared::lifecycle::run(&app, &command, time::OffsetDateTime::now_utc()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        other => bail!("{other} is not a non-HTTP function here (process-upload, sweep-orphans)"),
+        "sync-postgres" => {
+            let mirror = PgMirror::from_env().await?;
+            let payload: serde_json::Value = serde_json::from_str(&event).context("not JSON")?;
+            let out = shared::sync::handle(&app, &mirror, &stream_tables(&app), payload).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        other => bail!("{other} is not a non-HTTP function here (process-upload, sweep-orphans, sync-postgres)"),
     }
     Ok(())
+}
+
+fn stream_tables(app: &App) -> StreamTables {
+    StreamTables { media: app.config.media_table.clone(), deck_files: app.config.deck_files_table.clone() }
 }

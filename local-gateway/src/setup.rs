@@ -1,12 +1,10 @@
-//! Create the local resources that `template.yaml` declares for AWS. Safe to run again.
-//!
-//! The tables have no streams here: moto copies every table, stream records included, on each
-//! transaction, which makes a stream-enabled table slower with every write.
+//! Create the local resources that `template.yaml` declares for AWS, and migrate Postgres. Safe
+//! to run again.
 
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
+    ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, Event, ExpirationStatus, FilterRule, FilterRuleName,
@@ -14,6 +12,8 @@ use aws_sdk_s3::types::{
     NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
 };
 use shared::config::Config;
+use shared::store::postgres::PgMirror;
+use shared::sync::Mirror;
 
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;
@@ -93,9 +93,14 @@ pub async fn run() -> anyhow::Result<()> {
         .await
         .context("bucket notification")?;
 
-    create_table(&ddb, &config.media_table, &[("hash", KeyType::Hash)]).await?;
-    create_table(&ddb, &config.deck_files_table, &[("deck", KeyType::Hash), ("filename", KeyType::Range)]).await?;
+    // The two mirrored tables stream their changes to sync-postgres, as in the template.
+    create_table(&ddb, &config.media_table, &[("hash", KeyType::Hash)], true).await?;
+    create_table(&ddb, &config.deck_files_table, &[("deck", KeyType::Hash), ("filename", KeyType::Range)], true)
+        .await?;
     create_refs_table(&ddb, &config.refs_table).await?;
+    create_table(&ddb, &config.quotas_table, &[("pk", KeyType::Hash)], false).await?;
+
+    PgMirror::from_env().await?.migrate().await.context("migrate Postgres")?;
 
     println!("UPLOAD_QUEUE_URL={queue_url}");
     Ok(())
@@ -132,8 +137,22 @@ async fn create_refs_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> anyhow
     }
 }
 
-async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str, keys: &[(&str, KeyType)]) -> anyhow::Result<()> {
+/// A table keyed by `keys`; `stream`: with a stream of new and old images (the mirrored tables).
+async fn create_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    keys: &[(&str, KeyType)],
+    stream: bool,
+) -> anyhow::Result<()> {
     let mut req = ddb.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
+    if stream {
+        req = req.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()?,
+        );
+    }
     for (attr, kind) in keys {
         req = req
             .attribute_definitions(

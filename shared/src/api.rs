@@ -59,7 +59,14 @@ pub fn route(method: &Method, path: &str) -> Result<(Route, Vec<String>), ApiErr
         _ => return Err(ApiError::not_found("no such route")),
     };
     if *method != allowed {
-        return Err(ApiError::method_not_allowed());
+        let allow = if allowed == Method::GET {
+            "GET"
+        } else if allowed == Method::DELETE {
+            "DELETE"
+        } else {
+            "POST"
+        };
+        return Err(ApiError::method_not_allowed(allow));
     }
     Ok((route, params))
 }
@@ -114,7 +121,11 @@ fn respond(status: StatusCode, body: String, retry_after: Option<u64>) -> Respon
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    respond(status, e.body(), e.retry_after)
+    let mut response = respond(status, e.body(), e.retry_after);
+    if let Some(allow) = e.allow {
+        response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    }
+    response
 }
 
 fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
@@ -187,6 +198,8 @@ mod tests {
             (Route::DeckMediaRemove, vec!["d1".to_string(), "café x.png".to_string()])
         );
         assert_eq!(route(&Method::GET, "/v1/uploads").unwrap_err().status, 405);
+        let e = route(&Method::POST, "/v1/decks/d1/media/a.png").unwrap_err();
+        assert_eq!(error_response(&e).headers()["allow"], "DELETE", "a 405 names the allowed method");
         assert_eq!(route(&Method::GET, "/v1/media/a/b").unwrap_err().status, 404);
         assert_eq!(route(&Method::GET, "/nope").unwrap_err().status, 404);
     }

@@ -10,9 +10,10 @@ use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
 use crate::references::ReferenceStore;
 use crate::store::dynamo::{DynamoDecks, DynamoMedia};
+use crate::store::quota_dynamo::DynamoQuotas;
 use crate::store::refs_dynamo::DynamoRefs;
 use crate::store::s3::S3Blobs;
-use crate::store::{BlobStore, DeckIndex, MediaRepo};
+use crate::store::{BlobStore, DeckIndex, MediaRepo, QuotaStore};
 
 /// Where signing credentials come from; on Lambda they rotate, so ask per request.
 #[async_trait::async_trait]
@@ -39,6 +40,7 @@ pub struct App {
     pub media: Arc<dyn MediaRepo>,
     pub decks: Arc<dyn DeckIndex>,
     pub refs: Arc<dyn ReferenceStore>,
+    pub quotas: Arc<dyn QuotaStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub presigner: Presigner,
     pub credentials: Arc<dyn CredentialSource>,
@@ -53,13 +55,25 @@ pub enum InitError {
     NoCredentials,
     #[error("{0}")]
     Endpoint(String),
+    #[error("reading the token secret: {0}")]
+    Secret(String),
 }
 
 impl App {
     /// Build clients from the environment (`AWS_ENDPOINT_URL_*` point them at emulators).
     pub async fn from_env() -> Result<Self, InitError> {
-        let config = Config::from_env()?;
+        let mut config = Config::from_env()?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // On AWS the token secret lives in Secrets Manager; it is read once, at start-up.
+        if let (None, Some(arn)) = (&config.jwt_secret, &config.jwt_secret_arn) {
+            let value = aws_sdk_secretsmanager::Client::new(&sdk)
+                .get_secret_value()
+                .secret_id(arn)
+                .send()
+                .await
+                .map_err(|e| InitError::Secret(format!("{e:?}")))?;
+            config.jwt_secret = value.secret_string().map(str::to_owned);
+        }
         let s3_conf =
             aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.s3_public_endpoint.is_some()).build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_conf);
@@ -77,6 +91,7 @@ impl App {
                 &config.media_table,
                 &config.deck_files_table,
             )),
+            quotas: Arc::new(DynamoQuotas::new(dynamo.clone(), &config.quotas_table)),
             decks: Arc::new(DynamoDecks::new(dynamo, &config.deck_files_table)),
             blobs: Arc::new(S3Blobs::new(s3, &config.bucket)),
             presigner: Presigner::new(endpoint, &config.region),
@@ -112,9 +127,11 @@ impl App {
             media_table: "media".into(),
             deck_files_table: "deck-files".into(),
             refs_table: "refs".into(),
+            quotas_table: "quotas".into(),
             region: "us-east-1".into(),
             s3_public_endpoint: None,
             jwt_secret: Some(jwt_secret.into()),
+            jwt_secret_arn: None,
             url_ttl_secs: 900,
             download_page_size: 2000,
             sweep_grace_secs: 86400,
@@ -126,6 +143,7 @@ impl App {
             media: store.clone(),
             decks: store.clone(),
             refs: store.clone(),
+            quotas: store.clone(),
             blobs: store,
             presigner: Presigner::new(S3Endpoint::aws(&config.bucket, &config.region), &config.region),
             credentials: Arc::new(StaticCredentials(Credentials {

@@ -17,10 +17,13 @@ pub struct Config {
     pub media_table: String,
     pub deck_files_table: String,
     pub refs_table: String,
+    pub quotas_table: String,
     pub region: String,
     /// Where pre-signed URLs point when not at AWS (path style), e.g. LocalStack.
     pub s3_public_endpoint: Option<String>,
     pub jwt_secret: Option<String>,
+    /// Secrets Manager secret holding the token secret, when `JWT_SECRET` is not set (AWS).
+    pub jwt_secret_arn: Option<String>,
     pub url_ttl_secs: u32,
     pub download_page_size: usize,
     /// How long a count must have stayed zero before the sweep deletes the media.
@@ -52,9 +55,11 @@ impl Config {
             media_table: required("MEDIA_TABLE")?,
             deck_files_table: required("DECK_FILES_TABLE")?,
             refs_table: required("REFS_TABLE")?,
+            quotas_table: required("QUOTAS_TABLE")?,
             region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
             s3_public_endpoint: var("S3_PUBLIC_ENDPOINT").or_else(|| var("AWS_ENDPOINT_URL_S3")),
             jwt_secret: var("JWT_SECRET"),
+            jwt_secret_arn: var("JWT_SECRET_ARN"),
             url_ttl_secs: number("URL_TTL_SECS", 900)?,
             download_page_size: number("DOWNLOAD_PAGE_SIZE", 2000)?,
             sweep_grace_secs: number("SWEEP_GRACE_SECS", crate::lifecycle::DEFAULT_GRACE.whole_seconds())?,
@@ -64,6 +69,8 @@ impl Config {
                 max_audio_bytes: number("MAX_AUDIO_BYTES", d.max_audio_bytes)?,
                 max_pixels: number("MAX_PIXELS", d.max_pixels)?,
                 max_animation_pixels: number("MAX_ANIMATION_PIXELS", d.max_animation_pixels)?,
+                daily_upload_bytes: number("DAILY_UPLOAD_BYTES", d.daily_upload_bytes)?,
+                daily_upload_files: number("DAILY_UPLOAD_FILES", d.daily_upload_files)?,
                 ..d
             },
         })

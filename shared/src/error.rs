@@ -25,11 +25,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// The methods a route takes, for a 405's `Allow` header.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), retry_after: None, allow: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "bad_request", message)
@@ -43,8 +45,8 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, "not_found", message)
     }
-    pub fn method_not_allowed() -> Self {
-        Self::new(405, "method_not_allowed", "this route does not take that method")
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self { allow: Some(allow), ..Self::new(405, "method_not_allowed", "this route does not take that method") }
     }
     pub fn too_many_items(message: impl Into<String>) -> Self {
         Self::new(413, "too_many_items", message)

@@ -23,6 +23,7 @@ pub mod process;
 pub mod references;
 pub mod sniff;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod uploads;
 

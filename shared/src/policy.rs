@@ -11,6 +11,9 @@ pub struct Limits {
     /// Decoded pixels across all frames of an animation.
     pub max_animation_pixels: u64,
     pub max_upload_batch: usize,
+    /// Per user and UTC day, counted when upload URLs are issued.
+    pub daily_upload_bytes: u64,
+    pub daily_upload_files: u64,
     pub max_download_batch: usize,
     pub max_body_bytes: usize,
     pub thumbnail_edge: u32,
@@ -24,6 +27,8 @@ impl Default for Limits {
             max_pixels: 50_000_000,
             max_animation_pixels: 50_000_000,
             max_upload_batch: 500,
+            daily_upload_bytes: 2 * 1024 * 1024 * 1024,
+            daily_upload_files: 10_000,
             max_download_batch: 1000,
             max_body_bytes: 512 * 1024,
             thumbnail_edge: 256,

@@ -13,7 +13,7 @@ use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason};
 use crate::policy::{check_deck, class_from_filename, normalize_filename};
 use crate::presign::UploadSpec;
-use crate::store::{lookup, BeginUpload, PendingUpload};
+use crate::store::{lookup, BeginUpload, Hold, PendingUpload, Reserve};
 
 /// The content type every upload is sent with; the real type is sniffed from the bytes later.
 pub const UPLOAD_CONTENT_TYPE: &str = "application/octet-stream";
@@ -140,15 +140,34 @@ pub async fn presign_uploads(
             _ => None,
         })
         .collect();
-    let started: Vec<(Sha256Hash, BeginUpload)> = stream::iter(to_start)
+    // Charge each upload to the user's daily allowance before its URL exists, and give the charge
+    // back if no URL is issued after all.
+    let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
+    let limits = &app.config.limits;
+    let started: Vec<(Sha256Hash, Option<BeginUpload>)> = stream::iter(to_start)
         .map(|(hash, size)| {
             let upload = PendingUpload { hash, size, uploader: &who.sub, expires_at: &expires_at, now: &now_s };
-            async move { app.media.begin_upload(&upload).await.map(|b| (hash, b)) }
+            let hold = Hold { user: who.sub.clone(), day: day.clone(), hash, bytes: size };
+            async move {
+                let reserved = app.quotas.reserve(&hold, limits.daily_upload_bytes, limits.daily_upload_files).await?;
+                if reserved == Reserve::Exceeded {
+                    return Ok((hash, None));
+                }
+                let began = app.media.begin_upload(&upload).await?;
+                if began != BeginUpload::Started && reserved == Reserve::Granted {
+                    app.quotas.release(&hold).await?;
+                }
+                Ok::<_, crate::error::StoreError>((hash, Some(began)))
+            }
         })
         .buffer_unordered(PARALLEL_WRITES)
         .try_collect()
         .await?;
     for (hash, outcome) in started {
+        let Some(outcome) = outcome else {
+            decisions.insert(hash, Decision::Refused(RejectReason::QuotaExceeded));
+            continue;
+        };
         match outcome {
             BeginUpload::Started => {}
             BeginUpload::AlreadyReady => {
@@ -292,5 +311,43 @@ mod tests {
         assert_eq!(presign_uploads(&app, &who, many, now).await.unwrap_err().code, "too_many_items");
         let deck = UploadRequest { deck: "a/b".into(), files: vec![file(b"x", "a.png")] };
         assert_eq!(presign_uploads(&app, &who, deck, now).await.unwrap_err().code, "bad_request");
+    }
+
+    #[tokio::test]
+    async fn daily_quota_is_reserved_per_hash_and_refused_beyond_the_limit() {
+        let mut app = App::in_memory("k");
+        app.config.limits.daily_upload_bytes = 10;
+        app.config.limits.daily_upload_files = 2;
+        let who = principal(&app);
+        let now = OffsetDateTime::now_utc();
+        let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
+        let ask = |files: Vec<UploadFile>| presign_uploads(&app, &who, UploadRequest { deck: "d1".into(), files }, now);
+
+        let r = ask(vec![file(b"aaaa", "a.png"), file(b"bbbb", "b.png")]).await.unwrap();
+        assert_eq!(statuses(&r), ["upload", "upload"]);
+        assert_eq!(app.quotas.usage("u1", &day).await.unwrap(), (8, 2));
+        // Asking again for the same files (a retry) costs nothing more.
+        let r = ask(vec![file(b"aaaa", "a.png")]).await.unwrap();
+        assert_eq!(statuses(&r), ["upload"]);
+        assert_eq!(app.quotas.usage("u1", &day).await.unwrap(), (8, 2));
+        // A third file is one too many; so is a file past the byte allowance.
+        let r = ask(vec![file(b"cc", "c.png")]).await.unwrap();
+        assert_eq!(statuses(&r), ["quota_exceeded"]);
+        app.config.limits.daily_upload_files = 5;
+        let ask = |files: Vec<UploadFile>| presign_uploads(&app, &who, UploadRequest { deck: "d1".into(), files }, now);
+        let r = ask(vec![file(b"ccc", "c.png"), file(b"dd", "d.png")]).await.unwrap();
+        let got = statuses(&r);
+        assert_eq!(got.iter().filter(|s| **s == "upload").count(), 1, "{got:?}");
+        assert_eq!(got.iter().filter(|s| **s == "quota_exceeded").count(), 1, "{got:?}");
+        let (bytes, _) = app.quotas.usage("u1", &day).await.unwrap();
+        assert!(bytes <= 10);
+        // Another user has their own allowance.
+        let t = crate::auth::mint(b"k", "u2", "upload", &[], 60);
+        let other = app.tokens.as_ref().unwrap().verify(Some(&format!("Bearer {t}"))).unwrap();
+        let r =
+            presign_uploads(&app, &other, UploadRequest { deck: "d1".into(), files: vec![file(b"zz", "z.png")] }, now)
+                .await
+                .unwrap();
+        assert_eq!(statuses(&r), ["upload"]);
     }
 }

@@ -1,5 +1,7 @@
 //! Helpers for end-to-end tests against the local stack (`make up` / `scripts/test`).
 
+pub mod pg;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

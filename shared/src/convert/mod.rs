@@ -14,11 +14,17 @@ use crate::policy::Limits;
 use crate::sniff::ImageKind;
 pub use strip::{jpeg_is_complete, strip_metadata};
 
-/// Quality of lossy WebP for photos: visually close to the source at a fraction of its size.
-pub const PHOTO_QUALITY: f32 = 82.0;
+/// Quality of lossy WebP: what the AnkiCollab plugin has always used (Pillow's `quality=85`, the
+/// same libwebp and method), so no image comes out worse than the plugin made it. At 82 every
+/// photo of the benchmark corpus lost SSIM against that (BENCHMARKS.md, "Conversion").
+pub const PHOTO_QUALITY: f32 = 85.0;
 pub const THUMBNAIL_QUALITY: f32 = 70.0;
-/// Above this many distinct colours an image is treated as a photo (lossy); at or below, as a
-/// graphic (lossless), where lossy encoding would smear edges and text.
+/// libwebp's effort, 0 (fast) to 6 (smallest).
+pub const METHOD: i32 = 4;
+/// Below this many pixels a graphic is kept lossless even when lossy is smaller.
+const TINY_PIXELS: u64 = 64 * 64;
+/// Above this many distinct colours an image is treated as a photo (lossy only); at or below, as a
+/// graphic, for which lossless is tried as well (exact edges and text when that is smaller).
 pub const GRAPHIC_MAX_COLOURS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +47,20 @@ pub struct ProcessedImage {
     pub height: u32,
     pub encoding: Encoding,
     pub thumbnail: Vec<u8>,
+    /// The WebP encoding that was stored, or that the original beat.
+    pub webp: WebpSettings,
 }
+
+/// What libwebp was asked for; benchmarks replay it with cwebp.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WebpSettings {
+    pub lossless: bool,
+    pub quality: f32,
+    pub method: i32,
+}
+
+const LOSSY: WebpSettings = WebpSettings { lossless: false, quality: PHOTO_QUALITY, method: METHOD };
+const LOSSLESS: WebpSettings = WebpSettings { lossless: true, quality: 100.0, method: METHOD };
 
 fn decode_limits(limits: &Limits) -> image::Limits {
     let mut l = image::Limits::default();
@@ -87,15 +106,23 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
     img.apply_orientation(orientation);
     let upright = orientation == image::metadata::Orientation::NoTransforms;
 
-    let pixels = Pixels::from_image(&img);
-    let (encoding, webp) = if kind == ImageKind::Jpeg || !pixels.is_graphic() {
-        (Encoding::Lossy, pixels.encode(false, PHOTO_QUALITY)?)
-    } else {
-        (Encoding::Lossless, pixels.encode(true, 100.0)?)
-    };
     let thumbnail = thumbnail(&img, limits.thumbnail_edge)?;
     let (width, height) = (img.width(), img.height());
-    drop(img);
+    // Consumes the decoded image, so that only one full-size copy of the pixels is alive.
+    let pixels = Pixels::from_image(img);
+    let mut settings = LOSSY;
+    let mut webp = pixels.encode(&settings)?;
+    if kind != ImageKind::Jpeg && pixels.is_graphic() {
+        // Few colours (screenshots, text, diagrams): lossless is exact and sometimes smaller, but
+        // grayscale photos and anti-aliased text are often three times smaller lossy. Tiny images
+        // stay lossless: a few hundred bytes saved are not worth 4:2:0 chroma on ten pixels.
+        let lossless = pixels.encode(&LOSSLESS)?;
+        if lossless.len() <= webp.len() || u64::from(width) * u64::from(height) < TINY_PIXELS {
+            (settings, webp) = (LOSSLESS, lossless);
+        }
+    }
+    drop(pixels);
+    let encoding = if settings.lossless { Encoding::Lossless } else { Encoding::Lossy };
 
     // Keeping the original is allowed only if it shows the same picture without metadata.
     let original = upright.then(|| strip_metadata(kind, bytes)).flatten();
@@ -107,8 +134,17 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
             height,
             encoding: Encoding::Original,
             thumbnail,
+            webp: settings,
         },
-        _ => ProcessedImage { bytes: webp, content_type: "image/webp", width, height, encoding, thumbnail },
+        _ => ProcessedImage {
+            bytes: webp,
+            content_type: "image/webp",
+            width,
+            height,
+            encoding,
+            thumbnail,
+            webp: settings,
+        },
     })
 }
 
@@ -184,15 +220,17 @@ struct Pixels {
 }
 
 impl Pixels {
-    fn from_image(img: &DynamicImage) -> Self {
+    /// Takes the image: 8-bit RGB(A) decodes are reused without a copy.
+    fn from_image(img: DynamicImage) -> Self {
         let (width, height) = (img.width(), img.height());
         if img.color().has_alpha() {
-            let rgba = img.to_rgba8();
+            let rgba = img.into_rgba8();
             if rgba.pixels().any(|p| p.0[3] != 255) {
                 return Self { data: rgba.into_raw(), width, height, alpha: true };
             }
+            return Self { data: DynamicImage::ImageRgba8(rgba).into_rgb8().into_raw(), width, height, alpha: false };
         }
-        Self { data: img.to_rgb8().into_raw(), width, height, alpha: false }
+        Self { data: img.into_rgb8().into_raw(), width, height, alpha: false }
     }
 
     /// Few distinct colours: screenshots, diagrams, text, palette images.
@@ -208,23 +246,23 @@ impl Pixels {
         true
     }
 
-    fn encode(&self, lossless: bool, quality: f32) -> Result<Vec<u8>, RejectReason> {
+    fn encode(&self, settings: &WebpSettings) -> Result<Vec<u8>, RejectReason> {
         let encoder = if self.alpha {
             webp::Encoder::from_rgba(&self.data, self.width, self.height)
         } else {
             webp::Encoder::from_rgb(&self.data, self.width, self.height)
         };
-        let config = webp_config(lossless, quality)?;
+        let config = webp_config(settings)?;
         let out = encoder.encode_advanced(&config).map_err(|e| corrupt(format!("{e:?}")))?;
         Ok(out.to_vec())
     }
 }
 
-fn webp_config(lossless: bool, quality: f32) -> Result<webp::WebPConfig, RejectReason> {
+fn webp_config(settings: &WebpSettings) -> Result<webp::WebPConfig, RejectReason> {
     let mut config = webp::WebPConfig::new().map_err(|_| corrupt("libwebp config"))?;
-    config.lossless = i32::from(lossless);
-    config.quality = quality;
-    config.method = 4;
+    config.lossless = i32::from(settings.lossless);
+    config.quality = settings.quality;
+    config.method = settings.method;
     // Keep invisible pixels' colours out of the file; they cost bytes and can carry data.
     config.exact = 0;
     Ok(config)
@@ -232,7 +270,7 @@ fn webp_config(lossless: bool, quality: f32) -> Result<webp::WebPConfig, RejectR
 
 fn thumbnail(img: &DynamicImage, edge: u32) -> Result<Vec<u8>, RejectReason> {
     let small = if img.width() > edge || img.height() > edge { img.thumbnail(edge, edge) } else { img.clone() };
-    Pixels::from_image(&small).encode(false, THUMBNAIL_QUALITY)
+    Pixels::from_image(small).encode(&WebpSettings { quality: THUMBNAIL_QUALITY, ..LOSSY })
 }
 
 /// Frames of an animated GIF, PNG or WebP; `None` for a still image.
@@ -296,16 +334,15 @@ fn encode_animation(
     let (width, height) = first.dimensions();
     let thumbnail = thumbnail(&DynamicImage::ImageRgba8(first.clone()), limits.thumbnail_edge)?;
 
-    let config = webp_config(true, 100.0)?;
-    let mut encoder = webp::AnimEncoder::new(width, height, &config);
-    let mut timestamp = 0i32;
-    for frame in &frames {
-        encoder.add_frame(webp::AnimFrame::from_rgba(frame.buffer().as_raw(), width, height, timestamp));
-        let (num, den) = frame.delay().numer_denom_ms();
-        timestamp = timestamp.saturating_add((num / den.max(1)).max(1) as i32);
+    // Lossless keeps flat GIF frames exact and is usually smallest; lossy wins on dithered or
+    // photographic frames. Animations are small (bounded by max_animation_pixels): try both.
+    let mut settings = LOSSLESS;
+    let mut webp = encode_frames(&frames, width, height, &settings)?;
+    let lossy = encode_frames(&frames, width, height, &LOSSY)?;
+    if lossy.len() < webp.len() {
+        (settings, webp) = (LOSSY, lossy);
     }
-    let webp = encoder.try_encode().map_err(|e| corrupt(format!("{e:?}")))?.to_vec();
-    drop(encoder);
+    drop(frames);
 
     let original = strip_metadata(kind, bytes);
     Ok(match original {
@@ -316,6 +353,7 @@ fn encode_animation(
             height,
             encoding: Encoding::Original,
             thumbnail,
+            webp: settings,
         },
         _ => ProcessedImage {
             bytes: webp,
@@ -324,6 +362,19 @@ fn encode_animation(
             height,
             encoding: Encoding::Animated,
             thumbnail,
+            webp: settings,
         },
     })
+}
+
+fn encode_frames(frames: &[Frame], width: u32, height: u32, settings: &WebpSettings) -> Result<Vec<u8>, RejectReason> {
+    let config = webp_config(settings)?;
+    let mut encoder = webp::AnimEncoder::new(width, height, &config);
+    let mut timestamp = 0i32;
+    for frame in frames {
+        encoder.add_frame(webp::AnimFrame::from_rgba(frame.buffer().as_raw(), width, height, timestamp));
+        let (num, den) = frame.delay().numer_denom_ms();
+        timestamp = timestamp.saturating_add((num / den.max(1)).max(1) as i32);
+    }
+    Ok(encoder.try_encode().map_err(|e| corrupt(format!("{e:?}")))?.to_vec())
 }

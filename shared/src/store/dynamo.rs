@@ -52,7 +52,7 @@ pub(super) fn n(v: impl ToString) -> AttributeValue {
 }
 
 /// Retries the unprocessed part of a batch call with backoff; DynamoDB returns those under load.
-async fn backoff(attempt: u32) -> Result<(), StoreError> {
+pub(super) async fn backoff(attempt: u32) -> Result<(), StoreError> {
     if attempt >= 8 {
         return Err(err("batch call kept returning unprocessed items"));
     }
@@ -521,5 +521,19 @@ impl DeckIndex for DynamoDecks {
         }
         let next_after = start.is_some().then(|| entries.last().map(|e| e.filename.clone())).flatten();
         Ok(DeckPage { entries, next_after })
+    }
+
+    async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError> {
+        let mut items =
+            self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().items().send();
+        let mut out = Vec::new();
+        while let Some(item) = items.next().await {
+            let item = item.map_err(sdk_err)?;
+            // A count-down of an entry that was already gone leaves an item with no hash.
+            if item.contains_key("hash") {
+                out.push(serde_dynamo::from_item(item).map_err(err)?);
+            }
+        }
+        Ok(out)
     }
 }

@@ -19,6 +19,10 @@ pub struct State {
     /// (deck, note, filename) → hash
     pub refs: BTreeMap<(String, String, String), Sha256Hash>,
     pub blobs: HashMap<String, (Vec<u8>, String)>,
+    /// (user, day) → (bytes, files)
+    pub usage: HashMap<(String, String), (u64, u64)>,
+    /// (user, day, hash) of the holds.
+    pub holds: std::collections::HashSet<(String, String, Sha256Hash)>,
 }
 
 #[derive(Default)]
@@ -197,6 +201,19 @@ impl DeckIndex for MemoryStore {
         let next_after = if more { entries.last().map(|e| e.filename.clone()) } else { None };
         Ok(DeckPage { entries, next_after })
     }
+    async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError> {
+        let s = self.lock();
+        Ok(s.decks
+            .iter()
+            .map(|((deck, filename), (hash, notes))| DeckFile {
+                deck: deck.clone(),
+                filename: filename.clone(),
+                hash: *hash,
+                notes: *notes,
+                updated_at: None,
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -312,5 +329,35 @@ impl BlobStore for MemoryStore {
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, (b, _))| (k.clone(), b.len() as u64))
             .collect())
+    }
+}
+
+#[async_trait]
+impl QuotaStore for MemoryStore {
+    async fn reserve(&self, hold: &Hold, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError> {
+        let mut s = self.lock();
+        if s.holds.contains(&(hold.user.clone(), hold.day.clone(), hold.hash)) {
+            return Ok(Reserve::AlreadyHeld);
+        }
+        let (bytes, files) = s.usage.get(&(hold.user.clone(), hold.day.clone())).copied().unwrap_or((0, 0));
+        if bytes + hold.bytes > max_bytes || files + 1 > max_files {
+            return Ok(Reserve::Exceeded);
+        }
+        s.usage.insert((hold.user.clone(), hold.day.clone()), (bytes + hold.bytes, files + 1));
+        s.holds.insert((hold.user.clone(), hold.day.clone(), hold.hash));
+        Ok(Reserve::Granted)
+    }
+    async fn release(&self, hold: &Hold) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        if s.holds.remove(&(hold.user.clone(), hold.day.clone(), hold.hash)) {
+            if let Some((bytes, files)) = s.usage.get_mut(&(hold.user.clone(), hold.day.clone())) {
+                *bytes -= hold.bytes;
+                *files -= 1;
+            }
+        }
+        Ok(())
+    }
+    async fn usage(&self, user: &str, day: &str) -> Result<(u64, u64), StoreError> {
+        Ok(self.lock().usage.get(&(user.to_string(), day.to_string())).copied().unwrap_or((0, 0)))
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod dynamo;
 pub mod memory;
+pub mod postgres;
+pub mod quota_dynamo;
 pub mod refs_dynamo;
 pub mod s3;
 
@@ -34,6 +36,36 @@ pub struct PendingUpload<'a> {
     pub uploader: &'a str,
     pub expires_at: &'a str,
     pub now: &'a str,
+}
+
+/// One user's claim on their daily upload allowance for one hash: reserved when an upload URL
+/// is issued, so a second request for the same hash on the same day is not charged again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hold {
+    pub user: String,
+    /// The UTC day the allowance is for, `YYYY-MM-DD`.
+    pub day: String,
+    pub hash: Sha256Hash,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserve {
+    Granted,
+    /// This user already holds this hash today.
+    AlreadyHeld,
+    /// It would take the user past a daily limit.
+    Exceeded,
+}
+
+/// Per-user daily upload allowances (bytes and files), as conditional counters.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    async fn reserve(&self, hold: &Hold, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError>;
+    /// Give a hold back (no URL was issued after all). Idempotent.
+    async fn release(&self, hold: &Hold) -> Result<(), StoreError>;
+    /// (bytes, files) the user has reserved that day.
+    async fn usage(&self, user: &str, day: &str) -> Result<(u64, u64), StoreError>;
 }
 
 /// Media records, keyed by hash.
@@ -82,6 +114,18 @@ pub struct DeckEntry {
     pub notes: i64,
 }
 
+/// One item of the deck index as stored, for whole-table comparisons (reconcile, sync).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct DeckFile {
+    pub deck: String,
+    pub filename: String,
+    pub hash: Sha256Hash,
+    #[serde(default)]
+    pub notes: i64,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
 /// One page of a deck's files, in filename order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeckPage {
@@ -96,6 +140,8 @@ pub struct DeckPage {
 pub trait DeckIndex: Send + Sync {
     async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError>;
     async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError>;
+    /// Every item of every deck, lingering zero-note items included.
+    async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError>;
 }
 
 #[derive(Debug, PartialEq)]

@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Image conversion side by side over ../shared/corpus/real: our processing path
+(shared::convert::process_image: decode → orient → WebP → thumbnail, via the `convert-image`
+bin), cwebp at the settings ours chose for that image, and Pillow at quality 85 (what today's
+AnkiCollab plugin does: `img.save(out, 'WEBP', quality=85)`).
+
+Per image and in total: time (per image and per megapixel), output bytes, peak RSS, and SSIM of
+each output against the original's decoded pixels. One process per image and tool, so peak RSS
+(ru_maxrss from wait4) is per image; times are taken inside each process (best of --repeat) so
+that interpreter and process start-up are left out:
+  ours   process_image on the bytes in memory (decode, orient, encode, thumbnail, strip)
+  cwebp  its own -v timings, "read input" (read + decode) + "encode picture"
+  Pillow Image.open + save to memory (decode + encode)
+SSIM: scikit-image structural_similarity on 8-bit RGB after compositing alpha on white, Gaussian
+window σ=1.5, no sample-covariance correction (Wang et al. 2004), channels averaged; animations
+are compared frame by frame along their timeline and averaged.
+
+Run (see BENCHMARKS.md):
+  python3 -m venv ~/.cache/ankicollab-media/venv-bench
+  ~/.cache/ankicollab-media/venv-bench/bin/pip install -r benchmarks/requirements.txt
+  ~/.cache/ankicollab-media/venv-bench/bin/python benchmarks/compare-conversion.py
+It builds the bin with `cargo build --release -p benchmarks --bin convert-image` in
+$CARGO_TARGET_DIR (default ~/.cache/ankicollab-media/target-bench)."""
+import argparse, io, json, os, re, shutil, subprocess, sys, tempfile, time
+
+import numpy as np
+from PIL import Image, ImageOps, ImageSequence
+from skimage.metrics import structural_similarity
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+PILLOW_QUALITY = 85
+
+PILLOW_WORKER = r"""
+import io, json, sys, time
+from PIL import Image
+path, repeat = sys.argv[1], int(sys.argv[2])
+best, out = None, None
+for _ in range(repeat):
+    t = time.perf_counter()
+    img = Image.open(path)
+    buf = io.BytesIO()
+    # save_all keeps animations animated (a bare save would keep the first frame only).
+    img.save(buf, "WEBP", quality=%d, save_all=getattr(img, "n_frames", 1) > 1)
+    dt = time.perf_counter() - t
+    best, out = dt if best is None else min(best, dt), buf.getvalue()
+open(sys.argv[3], "wb").write(out)
+print(json.dumps({"secs": best, "bytes": len(out)}))
+""" % PILLOW_QUALITY
+
+
+def run_rss(cmd):
+    """Run one process; (exit code, stdout, stderr, its peak RSS in KiB). GNU time reports the
+    child's ru_maxrss: Linux carries the high-water mark across exec, so forking from this
+    (large) Python process directly would report Python's size instead."""
+    rss_file = os.path.join(_tmp, "rss")
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file] + cmd, capture_output=True, text=True)
+    with open(rss_file) as f:
+        rss = int(f.read().strip().splitlines()[-1] or 0) if p.returncode == 0 else 0
+    return p.returncode, p.stdout, p.stderr, rss
+
+
+_tmp = tempfile.mkdtemp(prefix="compare-conversion-")
+
+
+def best_of(repeat, cmd, parse):
+    """Run cmd `repeat` times; the fastest run's parsed result, with the largest peak RSS."""
+    best, rss = None, 0
+    for _ in range(repeat):
+        rc, out, err, r = run_rss(cmd)
+        if rc != 0:
+            return {"error": (err.strip().splitlines() or ["exit %d" % rc])[-1]}
+        res = parse(out, err)
+        rss = max(rss, r)
+        if best is None or res["secs"] < best["secs"]:
+            best = res
+    best["peak_rss_kib"] = rss
+    return best
+
+
+# ---- decoding for SSIM ----------------------------------------------------------------------
+
+def on_white(img):
+    """8-bit RGB array, alpha composited on white."""
+    if img.mode in ("I;16", "I;16B", "I", "F"):
+        img = img.convert("I").point(lambda v: v / 256).convert("L") if img.mode != "F" else img.convert("L")
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+
+
+def frames(path_or_bytes, upright=False):
+    """[(start_ms, rgb array)] of a still or animated image, as its decoder composites it."""
+    src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    img = Image.open(src)
+    out, t = [], 0
+    for frame in ImageSequence.Iterator(img):
+        f = ImageOps.exif_transpose(frame) if upright else frame
+        out.append((t, on_white(f)))
+        t += frame.info.get("duration", 0) or 0
+    return out
+
+
+def float_tiff_frames(path):
+    """Floating-point TIFFs, which Pillow cannot open, decoded as ours does (first page, scaled
+    by the maximum)."""
+    import tifffile
+    a = tifffile.imread(path, key=0)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)  # planar
+    a = np.clip(a / max(1.0, float(a.max())), 0, 1) * 255
+    a = np.round(a).astype(np.uint8)
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[a.ndim if a.ndim == 2 else a.shape[-1]]
+    return [(0, on_white(Image.fromarray(a, mode)))]
+
+
+def ssim(ref, out):
+    """Mean SSIM along the reference's timeline (one frame for stills); None if shapes differ."""
+    scores = []
+    for t, r in ref:
+        o = [f for s, f in out if s <= t][-1] if out else None
+        if o is None or o.shape != r.shape:
+            return None
+        # The Gaussian window spans 11 pixels; smaller images get the largest odd window that fits.
+        side = min(r.shape[:2])
+        win = None if side >= 11 else max(3, side - 1 + side % 2)
+        scores.append(structural_similarity(
+            r, o, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, win_size=win))
+    return float(np.mean(scores))
+
+
+# ---- the three converters -------------------------------------------------------------------
+
+def ours(binary, path, outdir, repeat):
+    def parse(out, _err):
+        return json.loads(out.strip().splitlines()[-1])
+    res = best_of(1, [binary, "--repeat", str(repeat), "--out", outdir, path], parse)
+    if "error" not in res:
+        with open(os.path.join(outdir, os.path.basename(path) + ".out"), "rb") as f:
+            res["data"] = f.read()
+    return res
+
+
+def cwebp_flags(o):
+    """cwebp flags for the WebP settings ours used (or tried, when it kept the original)."""
+    w = o["webp"]
+    flags = ["-m", str(w["method"])]
+    if w["lossless"]:
+        flags += ["-lossless", "-q", "%g" % w["quality"]]
+    else:
+        flags += ["-q", "%g" % w["quality"]]
+    return flags
+
+
+def cwebp(path, o, outdir, repeat, animated):
+    out = os.path.join(outdir, os.path.basename(path) + ".cwebp.webp")
+    src = path
+    ext = os.path.splitext(path)[1].lower()
+    w = o.get("webp") or {}
+    if animated:
+        # cwebp reads no animations; gif2webp (same package, same libwebp) does.
+        cmd = ["gif2webp", "-m", str(w.get("method", 4))]
+        if not w.get("lossless", True):
+            cmd += ["-lossy", "-q", "%g" % w["quality"]]
+        cmd += ["-v", src, "-o", out]
+        pat = None
+    else:
+        if ext in (".bmp", ".gif"):
+            # cwebp 1.2 reads PNG, JPEG, TIFF and WebP only: hand it the same pixels as PNG
+            # (conversion not timed).
+            src = os.path.join(outdir, os.path.basename(path) + ".png")
+            Image.open(path).save(src)
+        cmd = ["cwebp", "-v"] + cwebp_flags(o) + [src, "-o", out]
+        pat = re.compile(r"Time to (?:read input|encode picture): ([0-9.]+)s")
+
+    def parse(_out, err):
+        if pat is None:
+            # gif2webp prints no timings; fall back to wall time measured around it.
+            return {"secs": None}
+        return {"secs": sum(float(x) for x in pat.findall(err))}
+
+    if pat is None:
+        best, rss = None, 0
+        for _ in range(repeat):
+            t = time.perf_counter()
+            rc, _o, err, r = run_rss(cmd)
+            dt = time.perf_counter() - t
+            if rc != 0:
+                return {"error": err.strip().splitlines()[-1]}
+            best, rss = dt if best is None else min(best, dt), max(rss, r)
+        res = {"secs": best, "peak_rss_kib": rss, "wall": True}
+    else:
+        res = best_of(repeat, cmd, parse)
+    if "error" not in res:
+        with open(out, "rb") as f:
+            res["data"] = f.read()
+        res["bytes"] = len(res["data"])
+    return res
+
+
+def pillow(path, outdir, repeat):
+    out = os.path.join(outdir, os.path.basename(path) + ".pillow.webp")
+    res = best_of(1, [sys.executable, "-c", PILLOW_WORKER, path, str(repeat), out],
+                  lambda o, _e: json.loads(o.strip().splitlines()[-1]))
+    if "error" not in res:
+        with open(out, "rb") as f:
+            res["data"] = f.read()
+    return res
+
+
+# ---- table ----------------------------------------------------------------------------------
+
+def fmt_bytes(n):
+    return "—" if n is None else f"{n:,}"
+
+
+def fmt(v, spec, none="—"):
+    return none if v is None else format(v, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "corpus", "real"))
+    ap.add_argument("--repeat", type=int, default=3, help="runs per image and tool; the fastest counts")
+    ap.add_argument("--json", help="also write every measurement here")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("files", nargs="*", help="only these corpus files")
+    args = ap.parse_args()
+
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/ankicollab-media/target-bench"))
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "benchmarks", "--bin", "convert-image"],
+                       cwd=ROOT, check=True, env={**os.environ, "CARGO_TARGET_DIR": target})
+    binary = os.path.join(target, "release", "convert-image")
+    for tool in ("cwebp", "gif2webp"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: apt-get install webp")
+
+    names = args.files or sorted(f for f in os.listdir(args.corpus) if os.path.splitext(f)[1].lower() in IMAGE_EXTS)
+    outdir = tempfile.mkdtemp(prefix="conversion-out-", dir=_tmp)
+    rows = []
+    for name in names:
+        path = os.path.join(args.corpus, name)
+        try:
+            ref_raw = frames(path)
+            ref_up = frames(path, upright=True)
+        except Exception:
+            ref_raw = ref_up = float_tiff_frames(path)
+        h, w = ref_up[0][1].shape[:2]
+        animated = len(ref_raw) > 1
+        o = ours(binary, path, outdir, args.repeat)
+        c = cwebp(path, o, outdir, args.repeat, animated) if "error" not in o else {"error": "ours failed"}
+        p = pillow(path, outdir, args.repeat)
+        row = {"file": name, "input_bytes": os.path.getsize(path), "mpx": w * h / 1e6, "animated": animated}
+        for tool, res, ref in (("ours", o, ref_up), ("cwebp", c, ref_raw), ("pillow", p, ref_raw)):
+            if "data" in res:
+                try:
+                    res["ssim"] = ssim(ref, frames(res.pop("data")))
+                except Exception as e:  # an output Pillow cannot read counts as a failure
+                    res["ssim"], res["ssim_error"] = None, str(e)
+            row[tool] = res
+        rows.append(row)
+        print(f"  {name}: ours {o.get('encoding', o.get('error'))} {fmt_bytes(o.get('bytes'))} B "
+              f"ssim {fmt(o.get('ssim'), '.4f')}; cwebp {fmt_bytes(c.get('bytes'))} B; "
+              f"pillow {fmt_bytes(p.get('bytes'))} B ssim {fmt(p.get('ssim'), '.4f')}", file=sys.stderr)
+
+    report(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    shutil.rmtree(_tmp, ignore_errors=True)
+
+
+def report(rows):
+    tools = ("ours", "cwebp", "pillow")
+    print("\nTime and memory (ms: best of runs, inside the process; RSS: peak of the process)\n")
+    print("| image | Mpx | ours ms | cwebp ms | Pillow ms | ours ms/Mpx | cwebp ms/Mpx | Pillow ms/Mpx | ours/cwebp | RSS MiB ours / cwebp / Pillow |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        ms = {t: (r[t]["secs"] * 1e3 if r[t].get("secs") is not None else None) for t in tools}
+        per = {t: (ms[t] / r["mpx"] if ms[t] is not None else None) for t in tools}
+        ratio = ms["ours"] / ms["cwebp"] if ms["ours"] and ms["cwebp"] else None
+        rss = " / ".join(fmt(r[t].get("peak_rss_kib") and r[t]["peak_rss_kib"] / 1024, ".0f") for t in tools)
+        wall = " (wall)" if r["cwebp"].get("wall") else ""
+        print(f"| {r['file']} | {r['mpx']:.2f} | {fmt(ms['ours'], '.1f')} | {fmt(ms['cwebp'], '.1f')}{wall} | "
+              f"{fmt(ms['pillow'], '.1f')} | {fmt(per['ours'], '.1f')} | {fmt(per['cwebp'], '.1f')} | "
+              f"{fmt(per['pillow'], '.1f')} | {fmt(ratio, '.2f', '')}{'×' if ratio else ''} | {rss} |")
+
+    print("\nBytes and quality (SSIM against the original's pixels; ours is compared upright)\n")
+    print("| image | input B | ours | ours B | cwebp B | Pillow q85 B | ours/Pillow | SSIM ours | SSIM cwebp | SSIM Pillow | ours ≥ Pillow |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :-: |")
+    for r in rows:
+        o, c, p = r["ours"], r["cwebp"], r["pillow"]
+        ratio = o["bytes"] / p["bytes"] if o.get("bytes") and p.get("bytes") else None
+        ok = "" if o.get("ssim") is None or p.get("ssim") is None else ("yes" if o["ssim"] >= p["ssim"] else "**no**")
+        enc = o.get("encoding", "failed")
+        if o.get("webp") and enc in ("lossy", "original") and not o["webp"]["lossless"]:
+            enc += f" (q{o['webp']['quality']:g})" if enc == "lossy" else ""
+        print(f"| {r['file']} | {r['input_bytes']:,} | {enc} | {fmt_bytes(o.get('bytes'))} | {fmt_bytes(c.get('bytes'))} | "
+              f"{fmt_bytes(p.get('bytes')) if 'error' not in p else 'fails'} | {fmt(ratio, '.2f')} | "
+              f"{fmt(o.get('ssim'), '.4f')} | {fmt(c.get('ssim'), '.4f')} | {fmt(p.get('ssim'), '.4f')} | {ok} |")
+
+    # Totals over the images every tool converted, so that the sums compare like with like.
+    common = [r for r in rows if all(r[t].get("bytes") and r[t].get("secs") is not None for t in tools)]
+    skipped = [r["file"] for r in rows if r not in common]
+    mpx = sum(r["mpx"] for r in common)
+    tot = {t: sum(r[t]["secs"] for r in common) for t in tools}
+    by = {t: sum(r[t]["bytes"] for r in common) for t in tools}
+    inp = sum(r["input_bytes"] for r in common)
+    worse = [r["file"] for r in common if r["ours"].get("ssim") is not None and r["pillow"].get("ssim") is not None
+             and r["ours"]["ssim"] < r["pillow"]["ssim"]]
+    larger = [r["file"] for r in rows if r["ours"].get("bytes", 0) > r["input_bytes"]]
+    print(f"\nTotals over {len(common)} images ({mpx:.1f} Mpx)"
+          + (f"; not in the totals (a tool failed): {', '.join(skipped)}" if skipped else "") + "\n")
+    print("| tool | time s | ms/Mpx | Mpx/s | bytes | bytes vs input | max RSS MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for t in tools:
+        rss = max(r[t]["peak_rss_kib"] for r in common) / 1024
+        print(f"| {t} | {tot[t]:.2f} | {tot[t] * 1e3 / mpx:.1f} | {mpx / tot[t]:.1f} | {by[t]:,} | {by[t] / inp:.3f} | {rss:.0f} |")
+    print()
+    print(f"time per Mpx, ours / cwebp:  {tot['ours'] / tot['cwebp']:.2f}×  (target ≤ 1.20×)")
+    print(f"time per Mpx, ours / Pillow: {tot['ours'] / tot['pillow']:.2f}×")
+    print(f"bytes, ours / Pillow q85:    {by['ours'] / by['pillow']:.3f}  (target ≤ 0.900)")
+    print(f"bytes, ours / cwebp:         {by['ours'] / by['cwebp']:.3f}")
+    print(f"images with SSIM below Pillow q85's: {len(worse)}" + (f" ({', '.join(worse)})" if worse else "") + "  (target 0)")
+    print(f"outputs larger than their input: {len(larger)}" + (f" ({', '.join(larger)})" if larger else "") + "  (target 0)")
+
+
+if __name__ == "__main__":
+    main()
