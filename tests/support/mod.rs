@@ -63,6 +63,33 @@ impl Stack {
         })
     }
 
+    /// Wait until the gateway's S3-event queue holds nothing, visible or in flight: every upload
+    /// event has been handled, failed ones retried until they succeeded.
+    pub async fn wait_uploads_settled(&self) -> anyhow::Result<()> {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue = var("UPLOAD_QUEUE_URL")?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut quiet = 0;
+        while quiet < 3 {
+            let attrs = sqs
+                .get_queue_attributes()
+                .queue_url(&queue)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await?;
+            let pending: u64 =
+                attrs.attributes().into_iter().flatten().filter_map(|(_, v)| v.parse::<u64>().ok()).sum();
+            quiet = if pending == 0 { quiet + 1 } else { 0 };
+            if Instant::now() > deadline {
+                bail!("{pending} upload events still queued after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    }
+
     pub fn token(&self, scope: &str) -> String {
         shared::auth::mint(self.secret.as_bytes(), "test-user", scope, &[], 3600)
     }
