@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 
+use anyhow::Context;
 use futures::future::join_all;
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageReader};
 use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
@@ -458,7 +459,7 @@ async fn api_errors_have_status_and_reason_codes() -> anyhow::Result<()> {
 /// charged once a day, and a release gives back exactly once.
 #[tokio::test]
 async fn daily_quota_counters_hold_under_concurrency() -> anyhow::Result<()> {
-    use shared::store::{Hold, Reserve};
+    use shared::store::{Hold, Reserve, Settlement};
     let app = shared::App::from_env().await?;
     let user = format!("quota-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let hold = |i: usize| Hold {
@@ -469,7 +470,7 @@ async fn daily_quota_counters_hold_under_concurrency() -> anyhow::Result<()> {
     };
     let results = join_all((0..30).map(|i| {
         let (app, h) = (&app, hold(i));
-        async move { app.quotas.reserve(&h, 1_000_000, 10).await }
+        async move { app.quotas.reserve(&h, ISSUED, 1_000_000, 10).await }
     }))
     .await;
     let granted = results.iter().filter(|r| matches!(r, Ok(Reserve::Granted))).count();
@@ -478,13 +479,92 @@ async fn daily_quota_counters_hold_under_concurrency() -> anyhow::Result<()> {
     assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (1000, 10));
 
     let first = (0..30).find(|i| matches!(results[*i], Ok(Reserve::Granted))).unwrap_or(0);
-    assert_eq!(app.quotas.reserve(&hold(first), 1_000_000, 10).await?, Reserve::AlreadyHeld);
+    assert_eq!(app.quotas.reserve(&hold(first), ISSUED, 1_000_000, 10).await?, Reserve::AlreadyHeld);
     app.quotas.release(&hold(first)).await?;
     app.quotas.release(&hold(first)).await?;
     assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (900, 9));
     // Bytes are a limit of their own.
     let big = Hold { bytes: 250, ..hold(100) };
-    assert_eq!(app.quotas.reserve(&big, 1_100, 100).await?, Reserve::Exceeded);
-    assert_eq!(app.quotas.reserve(&Hold { bytes: 200, ..hold(101) }, 1_100, 100).await?, Reserve::Granted);
+    assert_eq!(app.quotas.reserve(&big, ISSUED, 1_100, 100).await?, Reserve::Exceeded);
+    assert_eq!(app.quotas.reserve(&Hold { bytes: 200, ..hold(101) }, ISSUED, 1_100, 100).await?, Reserve::Granted);
+    assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (1100, 10));
+
+    // Settling, through the pending index: each hold once, however often it is asked.
+    let granted: Vec<usize> = (0..30).filter(|i| matches!(results[*i], Ok(Reserve::Granted))).collect();
+    let (stored, rejected) = (hold(granted[1]), hold(granted[2]));
+    let settle_twice = |h: shared::hash::Sha256Hash, outcome| {
+        let app = &app;
+        async move { join_all((0..2).map(|_| app.quotas.settle(&h, outcome))).await }
+    };
+    let settled = settle_twice(stored.hash, Settlement::Stored).await;
+    assert_eq!(settled.into_iter().map(|r| r.unwrap()).sum::<usize>(), 1);
+    let settled = settle_twice(rejected.hash, Settlement::Rejected).await;
+    assert_eq!(settled.into_iter().map(|r| r.unwrap()).sum::<usize>(), 1);
+    // The refused file's bytes came back; its file still counts.
+    assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (1000, 10));
+    // A settled hold is not released, by presign or by the sweep.
+    app.quotas.release(&stored).await?;
+    assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (1000, 10));
+    // The rest were never used: once old enough, the sweep gives them back in full. (ISSUED is
+    // long past, so no other test's fresh holds are touched.)
+    app.quotas.release_unused("2000-01-01T00:00:00Z").await?;
+    assert_eq!(app.quotas.usage(&user, "2026-11-22").await?, (1000, 10));
+    app.quotas.release_unused("2000-01-01T02:00:00Z").await?;
+    assert_eq!(
+        app.quotas.usage(&user, "2026-11-22").await?,
+        (100, 2),
+        "only the stored hold and the refused file remain"
+    );
+    Ok(())
+}
+
+/// Long past: holds issued then are the only ones `release_unused` of 2000-01-01 may touch.
+const ISSUED: &str = "2000-01-01T01:00:00Z";
+
+/// Quotas end to end, through the gateway: presign charges, processing settles (stored stays
+/// charged; refused gives its bytes back), and the sweep gives back a URL that went unused.
+/// Serial: the sweep's release of unused holds is global.
+#[tokio::test]
+async fn serial_quota_holds_settle_when_processing_finishes() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let app = shared::App::from_env().await?;
+    let user = format!("quota-e2e-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let token = shared::auth::mint(stack.secret.as_bytes(), &user, "upload", &[], 3600);
+    let now = time::OffsetDateTime::now_utc();
+    let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
+    let (good, bad, unused) = (unique_png(), unique_bytes(300), unique_bytes(500));
+    let files: Vec<Value> = [(&good, "good.png"), (&bad, "bad.png"), (&unused, "unused.png")]
+        .iter()
+        .map(|(b, name)| json!({"hash": sha256_hex(b), "size": b.len(), "filename": name}))
+        .collect();
+    let (status, body) = stack.post("/v1/uploads", &token, json!({"deck": "quota-e2e", "files": files})).await?;
+    assert_eq!(status, 200, "{body}");
+    let items = body["files"].as_array().context("no files")?;
+    let total = (good.len() + bad.len() + unused.len()) as u64;
+    assert_eq!(app.quotas.usage(&user, &day).await?, (total, 3));
+
+    for (item, bytes) in items.iter().zip([&good, &bad]) {
+        assert_eq!(stack.put_upload(item, bytes.clone()).await?, 200);
+    }
+    assert_eq!(stack.wait_processed(&sha256_hex(&good)).await?["status"], "ready");
+    assert_eq!(stack.wait_processed(&sha256_hex(&bad)).await?["status"], "rejected");
+    // Settling follows the record's update; wait for it.
+    let settled = (good.len() as u64 + unused.len() as u64, 3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.quotas.usage(&user, &day).await? != settled {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "usage {:?}", app.quotas.usage(&user, &day).await?);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Asking again for the stored file costs nothing: it exists.
+    let again = json!({"deck": "quota-e2e", "files": [files[0].clone()]});
+    let (_, body) = stack.post("/v1/uploads", &token, again).await?;
+    assert_eq!(body["files"][0]["status"], "exists");
+    assert_eq!(app.quotas.usage(&user, &day).await?, settled);
+
+    // Two hours on, the unused URL's hold is given back in full; the rest stay as settled.
+    let later = now + time::Duration::hours(2);
+    let report = shared::lifecycle::sweep(&app, later, shared::lifecycle::DEFAULT_GRACE).await?;
+    assert!(report.holds_released >= 1, "{report:?}");
+    assert_eq!(app.quotas.usage(&user, &day).await?, (good.len() as u64, 2));
     Ok(())
 }

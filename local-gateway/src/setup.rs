@@ -97,8 +97,22 @@ pub async fn run() -> anyhow::Result<()> {
     create_table(&ddb, &config.media_table, &[("hash", KeyType::Hash)], true).await?;
     create_table(&ddb, &config.deck_files_table, &[("deck", KeyType::Hash), ("filename", KeyType::Range)], true)
         .await?;
-    create_refs_table(&ddb, &config.refs_table).await?;
-    create_table(&ddb, &config.quotas_table, &[("pk", KeyType::Hash)], false).await?;
+    create_indexed_table(
+        &ddb,
+        &config.refs_table,
+        &[("note", KeyType::Hash), ("filename", KeyType::Range)],
+        "by_file",
+        &[("deck_file", KeyType::Hash), ("note", KeyType::Range)],
+    )
+    .await?;
+    create_indexed_table(
+        &ddb,
+        &config.quotas_table,
+        &[("pk", KeyType::Hash)],
+        shared::store::quota_dynamo::PENDING_INDEX,
+        &[("pending", KeyType::Hash), ("issued_at", KeyType::Range)],
+    )
+    .await?;
 
     PgMirror::from_env().await?.migrate().await.context("migrate Postgres")?;
 
@@ -106,31 +120,40 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reference items, with the `by_file` index the maintainer API uses to find a file's notes.
-async fn create_refs_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> anyhow::Result<()> {
-    let attr =
-        |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build();
-    let key = |n: &str, k: KeyType| KeySchemaElement::builder().attribute_name(n).key_type(k).build();
-    let result = ddb
+/// A table with one global secondary index projecting every attribute: the reference items'
+/// `by_file` index (the maintainer API finds a file's notes there) and the quota holds' sparse
+/// `pending` index.
+async fn create_indexed_table(
+    ddb: &aws_sdk_dynamodb::Client,
+    name: &str,
+    keys: &[(&str, KeyType)],
+    index: &str,
+    index_keys: &[(&str, KeyType)],
+) -> anyhow::Result<()> {
+    let key = |(n, k): &(&str, KeyType)| KeySchemaElement::builder().attribute_name(*n).key_type(k.clone()).build();
+    let mut attrs: Vec<&str> = keys.iter().chain(index_keys).map(|(n, _)| *n).collect();
+    attrs.sort_unstable();
+    attrs.dedup();
+    let mut gsi = GlobalSecondaryIndex::builder()
+        .index_name(index)
+        .projection(Projection::builder().projection_type(ProjectionType::All).build());
+    for k in index_keys {
+        gsi = gsi.key_schema(key(k)?);
+    }
+    let mut req = ddb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("note")?)
-        .attribute_definitions(attr("filename")?)
-        .attribute_definitions(attr("deck_file")?)
-        .key_schema(key("note", KeyType::Hash)?)
-        .key_schema(key("filename", KeyType::Range)?)
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("by_file")
-                .key_schema(key("deck_file", KeyType::Hash)?)
-                .key_schema(key("note", KeyType::Range)?)
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                .build()?,
-        )
-        .send()
-        .await;
-    match result {
+        .global_secondary_indexes(gsi.build()?);
+    for k in keys {
+        req = req.key_schema(key(k)?);
+    }
+    for a in attrs {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder().attribute_name(a).attribute_type(ScalarAttributeType::S).build()?,
+        );
+    }
+    match req.send().await {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("create table {name}")),

@@ -43,6 +43,14 @@ pub struct SweepReport {
     pub too_recent: usize,
     /// Changed between scan and delete: left alone.
     pub raced: usize,
+    /// Quota holds given back because their upload never came.
+    pub holds_released: usize,
+}
+
+/// How long after its last URL was issued a hold still waits for its upload: the URL's lifetime
+/// plus S3's event retries (up to an hour). An upload that lands is settled by processing.
+pub fn unused_hold_cutoff(app: &App, now: OffsetDateTime) -> OffsetDateTime {
+    now - time::Duration::seconds(i64::from(app.config.url_ttl_secs)) - time::Duration::hours(1)
 }
 
 fn last_change(r: &MediaRecord) -> Option<OffsetDateTime> {
@@ -84,6 +92,7 @@ pub async fn sweep(app: &App, now: OffsetDateTime, grace: time::Duration) -> Res
             report.raced += 1;
         }
     }
+    report.holds_released = app.quotas.release_unused(&now_rfc3339(unused_hold_cutoff(app, now))).await?;
     tracing::info!(
         scanned = report.scanned,
         deleted = report.deleted,
@@ -91,6 +100,7 @@ pub async fn sweep(app: &App, now: OffsetDateTime, grace: time::Duration) -> Res
         expired_uploads = report.expired_uploads,
         too_recent = report.too_recent,
         raced = report.raced,
+        holds_released = report.holds_released,
         "sweep finished"
     );
     Ok(report)

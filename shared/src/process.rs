@@ -12,7 +12,7 @@ use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason, StoredMedia};
 use crate::sniff::{sniff, Sniffed};
-use crate::store::ReadBlob;
+use crate::store::{ReadBlob, Settlement};
 
 pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
@@ -58,6 +58,7 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     if let Some(r) = app.media.ensure_record(&hash, &now_s).await? {
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
             // A repeated event, or a second upload of finished work: only the leftover goes.
+            app.quotas.settle(&hash, Settlement::Stored).await?;
             app.blobs.delete(key).await?;
             tracing::info!(%hash, "already ready");
             return Ok(Outcome::Skipped("already ready"));
@@ -133,6 +134,8 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     if stored_hash != hash {
         app.media.put_alias(&stored_hash, &hash, &now_s).await?;
     }
+    // Settle before the upload object goes: if settling fails, the retried event still finds it.
+    app.quotas.settle(&hash, Settlement::Stored).await?;
     app.blobs.delete(key).await?;
     tracing::info!(
         %hash,
@@ -152,6 +155,7 @@ async fn reject(
     now: &str,
 ) -> Result<Outcome, StoreError> {
     app.media.mark_rejected(hash, reason, now).await?;
+    app.quotas.settle(hash, Settlement::Rejected).await?;
     app.blobs.delete(key).await?;
     tracing::info!(%hash, reason = reason.code(), "rejected");
     Ok(Outcome::Rejected(reason))
@@ -220,6 +224,42 @@ mod logic_tests {
         assert!(!app.blobs.exists(&key).await.unwrap());
         assert!(!app.blobs.exists(&app.config.keys.media(&hash)).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap().reason, Some(RejectReason::HashMismatch));
+    }
+
+    #[tokio::test]
+    async fn processing_settles_the_uploaders_holds() {
+        use crate::store::{Hold, Reserve};
+        let app = App::in_memory("k");
+        let (good, bad) = (png(8, 8), b"#!/bin/sh\necho not media\n".to_vec());
+        let hold = |user: &str, bytes: &[u8]| Hold {
+            user: user.into(),
+            day: "2026-11-22".into(),
+            hash: Sha256Hash::of(bytes),
+            bytes: bytes.len() as u64,
+        };
+        let issued = "2026-11-22T10:00:00Z";
+        for h in [hold("u1", &good), hold("u2", &good), hold("u1", &bad)] {
+            assert_eq!(app.quotas.reserve(&h, issued, 1 << 20, 10).await.unwrap(), Reserve::Granted);
+        }
+        let total = (good.len() + bad.len()) as u64;
+        assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (total, 2));
+        for bytes in [&good, &bad] {
+            let key = app.config.keys.upload(&Sha256Hash::of(bytes));
+            app.blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
+            process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
+        }
+        // Stored: both uploaders stay charged. Refused: the bytes come back, the file still counts.
+        assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (good.len() as u64, 2));
+        assert_eq!(app.quotas.usage("u2", "2026-11-22").await.unwrap(), (good.len() as u64, 1));
+        // Settled holds are no longer the sweep's to give back.
+        assert_eq!(app.quotas.release_unused("2026-11-23T00:00:00Z").await.unwrap(), 0);
+        assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (good.len() as u64, 2));
+        // A hold whose upload never came is given back in full, once it is old enough.
+        let unused = hold("u1", b"never uploaded");
+        app.quotas.reserve(&unused, issued, 1 << 20, 10).await.unwrap();
+        assert_eq!(app.quotas.release_unused(issued).await.unwrap(), 0);
+        assert_eq!(app.quotas.release_unused("2026-11-22T11:00:00Z").await.unwrap(), 1);
+        assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (good.len() as u64, 2));
     }
 
     #[tokio::test]

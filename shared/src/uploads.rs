@@ -148,8 +148,10 @@ pub async fn presign_uploads(
         .map(|(hash, size)| {
             let upload = PendingUpload { hash, size, uploader: &who.sub, expires_at: &expires_at, now: &now_s };
             let hold = Hold { user: who.sub.clone(), day: day.clone(), hash, bytes: size };
+            let issued_at = upload.now;
             async move {
-                let reserved = app.quotas.reserve(&hold, limits.daily_upload_bytes, limits.daily_upload_files).await?;
+                let reserved =
+                    app.quotas.reserve(&hold, issued_at, limits.daily_upload_bytes, limits.daily_upload_files).await?;
                 if reserved == Reserve::Exceeded {
                     return Ok((hash, None));
                 }

@@ -21,8 +21,8 @@ pub struct State {
     pub blobs: HashMap<String, (Vec<u8>, String)>,
     /// (user, day) → (bytes, files)
     pub usage: HashMap<(String, String), (u64, u64)>,
-    /// (user, day, hash) of the holds.
-    pub holds: std::collections::HashSet<(String, String, Sha256Hash)>,
+    /// (user, day, hash) → (bytes, issued_at while pending)
+    pub holds: HashMap<(String, String, Sha256Hash), (u64, Option<String>)>,
 }
 
 #[derive(Default)]
@@ -334,9 +334,13 @@ impl BlobStore for MemoryStore {
 
 #[async_trait]
 impl QuotaStore for MemoryStore {
-    async fn reserve(&self, hold: &Hold, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError> {
+    async fn reserve(&self, hold: &Hold, now: &str, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError> {
         let mut s = self.lock();
-        if s.holds.contains(&(hold.user.clone(), hold.day.clone(), hold.hash)) {
+        let id = (hold.user.clone(), hold.day.clone(), hold.hash);
+        if let Some((_, issued)) = s.holds.get_mut(&id) {
+            if issued.is_some() {
+                *issued = Some(now.to_string());
+            }
             return Ok(Reserve::AlreadyHeld);
         }
         let (bytes, files) = s.usage.get(&(hold.user.clone(), hold.day.clone())).copied().unwrap_or((0, 0));
@@ -344,18 +348,63 @@ impl QuotaStore for MemoryStore {
             return Ok(Reserve::Exceeded);
         }
         s.usage.insert((hold.user.clone(), hold.day.clone()), (bytes + hold.bytes, files + 1));
-        s.holds.insert((hold.user.clone(), hold.day.clone(), hold.hash));
+        s.holds.insert(id, (hold.bytes, Some(now.to_string())));
         Ok(Reserve::Granted)
     }
     async fn release(&self, hold: &Hold) -> Result<(), StoreError> {
         let mut s = self.lock();
-        if s.holds.remove(&(hold.user.clone(), hold.day.clone(), hold.hash)) {
+        let id = (hold.user.clone(), hold.day.clone(), hold.hash);
+        if s.holds.get(&id).is_some_and(|(_, issued)| issued.is_some()) {
+            s.holds.remove(&id);
             if let Some((bytes, files)) = s.usage.get_mut(&(hold.user.clone(), hold.day.clone())) {
                 *bytes -= hold.bytes;
                 *files -= 1;
             }
         }
         Ok(())
+    }
+    async fn settle(&self, hash: &Sha256Hash, outcome: Settlement) -> Result<usize, StoreError> {
+        let mut s = self.lock();
+        let pending: Vec<_> = s
+            .holds
+            .iter()
+            .filter(|((_, _, h), (_, issued))| h == hash && issued.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &pending {
+            match outcome {
+                Settlement::Stored => {
+                    if let Some((_, issued)) = s.holds.get_mut(id) {
+                        *issued = None;
+                    }
+                }
+                Settlement::Rejected => {
+                    let (bytes, _) = s.holds.remove(id).unwrap_or_default();
+                    if let Some((used, _)) = s.usage.get_mut(&(id.0.clone(), id.1.clone())) {
+                        *used -= bytes;
+                    }
+                }
+            }
+        }
+        Ok(pending.len())
+    }
+    async fn release_unused(&self, issued_before: &str) -> Result<usize, StoreError> {
+        let stale: Vec<Hold> = self
+            .lock()
+            .holds
+            .iter()
+            .filter(|(_, (_, issued))| issued.as_deref().is_some_and(|t| t < issued_before))
+            .map(|((user, day, hash), (bytes, _))| Hold {
+                user: user.clone(),
+                day: day.clone(),
+                hash: *hash,
+                bytes: *bytes,
+            })
+            .collect();
+        for hold in &stale {
+            self.release(hold).await?;
+        }
+        Ok(stale.len())
     }
     async fn usage(&self, user: &str, day: &str) -> Result<(u64, u64), StoreError> {
         Ok(self.lock().usage.get(&(user.to_string(), day.to_string())).copied().unwrap_or((0, 0)))

@@ -58,12 +58,31 @@ pub enum Reserve {
     Exceeded,
 }
 
-/// Per-user daily upload allowances (bytes and files), as conditional counters.
+/// How processing settled the holds on a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Stored (or found stored already): the hold stays charged.
+    Stored,
+    /// Refused: the bytes are given back, but the file still counts, because processing it cost
+    /// us; the hold goes, so a later upload of the same hash is charged afresh.
+    Rejected,
+}
+
+/// Per-user daily upload allowances (bytes and files), as conditional counters. A hold is
+/// pending from the moment its URL is issued until processing settles it; a pending hold whose
+/// upload never came is given back by the sweep.
 #[async_trait]
 pub trait QuotaStore: Send + Sync {
-    async fn reserve(&self, hold: &Hold, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError>;
-    /// Give a hold back (no URL was issued after all). Idempotent.
+    /// Charge a hold issued at `now` (RFC 3339). A hold already held is not charged again, but
+    /// its issue time moves to `now`, since a new URL is about to be issued.
+    async fn reserve(&self, hold: &Hold, now: &str, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError>;
+    /// Give a pending hold back in full (no URL was issued, or the URL went unused). Idempotent;
+    /// a settled hold is left alone.
     async fn release(&self, hold: &Hold) -> Result<(), StoreError>;
+    /// Settle every pending hold on `hash`; answers how many it settled. Idempotent.
+    async fn settle(&self, hash: &Sha256Hash, outcome: Settlement) -> Result<usize, StoreError>;
+    /// Release the pending holds issued before `issued_before` (RFC 3339); answers how many.
+    async fn release_unused(&self, issued_before: &str) -> Result<usize, StoreError>;
     /// (bytes, files) the user has reserved that day.
     async fn usage(&self, user: &str, day: &str) -> Result<(u64, u64), StoreError>;
 }

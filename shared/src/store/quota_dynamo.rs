@@ -1,6 +1,10 @@
 //! Daily upload allowances in DynamoDB: a counter item per user and day, and a hold item per
 //! (user, day, hash), written together in one transaction so a hold is charged exactly once.
 //! Both expire through the table's TTL (`expires_at`) two days after their day.
+//!
+//! A pending hold carries `pending` (its hash) and `issued_at`, the keys of the sparse GSI
+//! `pending`: processing finds a hash's pending holds there, and the sweep finds the stale ones
+//! by scanning it, which reads only holds still pending. Settling removes `pending`.
 
 use std::collections::HashMap;
 
@@ -9,8 +13,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Up
 use aws_sdk_dynamodb::Client;
 
 use super::dynamo::{backoff, err, n, s, sdk_err};
-use super::{Hold, QuotaStore, Reserve};
+use super::{Hold, QuotaStore, Reserve, Settlement};
 use crate::error::StoreError;
+use crate::hash::Sha256Hash;
 
 #[derive(Clone)]
 pub struct DynamoQuotas {
@@ -23,6 +28,9 @@ impl DynamoQuotas {
         Self { client, table: table.into() }
     }
 }
+
+/// The sparse index of pending holds.
+pub const PENDING_INDEX: &str = "pending";
 
 fn usage_key(user: &str, day: &str) -> String {
     format!("usage#{day}#{user}")
@@ -46,16 +54,138 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
     item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+fn string<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+/// A hold as the index returns it; `None` for an item that is not one.
+fn hold_of(item: &HashMap<String, AttributeValue>) -> Option<Hold> {
+    Some(Hold {
+        user: string(item, "user")?.to_string(),
+        day: string(item, "day")?.to_string(),
+        hash: Sha256Hash::parse(string(item, "hash")?).ok()?,
+        bytes: number(item, "bytes"),
+    })
+}
+
+/// A condition failed inside a transaction: someone else settled or released the hold first.
+fn canceled<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("TransactionCanceledException")
+}
+
+impl DynamoQuotas {
+    async fn holds_in_index(
+        &self,
+        query: Option<&Sha256Hash>,
+        issued_before: Option<&str>,
+    ) -> Result<Vec<Hold>, StoreError> {
+        let mut out = Vec::new();
+        if let Some(hash) = query {
+            let mut items = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("#pending = :hash")
+                .expression_attribute_names("#pending", "pending")
+                .expression_attribute_values(":hash", s(hash.to_hex()))
+                .into_paginator()
+                .items()
+                .send();
+            while let Some(item) = items.next().await {
+                out.extend(hold_of(&item.map_err(sdk_err)?));
+            }
+        } else {
+            let mut req = self.client.scan().table_name(&self.table).index_name(PENDING_INDEX);
+            if let Some(before) = issued_before {
+                req = req
+                    .filter_expression("#issued < :before")
+                    .expression_attribute_names("#issued", "issued_at")
+                    .expression_attribute_values(":before", s(before));
+            }
+            let mut items = req.into_paginator().items().send();
+            while let Some(item) = items.next().await {
+                out.extend(hold_of(&item.map_err(sdk_err)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Settle one hold: drop its `pending` mark (stored), or delete it and give its bytes back
+    /// (rejected). Conditional on it still being pending, so each hold settles once.
+    async fn settle_one(&self, hold: &Hold, outcome: Settlement) -> Result<bool, StoreError> {
+        let pending = "attribute_exists(#pending)";
+        let result = match outcome {
+            Settlement::Stored => self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(hold_key(hold))))
+                .update_expression("REMOVE #pending")
+                .condition_expression(pending)
+                .expression_attribute_names("#pending", "pending")
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.map_service_error(|e| e.into())),
+            Settlement::Rejected => {
+                let delete_hold = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(hold_key(hold))))
+                    .condition_expression(pending)
+                    .expression_attribute_names("#pending", "pending")
+                    .build()
+                    .map_err(err)?;
+                let refund = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(usage_key(&hold.user, &hold.day))))
+                    .update_expression("ADD #bytes :bytes")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_names("#bytes", "bytes")
+                    .expression_attribute_values(":bytes", n(-(hold.bytes as i128)))
+                    .build()
+                    .map_err(err)?;
+                self.client
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
+                    .transact_items(TransactWriteItem::builder().update(refund).build())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.map_service_error(|e| e.into()))
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+}
+
+fn is_condition_failure(e: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::Error>) -> bool {
+    matches!(
+        e.as_service_error(),
+        Some(aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_))
+            | Some(aws_sdk_dynamodb::Error::TransactionCanceledException(_))
+    )
+}
+
 #[async_trait]
 impl QuotaStore for DynamoQuotas {
-    async fn reserve(&self, hold: &Hold, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError> {
+    async fn reserve(&self, hold: &Hold, now: &str, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError> {
         if hold.bytes > max_bytes || max_files == 0 {
             return Ok(Reserve::Exceeded);
         }
         let put_hold = Put::builder()
             .table_name(&self.table)
             .item("pk", s(hold_key(hold)))
+            .item("user", s(&hold.user))
+            .item("day", s(&hold.day))
+            .item("hash", s(hold.hash.to_hex()))
             .item("bytes", n(hold.bytes))
+            .item("pending", s(hold.hash.to_hex()))
+            .item("issued_at", s(now))
             .item("expires_at", n(expiry(&hold.day)))
             .condition_expression("attribute_not_exists(pk)")
             .build()
@@ -94,6 +224,20 @@ impl QuotaStore for DynamoQuotas {
                 let reasons = c.cancellation_reasons();
                 let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
                 if failed(0) {
+                    // A new URL for a hold still pending: the sweep must wait for this one too.
+                    let refreshed = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(hold_key(hold))))
+                        .update_expression("SET #issued = :now")
+                        .condition_expression("attribute_exists(#pending)")
+                        .expression_attribute_names("#issued", "issued_at")
+                        .expression_attribute_names("#pending", "pending")
+                        .expression_attribute_values(":now", s(now))
+                        .send()
+                        .await;
+                    super::dynamo::applied(refreshed)?;
                     return Ok(Reserve::AlreadyHeld);
                 }
                 if failed(1) {
@@ -114,7 +258,8 @@ impl QuotaStore for DynamoQuotas {
         let delete_hold = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key(hold_key(hold))))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("attribute_exists(#pending)")
+            .expression_attribute_names("#pending", "pending")
             .build()
             .map_err(err)?;
         let refund = Update::builder()
@@ -137,10 +282,26 @@ impl QuotaStore for DynamoQuotas {
             .await;
         match result {
             Ok(_) => Ok(()),
-            // No hold (released already): nothing to give back.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_transaction_canceled_exception()) => Ok(()),
+            // No pending hold (released or settled already): nothing to give back.
+            Err(e) if canceled(&e) => Ok(()),
             Err(e) => Err(sdk_err(e)),
         }
+    }
+
+    async fn settle(&self, hash: &Sha256Hash, outcome: Settlement) -> Result<usize, StoreError> {
+        let mut settled = 0;
+        for hold in self.holds_in_index(Some(hash), None).await? {
+            settled += usize::from(self.settle_one(&hold, outcome).await?);
+        }
+        Ok(settled)
+    }
+
+    async fn release_unused(&self, issued_before: &str) -> Result<usize, StoreError> {
+        let stale = self.holds_in_index(None, Some(issued_before)).await?;
+        for hold in &stale {
+            self.release(hold).await?;
+        }
+        Ok(stale.len())
     }
 
     async fn usage(&self, user: &str, day: &str) -> Result<(u64, u64), StoreError> {
