@@ -1,6 +1,7 @@
 //! Filename and identifier rules (`shared::policy`), which every entry point shares: whatever
-//! `normalize_filename` accepts is NFC, at most 120 bytes, free of `/ \ : * ? " < > |` and control
-//! characters, not `.`/`..`/blank, and a fixed point (normalising it again changes nothing).
+//! `normalize_filename` accepts is NFC, at most 120 bytes, free of `[ ] / \ : * ? " < > ^ |`,
+//! control characters and no-break spaces, not blank, not ending in a dot or space, and a fixed
+//! point (normalising it again changes nothing).
 //! Deck ids and hashes: what is accepted matches the documented patterns exactly.
 #![no_main]
 
@@ -14,8 +15,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(n) = normalize_filename(s) {
         assert!(is_nfc(&n), "{n:?} is not NFC");
         assert!(!n.is_empty() && n.len() <= MAX_FILENAME_BYTES, "{n:?} has {} bytes", n.len());
-        assert!(!n.chars().any(|c| c.is_control() || "/\\:*?\"<>|".contains(c)), "{n:?} keeps a forbidden character");
-        assert!(n != "." && n != ".." && !n.trim().is_empty(), "{n:?} is a path component or blank");
+        assert!(
+            !n.chars().any(|c| c.is_control() || "[]/\\:*?\"<>^|\u{a0}".contains(c)),
+            "{n:?} keeps a forbidden character"
+        );
+        assert!(!n.trim().is_empty() && !n.ends_with(['.', ' ']), "{n:?} is blank or ends in a dot or space");
         assert_eq!(normalize_filename(&n).as_deref(), Ok(n.as_str()), "normalising twice changed {n:?}");
     }
     let deck_ok = (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');

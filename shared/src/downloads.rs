@@ -73,19 +73,22 @@ pub async fn presign_downloads(
             if names.len() > max {
                 return Err(ApiError::too_many_items(format!("filenames: at most {max} per request")));
             }
+            // Looked up by their one spelling, answered by the spelling the client sent, so it
+            // can match answers to what it asked for. A name Anki cannot have is not in the deck.
             let mut valid = Vec::with_capacity(names.len());
             for name in names {
                 match normalize_filename(&name) {
-                    Ok(n) => valid.push(n),
+                    Ok(n) => valid.push((name, n)),
                     Err(_) => unavailable.push(Unavailable { filename: name, reason: "unknown" }),
                 }
             }
-            let found = app.decks.resolve(&req.deck, &valid).await?;
+            let lookup: Vec<String> = valid.iter().map(|(_, n)| n.clone()).collect();
+            let found = app.decks.resolve(&req.deck, &lookup).await?;
             let mut entries = Vec::with_capacity(valid.len());
-            for name in valid {
+            for (asked, name) in valid {
                 match found.get(&name) {
-                    Some(h) => entries.push((name, *h)),
-                    None => unavailable.push(Unavailable { filename: name, reason: "unknown" }),
+                    Some(h) => entries.push((asked, *h)),
+                    None => unavailable.push(Unavailable { filename: asked, reason: "unknown" }),
                 }
             }
             (entries, None)

@@ -1,6 +1,7 @@
 //! The maintainer API: list/search a deck's media, remove a file from a deck.
 
 use std::collections::BTreeMap;
+use unicode_normalization::UnicodeNormalization;
 
 use base64::Engine;
 use serde::Serialize;
@@ -60,7 +61,8 @@ pub async fn list_deck_media(
     now: OffsetDateTime,
 ) -> Result<MaintainerPage, ApiError> {
     authorize(who, deck)?;
-    let needle = query.map(str::to_lowercase).filter(|q| !q.is_empty());
+    // Names are stored NFC; a query typed on a Mac may arrive NFD.
+    let needle = query.map(|q| q.nfc().collect::<String>().to_lowercase()).filter(|q| !q.is_empty());
     let mut after = cursor
         .map(|c| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -77,13 +77,16 @@ pub enum FilenameError {
     TooLong,
     #[error("filename contains a character Anki forbids")]
     ForbiddenChar,
-    #[error("filename is a path component")]
+    #[error("filename is reserved: a path component, a Windows device name, or ending in a dot or space")]
     Reserved,
 }
 
-/// Anki's media filename rules: NFC, none of `/ \ : * ? " < > |` nor control characters, at most
-/// 120 bytes. Names are normalised to NFC (what Anki itself stores) and refused otherwise, so a
-/// name has exactly one spelling everywhere.
+/// Anki's media filename rules (rslib `media/files.rs`): NFC, none of `[ ] < > : " / ? * ^ \ |`,
+/// control characters or no-break spaces, at most 120 bytes, not a Windows device name (`CON`,
+/// `com1.mp3`, …), not ending in a dot or space, not `.`/`..`. Names are normalised to NFC (what
+/// Anki itself stores) and refused otherwise: Anki would rename such a file when it saves it, so
+/// the note's reference would no longer find it, and renaming here would change names clients
+/// already hold. So a name has exactly one spelling everywhere.
 pub fn normalize_filename(name: &str) -> Result<String, FilenameError> {
     let nfc: String = name.nfc().collect();
     if nfc.is_empty() {
@@ -92,13 +95,27 @@ pub fn normalize_filename(name: &str) -> Result<String, FilenameError> {
     if nfc.len() > MAX_FILENAME_BYTES {
         return Err(FilenameError::TooLong);
     }
-    if nfc.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')) {
+    let forbidden = |c: char| {
+        c.is_control()
+            || c == '\u{a0}'
+            || matches!(c, '[' | ']' | '<' | '>' | ':' | '"' | '/' | '?' | '*' | '^' | '\\' | '|')
+    };
+    if nfc.chars().any(forbidden) {
         return Err(FilenameError::ForbiddenChar);
     }
-    if nfc == "." || nfc == ".." || nfc.trim().is_empty() {
+    if nfc.trim().is_empty() || nfc.ends_with(['.', ' ']) || is_windows_device_name(&nfc) {
         return Err(FilenameError::Reserved);
     }
     Ok(nfc)
+}
+
+/// `CON`, `prn.png`, `Com1.mp3`…: names Windows reserves, with or without an extension.
+fn is_windows_device_name(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or(name).to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && matches!(stem.as_bytes()[3], b'1'..=b'9'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +156,16 @@ mod tests {
         // 40 three-byte characters are 120 bytes; 41 are too many.
         assert!(normalize_filename(&"€".repeat(40)).is_ok());
         assert_eq!(normalize_filename(&"€".repeat(41)), Err(FilenameError::TooLong));
+        // What Anki strips or renames is refused, not rewritten.
+        for name in ["a[1].png", "x^2.png", "a\u{a0}b.png", "a<b>.png", "a:b.png"] {
+            assert_eq!(normalize_filename(name), Err(FilenameError::ForbiddenChar), "{name}");
+        }
+        for name in ["con", "CON.png", "nul.mp3", "Com1.png", "lpt9", "a.png.", "a.png ", "...", " "] {
+            assert_eq!(normalize_filename(name), Err(FilenameError::Reserved), "{name:?}");
+        }
+        for name in ["console.png", "com10.png", "com0.png", "a.b.png", "conference.mp3", ".hidden.png", "a b.png"] {
+            assert!(normalize_filename(name).is_ok(), "{name}");
+        }
     }
 
     #[test]
@@ -166,6 +193,7 @@ mod tests {
                 prop_assert_eq!(normalize_filename(&n), Ok(n.clone()));
                 prop_assert!(n.len() <= MAX_FILENAME_BYTES);
                 prop_assert!(!n.contains('/') && !n.contains('\\') && !n.contains('\0'));
+                prop_assert!(!n.ends_with('.') && !n.ends_with(' ') && n != "..");
             }
         }
     }
