@@ -269,6 +269,13 @@ async fn storage_refuses_wrong_bodies_and_expired_urls() -> anyhow::Result<()> {
     let mut bad = item.clone();
     bad["url"] = json!(tampered);
     assert_eq!(stack.put_upload(&bad, body.clone()).await?, 403);
+    // The URL pointed at another key (a path the signature does not cover).
+    let other = sha256_hex(&unique_bytes(16));
+    let mut moved = item.clone();
+    moved["url"] = json!(url.replace(&format!("uploads/{hash}"), &format!("uploads/{other}")));
+    assert_ne!(moved["url"], item["url"]);
+    assert_eq!(stack.put_upload(&moved, body.clone()).await?, 403, "a URL is only for its own key");
+    assert!(stack.object(&format!("uploads/{other}")).await?.is_none());
     // An expired URL, signed by our signer with the stack's credentials 16 minutes ago.
     let signer = shared::presign::Presigner::new(
         shared::presign::S3Endpoint::path_style(&std::env::var("AWS_ENDPOINT_URL_S3")?, &stack.bucket).unwrap(),

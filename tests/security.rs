@@ -199,3 +199,29 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn oversized_bodies_and_batches_are_refused_whole() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let deck = deck("caps");
+    let code = |r: (u16, Value)| (r.0, r.1["error"]["code"].as_str().unwrap_or_default().to_string());
+    // Over 512 KiB of JSON: refused before it is parsed, on every route that takes a body.
+    let padding = "a".repeat(600 * 1024);
+    for (path, scope) in [("/v1/uploads", "upload"), ("/v1/downloads", "download"), ("/v1/references", "references")] {
+        let body = json!({"deck": deck, "padding": padding});
+        let r = stack.post(path, &stack.token(scope), body).await?;
+        assert_eq!(code(r), (413, "payload_too_large".into()), "{path}");
+    }
+    // Batches one past their cap.
+    let files: Vec<Value> =
+        (0..501).map(|i| json!({"hash": format!("{i:064x}"), "size": 1, "filename": format!("{i}.png")})).collect();
+    let r = stack.post("/v1/uploads", &stack.token("upload"), json!({"deck": deck, "files": files})).await?;
+    assert_eq!(code(r), (413, "too_many_items".into()));
+    let names: Vec<String> = (0..1001).map(|i| format!("{i}.png")).collect();
+    let r = stack.post("/v1/downloads", &stack.token("download"), json!({"deck": deck, "filenames": names})).await?;
+    assert_eq!(code(r), (413, "too_many_items".into()));
+    let notes: Vec<Value> = (0..101).map(|i| json!({"note_id": format!("n{i}"), "media": []})).collect();
+    let r = stack.post("/v1/references", &stack.token("references"), json!({"deck": deck, "notes": notes})).await?;
+    assert_eq!(code(r), (413, "too_many_items".into()));
+    Ok(())
+}

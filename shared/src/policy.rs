@@ -11,7 +11,7 @@ pub struct Limits {
     /// Decoded pixels across all frames of an animation.
     pub max_animation_pixels: u64,
     pub max_upload_batch: usize,
-    /// Per user and UTC day, counted when upload URLs are issued.
+    /// Per user and UTC day: charged when upload URLs are issued, settled when processing ends.
     pub daily_upload_bytes: u64,
     pub daily_upload_files: u64,
     pub max_download_batch: usize,
