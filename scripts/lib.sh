@@ -20,6 +20,11 @@ LOGS="$LOCAL/logs"
 STACK_ENV="$LOCAL/stack.env"
 mkdir -p "$PIDS" "$LOGS"
 
+# Build the local gateway (and every other binary and test). Always with the tests: they turn on
+# dev-dependency features, and a build of the gateway alone would compile every dependency twice.
+build_gateway() { ( cd "$REPO" && cargo build -q --workspace --bins --tests ); }
+GATEWAY_BIN="$CARGO_TARGET_DIR/debug/local-gateway"
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 
 # as_postgres CMD...: run a Postgres tool as the postgres user when we are root.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use aws_config::SdkConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 use crate::auth::TokenVerifier;
@@ -41,7 +42,8 @@ pub struct App {
     pub decks: Arc<dyn DeckIndex>,
     pub refs: Arc<dyn ReferenceStore>,
     pub quotas: Arc<dyn QuotaStore>,
-    pub blobs: Arc<dyn BlobStore>,
+    /// S3, for the functions that read and write objects; see [`App::blobs`].
+    blobs: Option<Arc<dyn BlobStore>>,
     pub presigner: Presigner,
     pub credentials: Arc<dyn CredentialSource>,
     pub tokens: Option<TokenVerifier>,
@@ -59,25 +61,42 @@ pub enum InitError {
     Secret(String),
 }
 
+/// Each Lambda function builds only the clients it uses (as its role allows only those): a client
+/// that is never built is also left out of the function's binary, which keeps them small and
+/// quick to start. The local gateway and the tests build everything with [`App::from_env`].
 impl App {
-    /// Build clients from the environment (`AWS_ENDPOINT_URL_*` point them at emulators).
+    /// Every client: the local gateway, the tests and tools that act as any function.
     pub async fn from_env() -> Result<Self, InitError> {
-        let mut config = Config::from_env()?;
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        // On AWS the token secret lives in Secrets Manager; it is read once, at start-up.
-        if let (None, Some(arn)) = (&config.jwt_secret, &config.jwt_secret_arn) {
-            let value = aws_sdk_secretsmanager::Client::new(&sdk)
-                .get_secret_value()
-                .secret_id(arn)
-                .send()
-                .await
-                .map_err(|e| InitError::Secret(format!("{e:?}")))?;
-            config.jwt_secret = value.secret_string().map(str::to_owned);
-        }
-        let s3_conf =
-            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.s3_public_endpoint.is_some()).build();
-        let s3 = aws_sdk_s3::Client::from_conf(s3_conf);
-        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let (mut config, sdk) = load().await?;
+        read_token_secret(&mut config, &sdk).await?;
+        let blobs = s3_blobs(&config, &sdk);
+        Self::assemble(config, &sdk, Some(blobs))
+    }
+
+    /// The API functions: DynamoDB, the URL signer and the token secret. They sign URLs but never
+    /// touch objects themselves, so they have no S3 client.
+    pub async fn for_api() -> Result<Self, InitError> {
+        let (mut config, sdk) = load().await?;
+        read_token_secret(&mut config, &sdk).await?;
+        Self::assemble(config, &sdk, None)
+    }
+
+    /// Functions that read and delete objects (process-upload, sweep-orphans): DynamoDB and S3,
+    /// no tokens.
+    pub async fn for_storage() -> Result<Self, InitError> {
+        let (config, sdk) = load().await?;
+        let blobs = s3_blobs(&config, &sdk);
+        Self::assemble(config, &sdk, Some(blobs))
+    }
+
+    /// sync-postgres: DynamoDB only.
+    pub async fn for_mirror() -> Result<Self, InitError> {
+        let (config, sdk) = load().await?;
+        Self::assemble(config, &sdk, None)
+    }
+
+    fn assemble(config: Config, sdk: &SdkConfig, blobs: Option<Arc<dyn BlobStore>>) -> Result<Self, InitError> {
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let creds = sdk.credentials_provider().ok_or(InitError::NoCredentials)?;
         let endpoint = match &config.s3_public_endpoint {
             Some(url) => S3Endpoint::path_style(url, &config.bucket).map_err(InitError::Endpoint)?,
@@ -93,13 +112,45 @@ impl App {
             )),
             quotas: Arc::new(DynamoQuotas::new(dynamo.clone(), &config.quotas_table)),
             decks: Arc::new(DynamoDecks::new(dynamo, &config.deck_files_table)),
-            blobs: Arc::new(S3Blobs::new(s3, &config.bucket)),
+            blobs,
             presigner: Presigner::new(endpoint, &config.region),
             credentials: Arc::new(SdkCredentials(creds)),
             tokens: config.jwt_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
             config,
         })
     }
+
+    /// The object store; an error in a function that was built without one.
+    pub fn blobs(&self) -> Result<&dyn BlobStore, StoreError> {
+        self.blobs.as_deref().ok_or_else(|| StoreError::new("s3", "this function has no S3 client"))
+    }
+}
+
+/// Typed config and the SDK's shared config (`AWS_ENDPOINT_URL_*` point clients at emulators).
+async fn load() -> Result<(Config, SdkConfig), InitError> {
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    Ok((config, sdk))
+}
+
+/// On AWS the token secret lives in Secrets Manager (`JWT_SECRET_ARN`); it is read once, at
+/// start-up. Locally `JWT_SECRET` holds it and wins.
+async fn read_token_secret(config: &mut Config, sdk: &SdkConfig) -> Result<(), InitError> {
+    if let (None, Some(arn)) = (&config.jwt_secret, &config.jwt_secret_arn) {
+        let value = aws_sdk_secretsmanager::Client::new(sdk)
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| InitError::Secret(format!("{e:?}")))?;
+        config.jwt_secret = value.secret_string().map(str::to_owned);
+    }
+    Ok(())
+}
+
+fn s3_blobs(config: &Config, sdk: &SdkConfig) -> Arc<dyn BlobStore> {
+    let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(config.s3_public_endpoint.is_some()).build();
+    Arc::new(S3Blobs::new(aws_sdk_s3::Client::from_conf(conf), &config.bucket))
 }
 
 /// Current time as RFC 3339, the format records use.
@@ -144,7 +195,7 @@ impl App {
             decks: store.clone(),
             refs: store.clone(),
             quotas: store.clone(),
-            blobs: store,
+            blobs: Some(store),
             presigner: Presigner::new(S3Endpoint::aws(&config.bucket, &config.region), &config.region),
             credentials: Arc::new(StaticCredentials(Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),

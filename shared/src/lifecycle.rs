@@ -77,7 +77,7 @@ pub async fn sweep(app: &App, now: OffsetDateTime, grace: time::Duration) -> Res
             }
         }
         for key in [keys.media(&r.hash), keys.thumb(&r.hash), keys.upload(&r.hash)] {
-            app.blobs.delete(&key).await?;
+            app.blobs()?.delete(&key).await?;
         }
         if let Some(alias) = r.stored_hash.filter(|s| *s != r.hash) {
             app.media.delete_alias(&alias, &r.hash).await?;
@@ -149,7 +149,7 @@ pub async fn reconcile(app: &App, fix: bool, now: OffsetDateTime) -> Result<Reco
     report.references_without_record = counts.keys().filter(|h| !known.contains(h)).map(Sha256Hash::to_hex).collect();
 
     let keys = &app.config.keys;
-    let stored: HashSet<String> = app.blobs.list(&keys.media_prefix).await?.into_iter().map(|(k, _)| k).collect();
+    let stored: HashSet<String> = app.blobs()?.list(&keys.media_prefix).await?.into_iter().map(|(k, _)| k).collect();
     let ready: HashSet<String> = records
         .iter()
         .filter(|r| r.status == MediaStatus::Ready && r.alias_of.is_none())

@@ -59,9 +59,17 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
             // A repeated event, or a second upload of finished work: only the leftover goes.
             app.quotas.settle(&hash, Settlement::Stored).await?;
-            app.blobs.delete(key).await?;
+            app.blobs()?.delete(key).await?;
             tracing::info!(%hash, "already ready");
             return Ok(Outcome::Skipped("already ready"));
+        }
+        // The key's bytes are fixed by its hash, so a final rejection stands: a replayed PUT of
+        // refused bytes costs a record read, not another decode.
+        if r.status == MediaStatus::Rejected && r.reason.is_some_and(|reason| !reason.allows_retry()) {
+            app.quotas.settle(&hash, Settlement::Rejected).await?;
+            app.blobs()?.delete(key).await?;
+            tracing::info!(%hash, "already rejected");
+            return Ok(Outcome::Skipped("already rejected"));
         }
         if r.status == MediaStatus::Deleting {
             return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
@@ -69,7 +77,7 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     }
 
     let limits = &app.config.limits;
-    let bytes = match app.blobs.read(key, limits.max_any_bytes()).await? {
+    let bytes = match app.blobs()?.read(key, limits.max_any_bytes()).await? {
         None => return Ok(Outcome::Skipped("upload object is gone")),
         Some(ReadBlob::TooLarge(_)) => return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await,
         Some(ReadBlob::Bytes(b)) => b,
@@ -122,9 +130,9 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         height,
     };
     // Bytes first, record second: a ready record always has its object.
-    app.blobs.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
+    app.blobs()?.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
     if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, thumbnail) {
-        app.blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
+        app.blobs()?.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
     }
     if !app.media.mark_ready(&hash, &info, &now_s).await? {
         // The sweeper took the record meanwhile and may have removed what we just wrote: fail so
@@ -136,7 +144,7 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     }
     // Settle before the upload object goes: if settling fails, the retried event still finds it.
     app.quotas.settle(&hash, Settlement::Stored).await?;
-    app.blobs.delete(key).await?;
+    app.blobs()?.delete(key).await?;
     tracing::info!(
         %hash,
         content_type = %info.content_type,
@@ -156,7 +164,7 @@ async fn reject(
 ) -> Result<Outcome, StoreError> {
     app.media.mark_rejected(hash, reason, now).await?;
     app.quotas.settle(hash, Settlement::Rejected).await?;
-    app.blobs.delete(key).await?;
+    app.blobs()?.delete(key).await?;
     tracing::info!(%hash, reason = reason.code(), "rejected");
     Ok(Outcome::Rejected(reason))
 }
@@ -191,14 +199,14 @@ mod logic_tests {
         let bytes = png(40, 30);
         let hash = Sha256Hash::of(&bytes);
         let key = app.config.keys.upload(&hash);
-        app.blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
+        app.blobs().unwrap().put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
         let now = OffsetDateTime::now_utc();
 
         let Outcome::Ready(info) = process_key(&app, &key, now).await.unwrap() else { panic!("not ready") };
         assert_eq!((info.width, info.height), (Some(40), Some(30)));
         assert!(info.stored_size <= bytes.len() as u64);
-        assert!(!app.blobs.exists(&key).await.unwrap());
-        assert!(app.blobs.exists(&info.stored_key).await.unwrap());
+        assert!(!app.blobs().unwrap().exists(&key).await.unwrap());
+        assert!(app.blobs().unwrap().exists(&info.stored_key).await.unwrap());
         let record = app.media.get(&hash).await.unwrap().unwrap();
         assert_eq!(record.status, MediaStatus::Ready);
         if info.stored_hash != hash {
@@ -207,9 +215,9 @@ mod logic_tests {
         }
         // The same event again, and a re-upload of the same bytes: nothing changes.
         assert_eq!(process_key(&app, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
-        app.blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
+        app.blobs().unwrap().put(&key, bytes, "application/octet-stream", None).await.unwrap();
         assert_eq!(process_key(&app, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
-        assert!(!app.blobs.exists(&key).await.unwrap());
+        assert!(!app.blobs().unwrap().exists(&key).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap(), record);
     }
 
@@ -218,11 +226,11 @@ mod logic_tests {
         let app = App::in_memory("k");
         let hash = Sha256Hash::of(b"what the client promised");
         let key = app.config.keys.upload(&hash);
-        app.blobs.put(&key, png(4, 4), "application/octet-stream", None).await.unwrap();
+        app.blobs().unwrap().put(&key, png(4, 4), "application/octet-stream", None).await.unwrap();
         let outcome = process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Rejected(RejectReason::HashMismatch));
-        assert!(!app.blobs.exists(&key).await.unwrap());
-        assert!(!app.blobs.exists(&app.config.keys.media(&hash)).await.unwrap());
+        assert!(!app.blobs().unwrap().exists(&key).await.unwrap());
+        assert!(!app.blobs().unwrap().exists(&app.config.keys.media(&hash)).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap().reason, Some(RejectReason::HashMismatch));
     }
 
@@ -245,7 +253,7 @@ mod logic_tests {
         assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (total, 2));
         for bytes in [&good, &bad] {
             let key = app.config.keys.upload(&Sha256Hash::of(bytes));
-            app.blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
+            app.blobs().unwrap().put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
             process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
         }
         // Stored: both uploaders stay charged. Refused: the bytes come back, the file still counts.
@@ -260,6 +268,32 @@ mod logic_tests {
         assert_eq!(app.quotas.release_unused(issued).await.unwrap(), 0);
         assert_eq!(app.quotas.release_unused("2026-11-22T11:00:00Z").await.unwrap(), 1);
         assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (good.len() as u64, 2));
+    }
+
+    #[tokio::test]
+    async fn refused_bytes_put_again_are_not_decoded_again() {
+        let app = App::in_memory("k");
+        let junk = b"<svg onload=alert(1)>".to_vec();
+        let hash = Sha256Hash::of(&junk);
+        let key = app.config.keys.upload(&hash);
+        let blobs = app.blobs().unwrap();
+        blobs.put(&key, junk.clone(), "application/octet-stream", None).await.unwrap();
+        let first = process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
+        assert_eq!(first, Outcome::Rejected(RejectReason::UnsupportedType));
+        // The URL is still valid: the same bytes again.
+        blobs.put(&key, junk, "application/octet-stream", None).await.unwrap();
+        let again = process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
+        assert_eq!(again, Outcome::Skipped("already rejected"));
+        assert!(!blobs.exists(&key).await.unwrap());
+        assert_eq!(app.media.get(&hash).await.unwrap().unwrap().reason, Some(RejectReason::UnsupportedType));
+        // A rejection that says nothing about the content is processed again.
+        let bytes = png(4, 4);
+        let hash = Sha256Hash::of(&bytes);
+        let key = app.config.keys.upload(&hash);
+        app.media.ensure_record(&hash, "t").await.unwrap();
+        app.media.mark_rejected(&hash, RejectReason::HashMismatch, "t").await.unwrap();
+        blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
+        assert!(matches!(process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap(), Outcome::Ready(_)));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::from_env().await?;
+    let app = App::for_storage().await?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<S3Event>| async move {
         shared::process::handle_s3_event(app, &event.payload).await?;

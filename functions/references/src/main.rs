@@ -11,7 +11,7 @@ const ROUTES: &[Route] = &[Route::References, Route::DeckMedia, Route::DeckMedia
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::from_env().await?;
+    let app = App::for_api().await?;
     let app = &app;
     run(service_fn(move |req: Request| async move { Ok::<_, Error>(handle(app, req, ROUTES).await) })).await
 }

@@ -9,7 +9,7 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::from_env().await?;
+    let app = App::for_storage().await?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         // Anything that is not a command (a plain scheduled event) means the default sweep.

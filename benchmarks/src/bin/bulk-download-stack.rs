@@ -1,0 +1,130 @@
+//! Handing out URLs for a whole 10,000-file deck on the local stack: the requests a client needs
+//! and the handler's CPU time, storage latency left out.
+//!
+//! The deck is seeded into the stack's DynamoDB (moto) through the real adapters, then fetched
+//! page by page through `shared::api::handle`, the entry point presign-download runs on Lambda
+//! (token check, JSON, deck index query, batched record reads, signing). Everything runs on one
+//! thread, so the process's CPU time (getrusage) is the handler's work, SDK serialisation and
+//! response parsing included, while time spent waiting for DynamoDB is not.
+//!
+//!     scripts/up --no-demo && set -a && source .local/stack.env && set +a
+//!     cargo run --release -p benchmarks --bin bulk-download-stack [-- FILES [RUNS]]
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use lambda_http::{Body, Request};
+use shared::api::{handle, Route};
+use shared::hash::Sha256Hash;
+use shared::model::StoredMedia;
+use shared::references::{set_note, NoteSet};
+use shared::App;
+
+/// User plus system CPU time of this process.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+async fn seed(app: &App, deck: &str, files: usize) -> anyhow::Result<()> {
+    let now = "2026-11-24T00:00:00Z";
+    for note in 0..files.div_ceil(100) {
+        let mut set = NoteSet::new();
+        for i in note * 100..((note + 1) * 100).min(files) {
+            let hash = Sha256Hash::of(format!("{deck}/{i}").as_bytes());
+            app.media.ensure_record(&hash, now).await?;
+            let stored = StoredMedia {
+                stored_key: app.config.keys.media(&hash),
+                thumb_key: None,
+                content_type: "image/webp".into(),
+                size: 1000,
+                stored_size: 500,
+                stored_hash: hash,
+                width: Some(64),
+                height: Some(64),
+            };
+            ensure!(app.media.mark_ready(&hash, &stored, now).await?, "record {hash} not marked ready");
+            set.insert(format!("file-{i:05}.png"), hash);
+        }
+        set_note(app, deck, &format!("n{note}"), &move |_| set.clone(), now)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+struct Run {
+    requests: usize,
+    urls: usize,
+    response_bytes: usize,
+    cpu: Duration,
+    wall: Duration,
+}
+
+async fn whole_deck(app: &App, token: &str, deck: &str) -> anyhow::Result<Run> {
+    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    let (mut requests, mut urls, mut response_bytes) = (0, 0, 0);
+    let mut cursor: Option<String> = None;
+    loop {
+        let body = serde_json::json!({"deck": deck, "cursor": cursor}).to_string();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/v1/downloads")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::Text(body))?;
+        let resp = handle(app, Request::from(req), &[Route::Downloads]).await;
+        requests += 1;
+        let bytes = resp.body().as_ref();
+        response_bytes += bytes.len();
+        ensure!(resp.status() == 200, "page {requests}: {}", String::from_utf8_lossy(bytes));
+        let page: serde_json::Value = serde_json::from_slice(bytes)?;
+        urls += page["files"].as_array().map_or(0, Vec::len);
+        ensure!(page["unavailable"] == serde_json::json!([]), "unavailable files: {}", page["unavailable"]);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    Ok(Run { requests, urls, response_bytes, cpu: cpu_time() - cpu0, wall: wall0.elapsed() })
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let files: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+    let runs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut app = App::from_env().await.context("the local stack's environment (.local/stack.env)")?;
+        // Production's page size; the local stack sets a smaller one for its tests.
+        app.config.download_page_size = 2000;
+        let secret = app.config.jwt_secret.clone().context("JWT_SECRET")?;
+        let token = shared::auth::mint(secret.as_bytes(), "bench", "download", &[], 3600);
+        let deck = format!("bulk-{files}");
+        let seeded = Instant::now();
+        seed(&app, &deck, files).await?;
+        eprintln!("seeded {files} ready files into deck {deck} in {:.1} s", seeded.elapsed().as_secs_f64());
+
+        println!("| run | requests | URLs | response bytes | handler CPU ms | wall ms (incl. DynamoDB) |");
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+        let mut best = Duration::MAX;
+        for run in 1..=runs {
+            let r = whole_deck(&app, &token, &deck).await?;
+            ensure!(r.urls == files, "{} URLs for {files} files", r.urls);
+            best = best.min(r.cpu);
+            println!(
+                "| {run} | {} | {} | {} | {:.1} | {:.1} |",
+                r.requests,
+                r.urls,
+                r.response_bytes,
+                r.cpu.as_secs_f64() * 1e3,
+                r.wall.as_secs_f64() * 1e3
+            );
+        }
+        println!("best handler CPU for the whole deck: {:.1} ms", best.as_secs_f64() * 1e3);
+        Ok(())
+    })
+}
