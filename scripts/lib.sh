@@ -25,6 +25,17 @@ mkdir -p "$PIDS" "$LOGS"
 build_gateway() { ( cd "$REPO" && cargo build -q --workspace --bins --tests ); }
 GATEWAY_BIN="$CARGO_TARGET_DIR/debug/local-gateway"
 
+# The shared corpus of real and hostile files: $ANKICOLLAB_CORPUS, else ../shared/corpus beside the
+# clone, else the workplace's /work/shared/corpus (a clone made elsewhere, as CI may).
+corpus_dir() {
+  local d
+  for d in "${ANKICOLLAB_CORPUS:-}" "$REPO/../shared/corpus" /work/shared/corpus; do
+    [ -n "$d" ] && [ -d "$d/real" ] && [ -d "$d/hostile" ] && { (cd "$d" && pwd); return 0; }
+  done
+  log "no corpus found: set ANKICOLLAB_CORPUS to the folder holding real/ and hostile/"
+  return 1
+}
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 
 # as_postgres CMD...: run a Postgres tool as the postgres user when we are root.
@@ -60,6 +71,8 @@ stop_pid() { # name
 
 # The environment every local process and test shares.
 stack_env() {
+  local corpus
+  corpus=$(corpus_dir) || return 1
   cat <<ENV
 API_URL=http://127.0.0.1:$GATEWAY_PORT
 AWS_ENDPOINT_URL_S3=http://127.0.0.1:$LS_PORT
@@ -79,6 +92,6 @@ DOWNLOAD_PAGE_SIZE=500
 DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 JWT_SECRET=$(cat "$LOCAL/jwt-secret")
 GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT
-CORPUS=$(cd "$REPO/.." && pwd)/shared/corpus
+CORPUS=$corpus
 ENV
 }

@@ -71,6 +71,7 @@ impl Config {
                 max_animation_pixels: number("MAX_ANIMATION_PIXELS", d.max_animation_pixels)?,
                 daily_upload_bytes: number("DAILY_UPLOAD_BYTES", d.daily_upload_bytes)?,
                 daily_upload_files: number("DAILY_UPLOAD_FILES", d.daily_upload_files)?,
+                effort: number("CONVERSION_EFFORT", d.effort)?,
                 ..d
             },
         })

@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_download_batch: usize,
     pub max_body_bytes: usize,
     pub thumbnail_edge: u32,
+    /// How hard image conversion works for smaller files.
+    pub effort: crate::convert::Effort,
 }
 
 impl Default for Limits {
@@ -32,6 +34,7 @@ impl Default for Limits {
             max_download_batch: 1000,
             max_body_bytes: 512 * 1024,
             thumbnail_edge: 256,
+            effort: crate::convert::Effort::default(),
         }
     }
 }

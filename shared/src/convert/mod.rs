@@ -1,6 +1,7 @@
 //! Image processing: decode within limits, orient, drop metadata, pick the smallest good encoding,
 //! and make a thumbnail. Pure CPU work with no I/O; callers run it on a blocking thread.
 
+mod ssim;
 mod strip;
 
 use std::collections::HashSet;
@@ -12,11 +13,12 @@ use image::{AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageReader};
 use crate::model::RejectReason;
 use crate::policy::Limits;
 use crate::sniff::ImageKind;
+pub use ssim::{ssim, Picture};
 pub use strip::{jpeg_is_complete, strip_metadata};
 
 /// Quality of lossy WebP: what the AnkiCollab plugin has always used (Pillow's `quality=85`, the
-/// same libwebp and method), so no image comes out worse than the plugin made it. At 82 every
-/// photo of the benchmark corpus lost SSIM against that (BENCHMARKS.md, "Conversion").
+/// same libwebp and method). Every image's q85 encoding is its quality floor: whatever is stored
+/// instead must score at least its SSIM.
 pub const PHOTO_QUALITY: f32 = 85.0;
 pub const THUMBNAIL_QUALITY: f32 = 70.0;
 /// libwebp's effort, 0 (fast) to 6 (smallest).
@@ -26,6 +28,29 @@ const TINY_PIXELS: u64 = 64 * 64;
 /// Above this many distinct colours an image is treated as a photo (lossy only); at or below, as a
 /// graphic, for which lossless is tried as well (exact edges and text when that is smaller).
 pub const GRAPHIC_MAX_COLOURS: usize = 1024;
+
+/// How hard process-upload works for smaller files (`CONVERSION_EFFORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Effort {
+    /// One lossy encoding at the plugin's settings (and lossless for graphics).
+    Fast,
+    /// Also the encodings of [`LADDER`], keeping the smallest that scores at least the q85
+    /// encoding's SSIM: about 10% fewer bytes on the benchmark corpus, for several encodings' time
+    /// (BENCHMARKS.md, "Conversion"). Bytes are paid at every download, the time once.
+    #[default]
+    Smallest,
+}
+
+impl std::str::FromStr for Effort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fast" => Ok(Effort::Fast),
+            "smallest" => Ok(Effort::Smallest),
+            other => Err(format!("{other:?} is not fast or smallest")),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -49,18 +74,58 @@ pub struct ProcessedImage {
     pub thumbnail: Vec<u8>,
     /// The WebP encoding that was stored, or that the original beat.
     pub webp: WebpSettings,
+    /// When the ladder ran: the SSIM of the q85 floor and of the lossy encoding it kept.
+    pub ssim: Option<(f64, f64)>,
 }
 
-/// What libwebp was asked for; benchmarks replay it with cwebp.
+/// What libwebp was asked for (libwebp's defaults unless said otherwise); benchmarks replay it
+/// with cwebp.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WebpSettings {
     pub lossless: bool,
     pub quality: f32,
     pub method: i32,
+    /// RGB to YUV conversion that keeps colour edges sharp (`use_sharp_yuv`).
+    pub sharp_yuv: bool,
+    /// Spatial noise shaping, 0 to 100 (default 50).
+    pub sns_strength: i32,
+    /// Segments, 1 to 4 (default 4).
+    pub segments: i32,
+    /// Loop filter sharpness, 0 to 7 (default 0).
+    pub filter_sharpness: i32,
+    /// Pre-processing: 0 none (default), 1 segment-smooth.
+    pub preprocessing: i32,
 }
 
-const LOSSY: WebpSettings = WebpSettings { lossless: false, quality: PHOTO_QUALITY, method: METHOD };
-const LOSSLESS: WebpSettings = WebpSettings { lossless: true, quality: 100.0, method: METHOD };
+const LOSSY: WebpSettings = WebpSettings {
+    lossless: false,
+    quality: PHOTO_QUALITY,
+    method: METHOD,
+    sharp_yuv: false,
+    sns_strength: 50,
+    segments: 4,
+    filter_sharpness: 0,
+    preprocessing: 0,
+};
+const LOSSLESS: WebpSettings = WebpSettings { lossless: true, quality: 100.0, ..LOSSY };
+
+/// The lossy encodings [`Effort::Smallest`] tries after the q85 floor: families of settings, each
+/// from its highest quality down, for as long as the result keeps the floor's SSIM. Sharp YUV
+/// keeps colour edges through 4:2:0 chroma, which lets smooth photos drop to q70-80; strong noise
+/// shaping with three segments, a sharper loop filter and pre-processing suits large graphics and
+/// gradients. Chosen by a search over the benchmark corpus (BENCHMARKS.md, "Conversion"); the
+/// SSIM check makes them safe on anything else.
+pub const LADDER: [(WebpSettings, &[f32]); 2] = [
+    (WebpSettings { sharp_yuv: true, ..LOSSY }, &[80.0, 75.0, 70.0]),
+    (WebpSettings { sns_strength: 100, segments: 3, filter_sharpness: 7, preprocessing: 1, ..LOSSY }, &[82.0, 76.0]),
+];
+
+/// Pictures above this size get one encoding whatever the effort: the ladder costs about ten
+/// encodings' time, and at 50 Mpx that would approach process-upload's timeout.
+pub const LADDER_MAX_PIXELS: u64 = 24_000_000;
+
+/// A candidate must beat the floor's SSIM by this much, so that rounding can never make it worse.
+const SSIM_MARGIN: f64 = 1e-5;
 
 fn decode_limits(limits: &Limits) -> image::Limits {
     let mut l = image::Limits::default();
@@ -108,16 +173,32 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
 
     let thumbnail = thumbnail(&img, limits.thumbnail_edge)?;
     let (width, height) = (img.width(), img.height());
+    let area = u64::from(width) * u64::from(height);
+    let tiny = area < TINY_PIXELS;
     // Consumes the decoded image, so that only one full-size copy of the pixels is alive.
     let pixels = Pixels::from_image(img);
-    let mut settings = LOSSY;
-    let mut webp = pixels.encode(&settings)?;
+    let floor = pixels.encode(&LOSSY)?;
+    let mut ssim = None;
+    let (mut settings, mut webp) = match limits.effort {
+        Effort::Smallest if !tiny && area <= LADDER_MAX_PIXELS => match pixels.smaller_than(&floor)? {
+            None => (LOSSY, floor),
+            Some(Search { bar, best: None }) => {
+                ssim = Some((bar, bar));
+                (LOSSY, floor)
+            }
+            Some(Search { bar, best: Some((settings, bytes, score)) }) => {
+                ssim = Some((bar, score));
+                (settings, bytes)
+            }
+        },
+        _ => (LOSSY, floor),
+    };
     if kind != ImageKind::Jpeg && pixels.is_graphic() {
         // Few colours (screenshots, text, diagrams): lossless is exact and sometimes smaller, but
         // grayscale photos and anti-aliased text are often three times smaller lossy. Tiny images
         // stay lossless: a few hundred bytes saved are not worth 4:2:0 chroma on ten pixels.
         let lossless = pixels.encode(&LOSSLESS)?;
-        if lossless.len() <= webp.len() || u64::from(width) * u64::from(height) < TINY_PIXELS {
+        if lossless.len() <= webp.len() || tiny {
             (settings, webp) = (LOSSLESS, lossless);
         }
     }
@@ -135,6 +216,7 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
             encoding: Encoding::Original,
             thumbnail,
             webp: settings,
+            ssim,
         },
         _ => ProcessedImage {
             bytes: webp,
@@ -144,6 +226,7 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
             encoding,
             thumbnail,
             webp: settings,
+            ssim,
         },
     })
 }
@@ -211,6 +294,12 @@ fn decode_float_tiff(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, Reje
     img.ok_or(RejectReason::CorruptMedia)
 }
 
+/// What the ladder found: the floor's SSIM, and the smallest passing encoding with its score.
+struct Search {
+    bar: f64,
+    best: Option<(WebpSettings, Vec<u8>, f64)>,
+}
+
 /// 8-bit pixels ready for libwebp, without an alpha channel when every pixel is opaque.
 struct Pixels {
     data: Vec<u8>,
@@ -246,6 +335,45 @@ impl Pixels {
         true
     }
 
+    fn picture(&self) -> Picture<'_> {
+        Picture { data: &self.data, width: self.width as usize, height: self.height as usize, alpha: self.alpha }
+    }
+
+    /// SSIM of an encoding of these pixels against them; `None` if the picture is smaller than
+    /// SSIM's window.
+    fn ssim_of(&self, webp: &[u8]) -> Result<Option<f64>, RejectReason> {
+        let decoded = webp::Decoder::new(webp).decode().ok_or_else(|| corrupt("our own WebP did not decode"))?;
+        let other = Picture {
+            data: &decoded,
+            width: decoded.width() as usize,
+            height: decoded.height() as usize,
+            alpha: decoded.is_alpha(),
+        };
+        Ok(ssim(&self.picture(), &other))
+    }
+
+    /// The smallest encoding of [`LADDER`] that is smaller than `floor` (the q85 encoding) and
+    /// scores at least its SSIM, if any; `None` when the picture is too small to score.
+    fn smaller_than(&self, floor: &[u8]) -> Result<Option<Search>, RejectReason> {
+        let Some(bar) = self.ssim_of(floor)? else { return Ok(None) };
+        let mut best: Option<(WebpSettings, Vec<u8>, f64)> = None;
+        for (family, qualities) in LADDER {
+            for &quality in qualities {
+                let settings = WebpSettings { quality, ..family };
+                let bytes = self.encode(&settings)?;
+                if bytes.len() >= best.as_ref().map_or(floor.len(), |(_, b, _)| b.len()) {
+                    continue; // not smaller; a lower quality may be
+                }
+                match self.ssim_of(&bytes)? {
+                    Some(score) if score >= bar + SSIM_MARGIN => best = Some((settings, bytes, score)),
+                    // Lower qualities of this family would score lower still.
+                    _ => break,
+                }
+            }
+        }
+        Ok(Some(Search { bar, best }))
+    }
+
     fn encode(&self, settings: &WebpSettings) -> Result<Vec<u8>, RejectReason> {
         let encoder = if self.alpha {
             webp::Encoder::from_rgba(&self.data, self.width, self.height)
@@ -263,6 +391,11 @@ fn webp_config(settings: &WebpSettings) -> Result<webp::WebPConfig, RejectReason
     config.lossless = i32::from(settings.lossless);
     config.quality = settings.quality;
     config.method = settings.method;
+    config.use_sharp_yuv = i32::from(settings.sharp_yuv);
+    config.sns_strength = settings.sns_strength;
+    config.segments = settings.segments;
+    config.filter_sharpness = settings.filter_sharpness;
+    config.preprocessing = settings.preprocessing;
     // Keep invisible pixels' colours out of the file; they cost bytes and can carry data.
     config.exact = 0;
     Ok(config)
@@ -354,6 +487,7 @@ fn encode_animation(
             encoding: Encoding::Original,
             thumbnail,
             webp: settings,
+            ssim: None,
         },
         _ => ProcessedImage {
             bytes: webp,
@@ -363,6 +497,7 @@ fn encode_animation(
             encoding: Encoding::Animated,
             thumbnail,
             webp: settings,
+            ssim: None,
         },
     })
 }
@@ -377,4 +512,74 @@ fn encode_frames(frames: &[Frame], width: u32, height: u32, settings: &WebpSetti
         timestamp = timestamp.saturating_add((num / den.max(1)).max(1) as i32);
     }
     Ok(encoder.try_encode().map_err(|e| corrupt(format!("{e:?}")))?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A corpus file: from $CORPUS as the test scripts set it, else ../shared/corpus.
+    fn corpus(name: &str) -> Vec<u8> {
+        let dir =
+            std::env::var("CORPUS").unwrap_or_else(|_| format!("{}/../../shared/corpus", env!("CARGO_MANIFEST_DIR")));
+        let path = format!("{dir}/real/{name}");
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn with(effort: Effort) -> Limits {
+        Limits { effort, ..Limits::default() }
+    }
+
+    /// SSIM of stored WebP bytes against the original's pixels, decoded by the image crate.
+    fn score(original: &Pixels, webp: &[u8]) -> f64 {
+        let decoded = image::load_from_memory(webp).unwrap();
+        let data = if original.alpha { decoded.to_rgba8().into_raw() } else { decoded.to_rgb8().into_raw() };
+        let picture = Picture { data: &data, ..original.picture() };
+        ssim(&original.picture(), &picture).unwrap()
+    }
+
+    /// The ladder's promise, checked from the outside: what `smallest` stores is no larger than
+    /// what `fast` stores, and a lossy result scores at least the q85 encoding's SSIM, computed
+    /// here again from the stored bytes rather than taken from the result.
+    #[test]
+    fn smallest_is_no_larger_and_no_worse_than_q85() {
+        for (name, kind) in [("Minduka_Present_Blue_Pack.png", ImageKind::Png), ("grace_hopper.jpg", ImageKind::Jpeg)] {
+            let input = corpus(name);
+            let fast = process_image(kind, &input, &with(Effort::Fast)).unwrap();
+            let small = process_image(kind, &input, &with(Effort::Smallest)).unwrap();
+            assert_eq!(fast.ssim, None, "{name}");
+            assert!(small.bytes.len() <= fast.bytes.len(), "{name}: {} > {}", small.bytes.len(), fast.bytes.len());
+
+            let pixels = Pixels::from_image(image::load_from_memory(&input).unwrap());
+            let floor = score(&pixels, &pixels.encode(&LOSSY).unwrap());
+            let (reported_floor, kept) = small.ssim.expect("the ladder ran");
+            assert!((floor - reported_floor).abs() < 1e-9, "{name}: {floor} vs {reported_floor}");
+            if small.encoding == Encoding::Lossy {
+                let stored = score(&pixels, &small.bytes);
+                assert!((stored - kept).abs() < 1e-9, "{name}: reported {kept}, stored scores {stored}");
+                assert!(stored >= floor, "{name}: {stored} < {floor}");
+            }
+        }
+    }
+
+    /// A drawing the ladder shrinks (BENCHMARKS.md): `smallest` must find a smaller lossy
+    /// encoding here, or it has stopped working.
+    #[test]
+    fn smallest_finds_a_smaller_encoding_for_a_graphic() {
+        let input = corpus("Minduka_Present_Blue_Pack.png");
+        let fast = process_image(ImageKind::Png, &input, &with(Effort::Fast)).unwrap();
+        let small = process_image(ImageKind::Png, &input, &with(Effort::Smallest)).unwrap();
+        assert_ne!(small.webp, LOSSY, "kept q85");
+        assert!(small.bytes.len() < fast.bytes.len() * 95 / 100, "{} vs {}", small.bytes.len(), fast.bytes.len());
+    }
+
+    #[test]
+    fn fast_makes_one_encoding_and_efforts_parse() {
+        let small =
+            process_image(ImageKind::Png, &corpus("Minduka_Present_Blue_Pack.png"), &with(Effort::Fast)).unwrap();
+        assert!(matches!(small.webp, LOSSY | LOSSLESS), "{:?}", small.webp);
+        assert_eq!("fast".parse(), Ok(Effort::Fast));
+        assert_eq!("smallest".parse(), Ok(Effort::Smallest));
+        assert!("best".parse::<Effort>().is_err());
+    }
 }
