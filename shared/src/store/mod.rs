@@ -91,7 +91,9 @@ pub trait QuotaStore: Send + Sync {
 #[async_trait]
 pub trait MediaRepo: Send + Sync {
     async fn get(&self, hash: &Sha256Hash) -> Result<Option<MediaRecord>, StoreError>;
-    /// Records of those hashes that have one (batched; order is irrelevant).
+    /// Records of those hashes that have one (batched; order is irrelevant), for answering
+    /// clients: an adapter may leave out the bookkeeping fields no answer uses (uploader, upload
+    /// expiry, timestamps, reference count, stored hash), so use [`MediaRepo::get`] to change a record.
     async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError>;
     /// Mark a hash pending unless it is ready or finally rejected.
     async fn begin_upload(&self, upload: &PendingUpload<'_>) -> Result<BeginUpload, StoreError>;
