@@ -62,9 +62,9 @@ async fn dynamodb_rows(app: &shared::App, decks: &[&str], hashes: &[String]) -> 
             }
         }
     }
-    let parsed: Vec<Sha256Hash> = hashes.iter().map(|h| Sha256Hash::parse(h)).collect::<Result<_, _>>()?;
-    for (_, record) in app.media.get_many(&parsed).await? {
-        if let Some(row) = shared::sync::stored_row(record) {
+    // Whole records (`get_many` leaves out bookkeeping such as the reference count).
+    for hash in hashes {
+        if let Some(row) = app.media.get(&Sha256Hash::parse(hash)?).await?.and_then(shared::sync::stored_row) {
             out.insert(Key::Stored(row.hash), Row::Stored(row));
         }
     }
