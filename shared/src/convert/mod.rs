@@ -113,11 +113,14 @@ const LOSSLESS: WebpSettings = WebpSettings { lossless: true, quality: 100.0, ..
 /// from its highest quality down, for as long as the result keeps the floor's SSIM. Sharp YUV
 /// keeps colour edges through 4:2:0 chroma, which lets smooth photos drop to q70-80; strong noise
 /// shaping with three segments, a sharper loop filter and pre-processing suits large graphics and
-/// gradients. Chosen by a search over the benchmark corpus (BENCHMARKS.md, "Conversion"); the
-/// SSIM check makes them safe on anything else.
-pub const LADDER: [(WebpSettings, &[f32]); 2] = [
-    (WebpSettings { sharp_yuv: true, ..LOSSY }, &[80.0, 75.0, 70.0]),
+/// gradients; libwebp's slowest method at the plugin's quality finds a few percent on detailed
+/// photos. A family stops at its first step that scores below the bar (lower qualities would
+/// score lower still); a step no smaller than the best so far is skipped unscored. Chosen by a search over the benchmark corpus
+/// (BENCHMARKS.md, "Conversion"); the SSIM check makes them safe on anything else.
+pub const LADDER: [(WebpSettings, &[f32]); 3] = [
+    (WebpSettings { sharp_yuv: true, ..LOSSY }, &[83.0, 82.0, 80.0, 75.0, 70.0]),
     (WebpSettings { sns_strength: 100, segments: 3, filter_sharpness: 7, preprocessing: 1, ..LOSSY }, &[82.0, 76.0]),
+    (WebpSettings { method: 6, ..LOSSY }, &[85.0]),
 ];
 
 /// Pictures above this size get one encoding whatever the effort: the ladder costs about ten
