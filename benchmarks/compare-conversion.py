@@ -359,7 +359,8 @@ def describe(o):
     w = o.get("webp")
     if enc != "lossy" or not w:
         return enc
-    extra = [k for k, on in (("sharp YUV", w.get("sharp_yuv")), ("sns 100 seg 3 sharp 7 pre 1", w.get("sns_strength") == 100)) if on]
+    extra = [k for k, on in (("sharp YUV", w.get("sharp_yuv")), ("sns 100 seg 3 sharp 7 pre 1", w.get("sns_strength") == 100),
+                             (f"method {w.get('method')}", w.get("method") not in (None, 4))) if on]
     return f"lossy q{w['quality']:g}" + (f", {', '.join(extra)}" if extra else "")
 
 
