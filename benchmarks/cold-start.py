@@ -15,7 +15,8 @@ its first random bytes (and seeds its DRBG, with CPU jitter entropy if built in)
 
 Binaries are NAME=PATH (NAME picks the event: presign-download or sweep-orphans); without any,
 $CARGO_TARGET_DIR/release/{presign-download,sweep-orphans}. --runner prefixes the command (e.g.
-qemu-user to run arm64 binaries on x86_64; emulation inflates every time)."""
+qemu-user to run arm64 binaries on x86_64; emulation inflates every time). COLD_START_ALL=1 also
+prints every start's time, to tell a one-off outlier from a slow first start."""
 import argparse, json, os, shlex, socket, statistics, subprocess, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -112,4 +113,6 @@ for name, path in binaries:
         times.append((state["handled"] - start) * 1000)
         p.kill(); p.wait()
     print(f"{name:<18} {min(times):>8.1f} {statistics.median(times):>10.1f} {max(times):>8.1f}  {args.label}")
+    if os.environ.get("COLD_START_ALL"):
+        print("  every run, ms:", " ".join(f"{t:.1f}" for t in times))
 server.shutdown()
