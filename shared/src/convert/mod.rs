@@ -178,7 +178,8 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
     let (width, height) = (img.width(), img.height());
     let area = u64::from(width) * u64::from(height);
     let tiny = area < TINY_PIXELS;
-    // Consumes the decoded image, so that only one full-size copy of the pixels is alive.
+    // Consumes the decoded image, so that one full-size copy of the pixels is alive (the ladder
+    // decodes one candidate at a time beside it).
     let pixels = Pixels::from_image(img);
     let floor = pixels.encode(&LOSSY)?;
     let mut ssim = None;
