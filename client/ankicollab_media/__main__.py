@@ -1,0 +1,7 @@
+"""``python -m ankicollab_media``: see ``cli``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

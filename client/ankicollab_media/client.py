@@ -1,0 +1,117 @@
+"""``MediaClient``: what the add-on, the command line and scripts call."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import requests
+
+from .downloads import Downloader
+from .errors import BadRequest
+from .hashcache import HashCache, StrPath
+from .reports import DownloadReport, Progress, ProgressCallback, UploadReport
+from .transport import RetryPolicy, Stopper, TokenSource, Transport
+from .uploads import Uploader
+
+log = logging.getLogger("ankicollab_media")
+
+CancelCallback = Callable[[], bool]
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+class MediaClient:
+    """Upload a deck's media in the background and download what a media folder lacks.
+
+    ``token`` is a string or a zero-argument callable returning the current token; after a 401 it
+    is called once more and the request tried once more. ``workers`` transfers run at a time.
+    The hash cache (``cache_path``, by default in the user's cache folder) remembers each file's
+    SHA-256 by path, size and modification time; keep it outside the media folder.
+
+    Calls are thread-safe and may run at the same time. ``progress(done, total)`` is called from
+    worker threads; ``cancel()`` is polled from the calling thread and stops the call within a
+    second, keeping what finished.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        token: TokenSource,
+        *,
+        workers: int = 8,
+        cache_path: Optional[StrPath] = None,
+        retry: Optional[RetryPolicy] = None,
+        fsync: bool = True,
+        session_factory: Optional[Callable[[], requests.Session]] = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
+        self.fsync = fsync
+        self._transport = Transport(
+            api_url, token, pool_size=workers, retry=retry, session_factory=session_factory
+        )
+        self._cache = HashCache(cache_path)
+
+    @property
+    def api_url(self) -> str:
+        return self._transport.api_url
+
+    def close(self) -> None:
+        """Close connections and the hash cache (also done when the client is garbage-collected)."""
+        self._transport.close()
+        self._cache.close()
+
+    def __enter__(self) -> MediaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def upload(
+        self,
+        deck: str,
+        paths: Iterable[StrPath],
+        *,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[CancelCallback] = None,
+    ) -> UploadReport:
+        """Upload whichever of ``paths`` (files in a media folder) the server lacks. The name sent
+        for each is the file's own name."""
+        stopper = Stopper(cancel)
+        uploader = Uploader(self._transport, self._cache, self.workers, stopper, Progress(progress))
+        return uploader.run(deck, list(paths))
+
+    def download(
+        self,
+        deck: str,
+        media_dir: StrPath,
+        *,
+        filenames: Optional[Sequence[str]] = None,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[CancelCallback] = None,
+    ) -> DownloadReport:
+        """Fetch into ``media_dir`` what it lacks of ``filenames``, or of the whole deck."""
+        stopper = Stopper(cancel)
+        downloader = Downloader(
+            self._transport, self._cache, self.workers, stopper, Progress(progress), fsync=self.fsync
+        )
+        return downloader.run(deck, media_dir, filenames)
+
+    def status(self, what: StrPath) -> dict[str, Any]:
+        """The server's record of a file (by path) or a hash: ``GET /v1/media/{hash}``."""
+        text = os.fspath(what)
+        if _HASH.match(text) and not os.path.exists(text):
+            digest = text
+        elif os.path.isfile(text):
+            digest, _ = self._cache.sha256(text)
+        else:
+            raise BadRequest(f"{text!r} is neither a file nor a SHA-256 hash", code="not_found")
+        answer: dict[str, Any] = self._transport.api("GET", f"/v1/media/{digest}", stopper=Stopper())
+        return answer
+
+    def hash_file(self, path: StrPath) -> str:
+        """A file's SHA-256, through the cache."""
+        return self._cache.sha256(path)[0]

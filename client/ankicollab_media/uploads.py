@@ -1,0 +1,260 @@
+"""Upload: hash, ask ``/v1/uploads`` which files the server lacks, PUT those to storage.
+
+Files go in chunks of at most 500 (the API's batch). The next chunk is hashed while the previous
+one uploads, and asked for only when few uploads are still queued, so that no URL waits long
+enough to expire behind a slow connection. A PUT that storage refuses (an expired URL, or a body
+that no longer matches because the file changed) is renewed once at the end: the file is hashed
+again and a fresh URL asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Optional, Sequence
+
+from .errors import Cancelled, MediaError
+from .hashcache import HashCache, StrPath
+from .pool import Pool
+from .reports import Progress, UploadReport
+from .transport import Stopper, Transport
+
+log = logging.getLogger("ankicollab_media")
+
+BATCH = 500
+
+
+@dataclass
+class _File:
+    path: str
+    name: str
+    sha256: str = ""
+    size: int = 0
+
+
+@dataclass
+class _Put:
+    """One hash's upload; several names may share it."""
+
+    file: _File
+    names: list[str]
+    last_try: bool
+    #: (bucket, detail) once reported; names that arrive later share it.
+    outcome: Optional[tuple[str, Optional[str]]] = None
+
+
+class _StoppableReader:
+    """A file body that ends the request as soon as the call is stopped."""
+
+    def __init__(self, f: BinaryIO, stopper: Stopper) -> None:
+        self._f = f
+        self._stopper = stopper
+
+    def read(self, n: int = -1) -> bytes:
+        if self._stopper.stopped():
+            raise Cancelled("cancelled")
+        return self._f.read(n)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __len__(self) -> int:
+        return os.fstat(self._f.fileno()).st_size
+
+
+def _storage_error(resp: Any) -> str:
+    """A storage refusal in words: S3's error code and message from its XML body."""
+    text = resp.text[:2000] if resp.content else ""
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    message = re.search(r"<Message>([^<]+)</Message>", text)
+    detail = ": ".join(m.group(1) for m in (code, message) if m)
+    return f"storage refused the upload (HTTP {resp.status_code}{', ' + detail if detail else ''})"
+
+
+class Uploader:
+    def __init__(
+        self, transport: Transport, cache: HashCache, workers: int, stopper: Stopper, progress: Progress
+    ) -> None:
+        self.t = transport
+        self.cache = cache
+        self.stopper = stopper
+        self.progress = progress
+        self.report = UploadReport()
+        self._lock = threading.Lock()
+        self._hashing = Pool(min(4, os.cpu_count() or 2), stopper, progress, "acm-hash")
+        self._puts = Pool(workers, stopper, progress, "acm-put")
+        self._workers = workers
+        self._started: dict[str, _Put] = {}
+        self._refused: list[_Put] = []
+
+    # -- results, from any thread ------------------------------------------------------------
+
+    def _done(self, names: Sequence[str], bucket: str, value: Optional[str] = None) -> None:
+        with self._lock:
+            for name in names:
+                if bucket == "uploaded":
+                    self.report.uploaded.append(name)
+                elif bucket == "existing":
+                    self.report.existing.append(name)
+                elif bucket == "rejected":
+                    self.report.rejected[name] = value or "rejected"
+                else:
+                    self.report.failed[name] = value or "failed"
+        self.progress.advance(len(names))
+
+    def _settle(self, put: _Put, bucket: str, value: Optional[str] = None) -> None:
+        with self._lock:
+            put.outcome = (bucket, value)
+            names = list(put.names)
+        self._done(names, bucket, value)
+
+    def _join(self, put: _Put, name: str) -> None:
+        """Another name for bytes already being uploaded."""
+        with self._lock:
+            outcome = put.outcome
+            if outcome is None:
+                put.names.append(name)
+                return
+        self._done([name], *outcome)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _hash(self, f: _File, fresh: bool = False) -> Optional[_File]:
+        try:
+            f.sha256, st = self.cache.sha256(f.path, fresh=fresh)
+            f.size = st.st_size
+        except OSError as e:
+            self._done([f.name], "failed", f"cannot read the file: {e.strerror or e}")
+            return None
+        with self._lock:
+            self.report.hashes[f.name] = f.sha256
+        return f
+
+    def _ask(self, deck: str, files: list[_File]) -> list[dict[str, Any]]:
+        body = {
+            "deck": deck,
+            "files": [{"hash": f.sha256, "size": f.size, "filename": f.name} for f in files],
+        }
+        answer = self.t.api("POST", "/v1/uploads", stopper=self.stopper, json_body=body)
+        items = answer.get("files") if isinstance(answer, dict) else None
+        if not isinstance(items, list) or len(items) != len(files):
+            raise MediaError("/v1/uploads answered with a different number of files", code="bad_answer")
+        return items
+
+    def _put(self, put: _Put, item: dict[str, Any]) -> None:
+        url, headers = item.get("url"), item.get("headers")
+        if not isinstance(url, str) or not isinstance(headers, dict):
+            self._settle(put, "failed", "the server's upload answer has no URL")
+            return
+        method = str(item.get("method") or "PUT")
+        path = put.file.path
+        try:
+            # Exactly the signed headers, and no Authorization: storage checks length and SHA-256.
+            resp = self.t.send(
+                method,
+                url,
+                stopper=self.stopper,
+                headers={str(k): str(v) for k, v in headers.items()},
+                # The transport closes the file after each try.
+                body=lambda: _StoppableReader(open(path, "rb"), self.stopper),  # noqa: SIM115
+                what=f"upload of {put.file.name}",
+            )
+        except Cancelled:
+            return
+        except MediaError as e:
+            self._settle(put, "failed", str(e))
+            return
+        except OSError as e:
+            self._settle(put, "failed", f"cannot read the file: {e.strerror or e}")
+            return
+        with resp:
+            if 200 <= resp.status_code < 300:
+                self._settle(put, "uploaded")
+            elif resp.status_code in (400, 403) and not put.last_try:
+                # Expired URL, or the file changed since it was hashed: renewed at the end.
+                log.info("%s: %s; will ask for a fresh URL", put.file.name, _storage_error(resp))
+                with self._lock:
+                    self._refused.append(put)
+            else:
+                self._settle(put, "failed", _storage_error(resp))
+
+    def _answer(self, files: list[_File], items: list[dict[str, Any]], last_try: bool) -> None:
+        """Sort one batch's answers; start the PUTs."""
+        for f, item in zip(files, items):
+            status = item.get("status")
+            if status == "exists":
+                self._done([f.name], "existing")
+            elif status == "rejected":
+                self._done([f.name], "rejected", str(item.get("reason") or "rejected"))
+            elif status == "upload":
+                started = self._started.get(f.sha256)
+                if started is not None:
+                    self._join(started, f.name)
+                    continue
+                put = _Put(f, [f.name], last_try)
+                self._started[f.sha256] = put
+                self._puts.submit(self._put, put, item)
+            else:
+                self._done([f.name], "failed", f"unexpected answer {status!r}")
+
+    # -- the call ----------------------------------------------------------------------------
+
+    def run(self, deck: str, paths: Sequence[StrPath]) -> UploadReport:
+        seen: set[str] = set()
+        files: list[_File] = []
+        for p in paths:
+            full = os.path.abspath(os.fspath(p))
+            if full not in seen:
+                seen.add(full)
+                files.append(_File(full, os.path.basename(full)))
+        self.progress.add_total(len(files))
+        try:
+            for start in range(0, len(files), BATCH):
+                hashed = [f for f in self._hashing.run(self._hash, files[start : start + BATCH]) if f]
+                # Ask only when the previous batch's uploads are nearly through: fresh URLs.
+                if not self._puts.wait(at_most=self._workers) or not hashed:
+                    continue
+                self._answer(hashed, self._ask(deck, hashed), last_try=False)
+                if self.stopper.stopped():
+                    break
+            self._puts.wait()
+            self._renew(deck)
+        except Cancelled:
+            pass
+        except MediaError as e:
+            self._finish()
+            e.report = self.report
+            raise
+        self._finish()
+        return self.report
+
+    def _renew(self, deck: str) -> None:
+        """One more try for what storage refused: hash again (the file may have changed), ask
+        for fresh URLs, PUT once more."""
+        refused, self._refused = self._refused, []
+        if not refused or self.stopper.stopped():
+            return
+        self._started.clear()
+        lines: list[_File] = []
+        for put in refused:
+            with self._lock:
+                names = list(put.names)
+            f = self._hash(_File(put.file.path, names[0]), fresh=True)
+            if f is None:
+                self._done(names[1:], "failed", "cannot read the file")
+                continue
+            lines.extend(_File(f.path, name, f.sha256, f.size) for name in names)
+        for start in range(0, len(lines), BATCH):
+            chunk = lines[start : start + BATCH]
+            self._answer(chunk, self._ask(deck, chunk), last_try=True)
+        self._puts.wait()
+
+    def _finish(self) -> None:
+        self.report.cancelled = self.stopper.stopped()
+        self._hashing.close()
+        self._puts.close()
+        self.cache.flush()
+        self.progress.finish()
