@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import threading
@@ -27,6 +28,7 @@ from .reports import DownloadReport, ProgressCallback, UploadReport
 
 if TYPE_CHECKING:
     from anki.collection import Collection
+    from anki.notes import Note
 
 T = TypeVar("T")
 DeckRef = Union[int, str]
@@ -63,17 +65,25 @@ def deck_media(col: Collection, deck: DeckRef, *, include_children: bool = True)
         chunk = nids[start : start + 10_000]
         for mid, flds in db.all(f"select mid, flds from notes where id in {ids2str(chunk)}"):
             fields_by_type.setdefault(int(mid), []).append(flds)
-    names: set[str] = set()
+    refs: set[str] = set()
     for mid, fields in fields_by_type.items():
         # One backend call per note type over all its notes' fields (\x1f separates fields anyway).
-        names.update(col.media.files_in_str(mid, "\x1f".join(fields)))
+        refs.update(col.media.files_in_str(mid, "\x1f".join(fields)))
         notetype = col.models.get(NotetypeId(mid))
         if not notetype:
             continue
         templates = "".join(t.get("qfmt", "") + t.get("afmt", "") for t in notetype.get("tmpls", []))
-        names.update(n for n in col.media.files_in_str(mid, templates) if _is_local_file(n))
-        names.update(n for n in _CSS_REF.findall(notetype.get("css", "")) if _is_local_file(n))
-    return sorted(names)
+        refs.update(n for n in col.media.files_in_str(mid, templates) if _is_local_file(n))
+        refs.update(n for n in _CSS_REF.findall(notetype.get("css", "")) if _is_local_file(n))
+    # References are as written in HTML (`a &amp; b.png`); the file is `a & b.png`, as Anki's
+    # media check reads them.
+    return sorted({html.unescape(n) for n in refs})
+
+
+def note_media(col: Collection, note: Note) -> list[str]:
+    """The media files one note's fields reference, as filenames (what the AnkiCollab backend
+    reports to the media server, with their hashes, for that note)."""
+    return sorted({html.unescape(n) for n in col.media.files_in_str(note.mid, "\x1f".join(note.fields))})
 
 
 def missing_media(col: Collection, deck: DeckRef, *, include_children: bool = True) -> list[str]:

@@ -98,6 +98,26 @@ class Stack:
         return out
 
 
+    def s3(self) -> Any:
+        """boto3's S3 client at LocalStack, for what a test does behind the API's back."""
+        import boto3  # noqa: PLC0415 (only the tests that tamper with storage need it)
+
+        try:
+            # aqt injects truststore into ssl, which sends botocore's context setup into a loop.
+            import truststore  # noqa: PLC0415
+
+            truststore.extract_from_ssl()
+        except ImportError:
+            pass
+        return boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL_S3"],
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+
 def require_stack() -> Stack:
     env = stack_env()
     if env is None or not _healthy(env):

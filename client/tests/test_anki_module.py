@@ -54,10 +54,19 @@ def test_deck_media_reads_fields_templates_styling_and_subdecks(col: Collection)
     add_note(col, "Bio", '<img src="cell.png"> <img src="cell.png">', "[sound:heart beat.mp3]")
     add_note(col, "Bio::Cells", '<img src="mito.jpg">')
     add_note(col, "Chem", '<img src="benzene.png">')
-    assert deck_media(col, "Bio") == ["_font.woff2", "_logo.png", "cell.png", "heart beat.mp3", "mito.jpg"]
+    add_note(col, "Bio", '<img src="a &amp; b.png">')
+    assert deck_media(col, "Bio") == [
+        "_font.woff2",
+        "_logo.png",
+        "a & b.png",
+        "cell.png",
+        "heart beat.mp3",
+        "mito.jpg",
+    ]
     assert deck_media(col, "Bio", include_children=False) == [
         "_font.woff2",
         "_logo.png",
+        "a & b.png",
         "cell.png",
         "heart beat.mp3",
     ]
@@ -65,6 +74,7 @@ def test_deck_media_reads_fields_templates_styling_and_subdecks(col: Collection)
     assert missing_media(col, "Bio") == [
         "_font.woff2",
         "_logo.png",
+        "a & b.png",
         "heart beat.mp3",
         "mito.jpg",
     ]

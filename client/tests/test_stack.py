@@ -18,13 +18,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from anki.collection import Collection
 
 from ankicollab_media import MediaClient, errors
-from ankicollab_media.anki import download_deck_media, upload_deck_media
+from ankicollab_media.anki import download_deck_media, note_media, upload_deck_media
 from ankicollab_media.filenames import TEMP_PREFIX
 from ankicollab_media.reports import DownloadReport, UploadReport
 
@@ -144,8 +143,7 @@ def test_a_maintainers_collection_uploads_and_an_empty_profile_downloads_the_who
     # The backend reports which note uses which file (it learns the hashes from the plugin).
     refs: dict[str, dict[str, str]] = {}
     for nid in nids:
-        note = maintainer.get_note(nid)
-        names = maintainer.media.files_in_str(note.mid, "\x1f".join(note.fields))
+        names = note_media(maintainer, maintainer.get_note(nid))
         refs[str(nid)] = {n: up.hashes[n] for n in names}
     stack.post_references(deck, refs)
     infos = stack.wait_ready(up.hashes.values())
@@ -261,13 +259,7 @@ class ExpireFirst(requests.Session):
 
 def test_expired_urls_are_renewed_for_uploads_and_downloads(stack: Stack, tmp_path: Path) -> None:
     deck = new_deck()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.env["AWS_ENDPOINT_URL_S3"],
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    s3 = stack.s3()
     seen: set[str] = set()
     refusals: list[str] = []
     src = tmp_path / "src"
@@ -388,13 +380,7 @@ def test_bytes_that_do_not_match_the_stored_hash_are_not_kept(stack: Stack, tmp_
         stack, tmp_path, deck, {"good.png": tiny_png(base), "tampered.png": tiny_png(base + 1)}
     )
     served = listing(stack, deck)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack.env["AWS_ENDPOINT_URL_S3"],
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    s3 = stack.s3()
     key = urllib.parse.urlsplit(served["tampered.png"]["url"]).path.split(f"/{stack.env['BUCKET']}/", 1)[1]
     real = s3.get_object(Bucket=stack.env["BUCKET"], Key=key)["Body"].read()
     evil = bytes(b ^ 0xFF for b in real)  # same size, other bytes
