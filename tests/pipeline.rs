@@ -119,6 +119,11 @@ async fn every_real_file_round_trips() -> anyhow::Result<()> {
         let stored = resp.bytes().await?.to_vec();
         assert_eq!(content_type, entry["content_type"], "{name}");
         assert_eq!(stored.len() as u64, entry["size"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            sha256_hex(&stored),
+            entry["stored_hash"].as_str().unwrap(),
+            "{name}: stored_hash names the bytes served"
+        );
         assert!(stored.len() <= original.len(), "{name}: stored {} > original {}", stored.len(), original.len());
 
         if content_type.starts_with("audio/") {

@@ -27,6 +27,9 @@ pub struct DownloadRequest {
 pub struct DownloadFile {
     pub filename: String,
     pub hash: String,
+    /// SHA-256 of the bytes served (the original's hash unless processing converted it), so that
+    /// clients can verify what they downloaded.
+    pub stored_hash: String,
     pub url: String,
     pub size: u64,
     pub content_type: String,
@@ -118,6 +121,7 @@ pub async fn presign_downloads(
                 files.push(DownloadFile {
                     filename: filename.clone(),
                     hash: hash.to_hex(),
+                    stored_hash: r.stored_hash.unwrap_or(r.hash).to_hex(),
                     url,
                     size: r.stored_size.unwrap_or_default(),
                     content_type: r.content_type.clone().unwrap_or_default(),
@@ -149,6 +153,9 @@ pub struct MediaInfo {
     pub size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_size: Option<u64>,
+    /// SHA-256 of the stored bytes, once ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_hash: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -167,6 +174,7 @@ pub async fn media_status(app: &App, who: &Principal, hash: &str) -> Result<Medi
         content_type: r.content_type.clone(),
         size: r.size,
         stored_size: r.stored_size,
+        stored_hash: (r.status == MediaStatus::Ready).then(|| r.stored_hash.unwrap_or(r.hash).to_hex()),
         width: r.width,
         height: r.height,
     })

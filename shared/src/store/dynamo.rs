@@ -18,7 +18,7 @@ const BATCH_GET: usize = 100;
 const PARALLEL: usize = 8;
 /// What `get_many` reads of a media record: what answers to clients use. Parsing the SDK's
 /// attribute maps is most of a bulk download's CPU (BENCHMARKS.md), so the rest stays behind.
-const ANSWER_FIELDS: [&str; 11] = [
+const ANSWER_FIELDS: [&str; 12] = [
     "hash",
     "status",
     "size",
@@ -29,6 +29,7 @@ const ANSWER_FIELDS: [&str; 11] = [
     "reason",
     "stored_key",
     "thumb_key",
+    "stored_hash",
     "alias_of",
 ];
 
