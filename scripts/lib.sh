@@ -6,6 +6,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 LOCAL="$REPO/.local"
 LS_VENV="$CACHE/venv-localstack"
 TOOLS_VENV="$CACHE/venv-tools"
+CLIENT_VENV="$CACHE/venv-client"
 mkdir -p "$CACHE" "$LOCAL"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -34,6 +35,18 @@ corpus_dir() {
   done
   log "no corpus found: set ANKICOLLAB_CORPUS to the folder holding real/ and hostile/"
   return 1
+}
+
+# need_venv VENV PYTHON REQUIREMENTS: create or update a venv once per version of the requirements.
+need_venv() {
+  local venv=$1 py=$2 req=$3 stamp="$1/.req-$(sha256sum "$3" | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  log "installing $(basename "$(dirname "$req")")/$(basename "$req") into $venv (first run only, a few minutes)"
+  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -r "$req"
+  rm -f "$venv"/.req-*
+  touch "$stamp"
 }
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }

@@ -97,7 +97,6 @@ class Stack:
                 time.sleep(0.3)
         return out
 
-
     def s3(self) -> Any:
         """boto3's S3 client at LocalStack, for what a test does behind the API's back."""
         import boto3  # noqa: PLC0415 (only the tests that tamper with storage need it)
