@@ -14,6 +14,7 @@ import random
 import socket
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
@@ -208,6 +209,7 @@ class Transport:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
+        self._env: dict[tuple[str, str], dict[str, Any]] = {}
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -217,12 +219,14 @@ class Transport:
             if self._session_factory is not None:
                 s = self._session_factory()
             else:
-                # trust_env (the default) honours HTTP(S)_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE,
-                # as Anki's own sync does.
                 s = requests.Session()
                 adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
                 s.mount("https://", adapter)
                 s.mount("http://", adapter)
+            # The environment's proxies and CA bundle are read once per host (_environment), not
+            # on every request as trust_env does (it walks os.environ each time: a third of the
+            # CPU of a small download). Nor may a ~/.netrc entry replace the API's token.
+            s.trust_env = False
             s.headers["User-Agent"] = USER_AGENT
             self._local.session = s
             with self._sessions_lock:
@@ -235,6 +239,19 @@ class Transport:
         for s in sessions:
             s.close()
         self._local = threading.local()
+
+    def _environment(self, url: str) -> dict[str, Any]:
+        """``proxies`` and ``verify`` for a URL from HTTP(S)_PROXY, NO_PROXY and
+        REQUESTS_CA_BUNDLE, as Anki's own sync honours them; cached per scheme and host."""
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        found = self._env.get(key)
+        if found is None:
+            with requests.Session() as probe:
+                settings = probe.merge_environment_settings(url, {}, None, None, None)
+            found = {"proxies": settings.get("proxies") or {}, "verify": settings.get("verify", True)}
+            self._env[key] = found
+        return found
 
     # -- retries ----------------------------------------------------------------------------
 
@@ -270,6 +287,7 @@ class Transport:
                     stream=stream,
                     timeout=timeout,
                     allow_redirects=False,
+                    **self._environment(url),
                 )
             except (requests.ConnectionError, requests.Timeout) as e:
                 if stopper.stopped():

@@ -4,7 +4,9 @@ HTTP layer."""
 from __future__ import annotations
 
 import email.utils
+import http.server
 import json
+import threading
 import time
 
 import pytest
@@ -206,11 +208,35 @@ def test_cancel_interrupts_a_backoff() -> None:
     assert time.monotonic() - started < 1.0
 
 
-@responses.activate
-def test_proxies_from_the_environment_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
-    responses.add(responses.GET, f"{API}/v1/media/x", json={})
-    t = transport()
-    t.api("GET", "/v1/media/x", stopper=Stopper())
-    settings = t.session().merge_environment_settings(f"{API}/v1/media/x", {}, None, None, None)
-    assert settings["proxies"].get("https") == "http://proxy.test:3128"
+def test_proxies_from_the_environment_are_used(monkeypatch: pytest.MonkeyPatch, sleeps: Sleeps) -> None:
+    """A real proxy on loopback: requests for the API go through it, unless NO_PROXY says not."""
+    seen: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)  # a proxy sees the absolute URL
+            body = b'{"via": "proxy"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{srv.server_port}")
+        t = Transport("http://media.invalid", "t", retry=RetryPolicy(attempts=2))
+        assert t.api("GET", "/v1/media/x", stopper=Stopper()) == {"via": "proxy"}
+        assert seen == ["http://media.invalid/v1/media/x"]
+        monkeypatch.setenv("NO_PROXY", "media.invalid")
+        with pytest.raises(errors.NetworkError):
+            Transport("http://media.invalid", "t", retry=RetryPolicy(attempts=2)).api(
+                "GET", "/v1/media/x", stopper=Stopper()
+            )
+        assert len(seen) == 1
+    finally:
+        srv.shutdown()
