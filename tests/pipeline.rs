@@ -530,6 +530,61 @@ async fn daily_quota_counters_hold_under_concurrency() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 20: a hold is charged once per (user, day, hash). Asking again for the same hash with
+/// another size must not yield a URL for that size (it would be charged nothing): the
+/// reproduction, then the same under concurrency. Whatever sizes are asked, the bytes charged
+/// are exactly what the issued URLs allow.
+#[tokio::test]
+async fn a_second_size_for_a_held_hash_gets_no_uncharged_url() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let app = shared::App::from_env().await?;
+    let user = format!("sizes-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let token = shared::auth::mint(stack.secret.as_bytes(), &user, "upload", &[], 3600);
+    let today = || {
+        let now = time::OffsetDateTime::now_utc();
+        format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day())
+    };
+    let ask = |hash: String, size: u64| {
+        let (stack, token) = (&stack, &token);
+        async move {
+            let body = json!({"deck": "sizes", "files": [{"hash": hash, "size": size, "filename": "big.png"}]});
+            let (status, answer) = stack.post("/v1/uploads", token, body).await?;
+            anyhow::ensure!(status == 200, "{answer}");
+            anyhow::Ok(answer["files"][0].clone())
+        }
+    };
+
+    let h = sha256_hex(&unique_bytes(5_000_044));
+    let first = ask(h.clone(), 1).await?;
+    assert_eq!((first["status"].as_str(), first["headers"]["content-length"].as_str()), (Some("upload"), Some("1")));
+    assert_eq!(app.quotas.usage(&user, &today()).await?, (1, 1));
+    let second = ask(h.clone(), 5_000_044).await?;
+    assert_eq!(second, json!({"hash": h, "status": "rejected", "reason": "size_mismatch"}));
+    assert_eq!(app.quotas.usage(&user, &today()).await?, (1, 1), "still charged for what the one URL allows");
+    // The same size again is the same hold: a fresh URL, no new charge.
+    assert_eq!(ask(h.clone(), 1).await?["status"], "upload");
+    assert_eq!(app.quotas.usage(&user, &today()).await?, (1, 1));
+
+    // Concurrently, for another hash: one size wins, and only it is charged and signed.
+    let h2 = sha256_hex(&unique_bytes(64));
+    let sizes = [1u64, 2, 5_000_044, 3, 4_000_000, 5, 6, 7, 9_000_000, 8, 9, 10];
+    let answers = join_all(sizes.iter().map(|s| ask(h2.clone(), *s))).await;
+    let signed: std::collections::BTreeSet<u64> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .filter(|a| a["status"] == "upload")
+        .map(|a| a["headers"]["content-length"].as_str().unwrap_or_default().parse().unwrap_or(0))
+        .collect();
+    assert_eq!(signed.len(), 1, "one size is signed: {answers:?}");
+    for a in &answers {
+        let a = a.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert!(a["status"] == "upload" || a["reason"] == "size_mismatch", "{a}");
+    }
+    let charged = *signed.iter().next().unwrap_or(&0);
+    assert_eq!(app.quotas.usage(&user, &today()).await?, (1 + charged, 2));
+    Ok(())
+}
+
 /// Long past: holds issued then are the only ones `release_unused` of 2000-01-01 may touch.
 const ISSUED: &str = "2000-01-01T01:00:00Z";
 

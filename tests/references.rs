@@ -346,3 +346,101 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// Issue 20: two notes of one deck use `a.png` for different bytes. The name means the most
+/// recent live reference; when that note lets go, the name means the other again: by name and
+/// in whole-deck downloads, in the maintainer listing and in Postgres, and a sweep with no grace
+/// period leaves what the name resolves to alone. (Before the fix the index kept the last hash
+/// written, `a.png` answered the unreferenced one, and after the sweep `missing`.)
+#[tokio::test]
+async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let app = shared::App::from_env().await?;
+    let deck = format!("disagree-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let (first, second) = (unique_png(), unique_png());
+    let (h1, h2) = (sha256_hex(&first), sha256_hex(&second));
+    upload(&stack, "a.png", &first).await?;
+    upload(&stack, "a.png", &second).await?;
+    let served = |names: Option<Vec<&'static str>>| {
+        let (stack, deck) = (&stack, &deck);
+        async move {
+            let body = match names {
+                Some(n) => json!({"deck": deck, "filenames": n}),
+                None => json!({"deck": deck}),
+            };
+            let (_, dl) = stack.post("/v1/downloads", &stack.token("download"), body).await?;
+            let file = dl["files"].as_array().and_then(|f| f.iter().find(|f| f["filename"] == "a.png")).cloned();
+            anyhow::Ok((file.as_ref().map(|f| f["hash"].as_str().unwrap_or_default().to_string()), file, dl))
+        }
+    };
+
+    refs(&stack, &deck, json!([{"note_id": "n1", "media": [{"filename": "a.png", "hash": h1}]}])).await?;
+    refs(&stack, &deck, json!([{"note_id": "n2", "media": [{"filename": "a.png", "hash": h2}]}])).await?;
+    assert_eq!(served(Some(vec!["a.png"])).await?.0.as_deref(), Some(h2.as_str()), "the most recent reference");
+    refs(&stack, &deck, json!([{"note_id": "n2", "media": []}])).await?;
+    assert_eq!(served(Some(vec!["a.png"])).await?.0.as_deref(), Some(h1.as_str()), "the newest one left");
+    assert_eq!(served(None).await?.0.as_deref(), Some(h1.as_str()));
+    let (_, listing) = stack
+        .call(reqwest::Method::GET, &format!("/v1/decks/{deck}/media"), Some(&stack.maintainer(&[&deck])), None)
+        .await?;
+    assert_eq!(listing["files"][0]["hash"], h1.as_str(), "{listing}");
+    assert_eq!(listing["files"][0]["notes"], 1, "{listing}");
+
+    // The unreferenced version goes; what the name means stays, and still downloads.
+    let report = shared::lifecycle::run(&app, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
+    assert!(report["deleted"].as_u64().unwrap() >= 1, "{report}");
+    assert!(stack.record(&h2).await?.is_none(), "{report}");
+    for names in [Some(vec!["a.png"]), None] {
+        let (hash, file, dl) = served(names).await?;
+        assert_eq!(hash.as_deref(), Some(h1.as_str()), "{dl}");
+        let url = file.as_ref().and_then(|f| f["url"].as_str()).unwrap_or_default().to_string();
+        assert_eq!(stack.http.get(url).send().await?.status(), 200);
+    }
+
+    // Postgres says the same: the name's hash, with its stored row.
+    let live = integration_tests::pg::live().await?;
+    let row = || async {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT m.hash, s.s3_key FROM anki.media m LEFT JOIN anki.stored_media_files s ON s.hash = m.hash \
+             WHERE m.deck = $1 AND m.filename = 'a.png'",
+        )
+        .bind(&deck)
+        .fetch_optional(live.pool())
+        .await?;
+        anyhow::Ok(row)
+    };
+    let want = Some((h1.clone(), Some(format!("media/{h1}"))));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while row().await? != want {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "Postgres has {:?}, not {want:?}", row().await?);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Issue 20 (suspicion): the maintainer DELETE finds a file's notes through the `by_file` index,
+/// which DynamoDB updates eventually. Removal is checked against the deck index (written in the
+/// same transactions as the references, read consistently), so it is complete: here many notes
+/// use the file, and afterwards no download, listing or reference item knows it.
+#[tokio::test]
+async fn maintainer_delete_removes_every_reference() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let deck = format!("delete-{}", &sha256_hex(&unique_bytes(8))[..10]);
+    let png = unique_png();
+    let h = sha256_hex(&png);
+    upload(&stack, "gone.png", &png).await?;
+    let notes: Vec<Value> =
+        (0..40).map(|i| json!({"note_id": format!("n{i}"), "media": [{"filename": "gone.png", "hash": h}]})).collect();
+    for chunk in notes.chunks(20) {
+        assert_eq!(refs(&stack, &deck, Value::Array(chunk.to_vec())).await?.0, 200);
+    }
+    let token = stack.maintainer(&[&deck]);
+    let (status, body) =
+        stack.call(reqwest::Method::DELETE, &format!("/v1/decks/{deck}/media/gone.png"), Some(&token), None).await?;
+    assert_eq!((status, body["removed"].as_u64()), (200, Some(40)), "{body}");
+    let (_, dl) =
+        stack.post("/v1/downloads", &stack.token("download"), json!({"deck": deck, "filenames": ["gone.png"]})).await?;
+    assert_eq!(dl["unavailable"][0]["reason"], "unknown", "{dl}");
+    assert_eq!(ref_count(&stack, &h).await?, Some(0));
+    Ok(())
+}

@@ -18,6 +18,11 @@ use crate::store::lookup;
 
 /// Files per page of the maintainer listing.
 pub const PAGE_SIZE: usize = 200;
+/// Index entries one search request reads at most: a query that matches little must not read a
+/// whole 10,000-file deck in one request. It answers what it found with a cursor to go on from.
+pub const MAX_SCANNED: usize = 2_000;
+/// Rounds of removal before DELETE gives up (and answers 503, to be retried).
+const REMOVE_ROUNDS: u32 = 8;
 
 #[derive(Debug, Serialize)]
 pub struct MaintainerFile {
@@ -72,17 +77,20 @@ pub async fn list_deck_media(
                 .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this API returned"))
         })
         .transpose()?;
-    // Search filters whole index pages; keep reading until a page of matches or the end.
+    // Search filters whole index pages; keep reading until a page of matches, the end, or the
+    // most one request may read (then the page may hold fewer matches, or none, and a cursor).
     let mut matches = Vec::new();
+    let mut scanned = 0;
     let next = loop {
         let page = app.decks.page(deck, after.as_deref(), PAGE_SIZE).await?;
+        scanned += page.entries.len();
         for e in page.entries {
             if needle.as_ref().is_none_or(|n| e.filename.to_lowercase().contains(n.as_str())) {
                 matches.push(e);
             }
         }
         match page.next_after {
-            Some(a) if matches.len() < PAGE_SIZE => after = Some(a),
+            Some(a) if matches.len() < PAGE_SIZE && scanned < MAX_SCANNED => after = Some(a),
             other => break other,
         }
     };
@@ -131,8 +139,18 @@ pub async fn remove_deck_file(
         d.remove(&filename);
         d
     };
-    for r in app.refs.file_refs(deck, &filename).await? {
-        removed += set_note(app, deck, &r.note_id, &without, &now_s).await?.1;
+    // `file_refs` reads an index that DynamoDB updates eventually: right after a reference change
+    // it may miss a note. The deck index item is written in the same transactions as the
+    // references and read consistently, so repeat until it says no note uses the file.
+    for round in 0..REMOVE_ROUNDS {
+        for r in app.refs.file_refs(deck, &filename).await? {
+            removed += set_note(app, deck, &r.note_id, &without, &now_s).await?.1;
+        }
+        if app.decks.file_notes(deck, &filename).await? <= 0 {
+            return Ok(Removed { removed });
+        }
+        tracing::info!(deck, filename, round, "the by_file index lags the references; removing again");
+        tokio::time::sleep(std::time::Duration::from_millis(100 << round.min(4))).await;
     }
-    Ok(Removed { removed })
+    Err(ApiError::unavailable())
 }

@@ -41,6 +41,9 @@ pub enum RejectReason {
     BadFilename,
     #[error("quota_exceeded")]
     QuotaExceeded,
+    /// The same hash was asked for earlier today with another size, and that upload is pending.
+    #[error("size_mismatch")]
+    SizeMismatch,
     /// The hash is being deleted right now; ask again in a moment.
     #[error("retry_later")]
     RetryLater,
@@ -58,6 +61,7 @@ impl RejectReason {
             RejectReason::BadHash => "bad_hash",
             RejectReason::BadFilename => "bad_filename",
             RejectReason::QuotaExceeded => "quota_exceeded",
+            RejectReason::SizeMismatch => "size_mismatch",
             RejectReason::RetryLater => "retry_later",
         }
     }

@@ -4,8 +4,16 @@
 //! that each fit one DynamoDB transaction, and every step carries the count changes of exactly
 //! its own reference items. So whichever steps have committed, each hash's reference count equals
 //! its live reference items (DESIGN.md invariant 1), and replaying a request finds nothing to do.
+//!
+//! **What a deck's filename means.** Notes of one deck may use one filename for different bytes
+//! (two contributors' `diagram.png`). The deck index keeps, per filename, how many notes use each
+//! hash under it and when each was last added ([`FileVersions`]); the filename resolves to the
+//! hash of the most recent live reference, and when that one goes, to the most recent of those
+//! left. The same steps that move reference items move these counts, so the index, downloads,
+//! the maintainer API and Postgres all read the one rule, [`FileVersions::resolved`], and a name
+//! never resolves to a hash no note uses (which the sweep could delete).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -57,14 +65,67 @@ impl RefOp {
     }
 }
 
+/// One hash under a deck's filename: how many of the deck's notes use it, and when it was last
+/// added (RFC 3339; empty for entries older than this bookkeeping).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    pub notes: i64,
+    pub added_at: String,
+}
+
+/// The hashes a deck's notes use under one filename.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileVersions(pub BTreeMap<Sha256Hash, Version>);
+
+impl FileVersions {
+    /// The hash the filename means: of the hashes some note uses under it, the one added most
+    /// recently (ties broken by the larger hash, so that every reader agrees). `None` when no
+    /// note uses the name.
+    pub fn resolved(&self) -> Option<Sha256Hash> {
+        self.0
+            .iter()
+            .filter(|(_, v)| v.notes > 0)
+            .max_by(|a, b| (&a.1.added_at, a.0).cmp(&(&b.1.added_at, b.0)))
+            .map(|(h, _)| *h)
+    }
+
+    /// Notes that use the filename, whatever the hash.
+    pub fn notes(&self) -> i64 {
+        self.0.values().map(|v| v.notes.max(0)).sum()
+    }
+
+    /// Apply one step's change of this filename, committed at `now`.
+    pub fn apply(&mut self, change: &FileChange, now: &str) {
+        for (hash, delta) in &change.versions {
+            let v = self.0.entry(*hash).or_default();
+            v.notes += delta;
+            if change.added.contains(hash) {
+                v.added_at = now.to_string();
+            }
+        }
+        self.0.retain(|_, v| v.notes > 0);
+    }
+}
+
+/// One step's change of one filename of the deck.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileChange {
+    /// Change of the number of notes that use the filename.
+    pub notes: i64,
+    /// Change of the number of notes that use each hash under it.
+    pub versions: BTreeMap<Sha256Hash, i64>,
+    /// Hashes this step adds under the filename: their `added_at` becomes the commit's time.
+    pub added: BTreeSet<Sha256Hash>,
+}
+
 /// One transaction's worth of work: reference item operations and the counter changes they imply.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Step {
     pub ops: Vec<RefOp>,
     /// Change of each hash's reference count.
     pub media: BTreeMap<Sha256Hash, i64>,
-    /// Per filename of the deck: change of its note count, and the hash it maps to now.
-    pub deck_files: BTreeMap<String, (i64, Option<Sha256Hash>)>,
+    /// Per filename of the deck: what changes in its index entry (one item each).
+    pub deck_files: BTreeMap<String, FileChange>,
 }
 
 impl Step {
@@ -76,18 +137,24 @@ impl Step {
         match &op {
             RefOp::Add { filename, hash } => {
                 *self.media.entry(*hash).or_default() += 1;
-                let e = self.deck_files.entry(filename.clone()).or_default();
-                e.0 += 1;
-                e.1 = Some(*hash);
+                let f = self.deck_files.entry(filename.clone()).or_default();
+                f.notes += 1;
+                *f.versions.entry(*hash).or_default() += 1;
+                f.added.insert(*hash);
             }
             RefOp::Remove { filename, hash } => {
                 *self.media.entry(*hash).or_default() -= 1;
-                self.deck_files.entry(filename.clone()).or_default().0 -= 1;
+                let f = self.deck_files.entry(filename.clone()).or_default();
+                f.notes -= 1;
+                *f.versions.entry(*hash).or_default() -= 1;
             }
             RefOp::Change { filename, from, to } => {
                 *self.media.entry(*from).or_default() -= 1;
                 *self.media.entry(*to).or_default() += 1;
-                self.deck_files.entry(filename.clone()).or_default().1 = Some(*to);
+                let f = self.deck_files.entry(filename.clone()).or_default();
+                *f.versions.entry(*from).or_default() -= 1;
+                *f.versions.entry(*to).or_default() += 1;
+                f.added.insert(*to);
             }
         }
         // A hash whose changes cancel out needs no write.
@@ -140,7 +207,8 @@ pub enum Commit {
     Done,
     /// Another writer changed the note's references first: re-read and plan again.
     Conflict,
-    /// A hash is being deleted by the sweeper right now: wait, then plan again.
+    /// A hash cannot take a reference as it stands: the sweeper is deleting it right now, or it
+    /// turned out to be an alias of converted bytes. Wait, look the hashes up again, plan again.
     Deleting,
 }
 
@@ -224,15 +292,10 @@ pub async fn apply_references(
         }
         wanted.push((note.note_id.clone(), desired));
     }
-    // References point at canonical hashes: the hash of converted bytes means its original.
-    let all: Vec<Sha256Hash> = wanted.iter().flat_map(|(_, d)| d.values().copied()).collect();
-    let records = lookup(app.media.as_ref(), &all).await?;
-    for (_, desired) in &mut wanted {
-        for hash in desired.values_mut() {
-            if let Some(r) = records.get(hash) {
-                *hash = r.hash;
-            }
-        }
+    let mut sets: Vec<NoteSet> = wanted.iter().map(|(_, d)| d.clone()).collect();
+    canonicalize(app, &mut sets).await?;
+    for ((_, desired), set) in wanted.iter_mut().zip(sets) {
+        *desired = set;
     }
 
     let now_s = now_rfc3339(now);
@@ -253,6 +316,21 @@ pub async fn apply_references(
     })
 }
 
+/// References point at canonical hashes: the hash of converted bytes means its original.
+async fn canonicalize(app: &App, sets: &mut [NoteSet]) -> Result<(), StoreError> {
+    let all: Vec<Sha256Hash> = sets.iter().flat_map(|s| s.values().copied()).collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let records = lookup(app.media.as_ref(), &all).await?;
+    for hash in sets.iter_mut().flat_map(|s| s.values_mut()) {
+        if let Some(r) = records.get(hash) {
+            *hash = r.hash;
+        }
+    }
+    Ok(())
+}
+
 /// Make the note reference exactly what `desired` says, given what it references now (asked
 /// again after every interruption); returns the (added, removed) reference items.
 pub async fn set_note(
@@ -263,9 +341,15 @@ pub async fn set_note(
     now: &str,
 ) -> Result<(usize, usize), ApiError> {
     let (mut added, mut removed) = (0, 0);
+    let mut look_up_again = false;
     for attempt in 0..MAX_ATTEMPTS {
         let current = app.refs.note_refs(deck, note_id).await?;
-        let ops = plan(&current, &desired(&current));
+        let mut want = desired(&current);
+        if look_up_again {
+            // A hash may have become an alias since the caller looked it up.
+            canonicalize(app, std::slice::from_mut(&mut want)).await?;
+        }
+        let ops = plan(&current, &want);
         if ops.is_empty() {
             return Ok((added, removed));
         }
@@ -294,6 +378,7 @@ pub async fn set_note(
             None => return Ok((added, removed)),
             Some(why) => {
                 tracing::info!(deck, note_id, attempt, ?why, "reference update interrupted; planning again");
+                look_up_again |= why == Commit::Deleting;
                 let base = if why == Commit::Deleting { 50 } else { 5 };
                 tokio::time::sleep(Duration::from_millis(base << attempt.min(5))).await;
             }
@@ -359,19 +444,30 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Model-based: random sequences of note updates through `set_note` over the in-memory
-        /// store agree with a plain map of note → set, in counts and in the deck index.
+        /// store agree with a plain map of note → set, in counts, in the deck index's note counts,
+        /// and in what each filename resolves to: the hash whose latest addition under that name
+        /// is the most recent, among those some note still uses (ties: the larger hash).
         #[test]
         fn note_updates_agree_with_a_model(updates in proptest::collection::vec((0u8..4, proptest::collection::btree_map(0u8..6, 0u8..4, 0..5)), 1..30)) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             rt.block_on(async {
                 let app = App::in_memory("k");
                 let mut model: BTreeMap<String, NoteSet> = BTreeMap::new();
-                for (note, files) in &updates {
-                    // File i always has hash h(i % 4 ...) per update: a filename may change hash.
+                // (filename, hash) → when a note last started to use that hash under that name.
+                let mut added: BTreeMap<(String, Sha256Hash), String> = BTreeMap::new();
+                for (i, (note, files)) in updates.iter().enumerate() {
+                    // A filename may change hash from one update to the next, and two notes may
+                    // use one filename for different hashes.
                     let desired: NoteSet = files.iter().map(|(f, v)| (format!("f{f}.png"), h(*v))).collect();
                     let note_id = format!("n{note}");
-                    set_note(&app, "d", &note_id, &|_: &NoteSet| desired.clone(), "t").await.unwrap();
-                    model.insert(note_id, desired);
+                    let now = format!("t{i:04}");
+                    set_note(&app, "d", &note_id, &|_: &NoteSet| desired.clone(), &now).await.unwrap();
+                    let before = model.insert(note_id, desired.clone()).unwrap_or_default();
+                    for (f, hash) in &desired {
+                        if before.get(f) != Some(hash) {
+                            added.insert((f.clone(), *hash), now.clone());
+                        }
+                    }
                 }
                 let mut counts: BTreeMap<Sha256Hash, i64> = BTreeMap::new();
                 let mut notes_per_file: BTreeMap<String, i64> = BTreeMap::new();
@@ -389,6 +485,20 @@ mod tests {
                 let page = app.decks.page("d", None, 100).await.unwrap();
                 let index: BTreeMap<String, i64> = page.entries.iter().map(|e| (e.filename.clone(), e.notes)).collect();
                 assert_eq!(index, notes_per_file);
+                let mut expected: BTreeMap<String, (String, Sha256Hash)> = BTreeMap::new();
+                for set in model.values() {
+                    for (f, hash) in set {
+                        let candidate = (added[&(f.clone(), *hash)].clone(), *hash);
+                        let best = expected.entry(f.clone()).or_insert_with(|| candidate.clone());
+                        if candidate > *best {
+                            *best = candidate;
+                        }
+                    }
+                }
+                let resolved: BTreeMap<String, Sha256Hash> = page.entries.iter().map(|e| (e.filename.clone(), e.hash)).collect();
+                assert_eq!(resolved, expected.iter().map(|(f, (_, hash))| (f.clone(), *hash)).collect::<BTreeMap<_, _>>());
+                let names: Vec<String> = notes_per_file.keys().cloned().collect();
+                assert_eq!(app.decks.resolve("d", &names).await.unwrap(), resolved.into_iter().collect());
             });
         }
     }
@@ -400,6 +510,45 @@ mod tests {
         let s = steps(plan(&current, &desired), 100);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].media, BTreeMap::from([(h(1), -1), (h(2), 1)]));
-        assert_eq!(s[0].deck_files["a.png"], (0, Some(h(2))));
+        let f = &s[0].deck_files["a.png"];
+        assert_eq!(
+            (f.notes, &f.versions, &f.added),
+            (0, &BTreeMap::from([(h(1), -1), (h(2), 1)]), &BTreeSet::from([h(2)]))
+        );
+    }
+
+    /// Issue 20 (suspicion): a hash that becomes an alias (of converted bytes) between the
+    /// request's lookup and its commit must not gain references of its own, which the sweep
+    /// would not see when it deletes the original: the commit refuses, and the retry finds the
+    /// original.
+    #[test]
+    fn a_hash_that_turned_into_an_alias_is_referenced_as_its_original() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let app = App::in_memory("k");
+            let (original, converted) = (h(1), h(2));
+            app.media.ensure_record(&original, "t").await.unwrap();
+            app.media.put_alias(&converted, &original, "t").await.unwrap();
+            // As if the caller had looked `converted` up before the alias existed.
+            let desired = BTreeMap::from([("a.png".to_string(), converted)]);
+            set_note(&app, "d", "n", &|_: &NoteSet| desired.clone(), "t1").await.unwrap();
+            assert_eq!(app.refs.note_refs("d", "n").await.unwrap(), BTreeMap::from([("a.png".to_string(), original)]));
+            assert_eq!(app.media.get(&original).await.unwrap().map(|r| r.ref_count), Some(1));
+            assert_eq!(app.media.get(&converted).await.unwrap().map(|r| r.ref_count), Some(0));
+        });
+    }
+
+    #[test]
+    fn a_filename_resolves_to_its_most_recent_live_version() {
+        let v = |notes, at: &str| Version { notes, added_at: at.into() };
+        let mut f = FileVersions(BTreeMap::from([(h(1), v(1, "t1")), (h(2), v(1, "t2"))]));
+        assert_eq!(f.resolved(), Some(h(2)));
+        f.0.get_mut(&h(2)).unwrap().notes = 0;
+        assert_eq!(f.resolved(), Some(h(1)), "when the newest goes, the next newest");
+        f.0.get_mut(&h(1)).unwrap().notes = 0;
+        assert_eq!(f.resolved(), None);
+        let tie = FileVersions(BTreeMap::from([(h(3), v(1, "t")), (h(4), v(2, "t"))]));
+        assert_eq!(tie.resolved(), Some(h(4)), "ties go to the larger hash, for every reader alike");
+        assert_eq!(tie.notes(), 3);
     }
 }

@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
-use crate::store::DeckFile;
+use crate::store::{deck_item, DeckFile};
 use crate::App;
 
 /// What a mirrored row is about.
@@ -184,13 +184,12 @@ pub fn change_from_record(tables: &StreamTables, record: &EventRecord) -> Result
             filename: String,
         }
         let k: DeckKey = serde_dynamo::from_item(record.change.keys.clone()).map_err(bad)?;
-        let image = &record.change.new_image;
-        // An update that only counts notes down can create an item with no hash (its notes are
-        // then at most 0): no row, like an item no note uses.
-        let row = if removed || image.get("hash").is_none() {
+        // The filename's row holds what it resolves to now (see `references::FileVersions`); an item
+        // no note uses (a count-down of an entry already gone, say) has no row.
+        let row = if removed {
             None
         } else {
-            file_row(serde_dynamo::from_item(image.clone()).map_err(bad)?).map(Row::File)
+            deck_item::deck_file(&record.change.new_image).and_then(file_row).map(Row::File)
         };
         Ok(Some(Change { key: Key::File { deck: k.deck, filename: k.filename }, seq, row }))
     } else if table == tables.media {

@@ -144,7 +144,8 @@ pub async fn presign_uploads(
     // back if no URL is issued after all.
     let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
     let limits = &app.config.limits;
-    let started: Vec<(Sha256Hash, Option<BeginUpload>)> = stream::iter(to_start)
+    // Per hash: how beginning its upload went, or why no URL may be issued.
+    let started: Vec<(Sha256Hash, Result<BeginUpload, RejectReason>)> = stream::iter(to_start)
         .map(|(hash, size)| {
             let upload = PendingUpload { hash, size, uploader: &who.sub, expires_at: &expires_at, now: &now_s };
             let hold = Hold { user: who.sub.clone(), day: day.clone(), hash, bytes: size };
@@ -152,33 +153,31 @@ pub async fn presign_uploads(
             async move {
                 let reserved =
                     app.quotas.reserve(&hold, issued_at, limits.daily_upload_bytes, limits.daily_upload_files).await?;
-                if reserved == Reserve::Exceeded {
-                    return Ok((hash, None));
+                match reserved {
+                    Reserve::Exceeded => return Ok((hash, Err(RejectReason::QuotaExceeded))),
+                    Reserve::OtherSize { .. } => return Ok((hash, Err(RejectReason::SizeMismatch))),
+                    Reserve::Granted | Reserve::AlreadyHeld => {}
                 }
                 let began = app.media.begin_upload(&upload).await?;
                 if began != BeginUpload::Started && reserved == Reserve::Granted {
                     app.quotas.release(&hold).await?;
                 }
-                Ok::<_, crate::error::StoreError>((hash, Some(began)))
+                Ok::<_, crate::error::StoreError>((hash, Ok(began)))
             }
         })
         .buffer_unordered(PARALLEL_WRITES)
         .try_collect()
         .await?;
     for (hash, outcome) in started {
-        let Some(outcome) = outcome else {
-            decisions.insert(hash, Decision::Refused(RejectReason::QuotaExceeded));
-            continue;
-        };
         match outcome {
-            BeginUpload::Started => {}
-            BeginUpload::AlreadyReady => {
+            Ok(BeginUpload::Started) => {}
+            Ok(BeginUpload::AlreadyReady) => {
                 decisions.insert(hash, Decision::Exists);
             }
-            BeginUpload::Rejected(r) => {
+            Ok(BeginUpload::Rejected(r)) | Err(r) => {
                 decisions.insert(hash, Decision::Refused(r));
             }
-            BeginUpload::Busy => {
+            Ok(BeginUpload::Busy) => {
                 decisions.insert(hash, Decision::Refused(RejectReason::RetryLater));
             }
         }

@@ -481,7 +481,7 @@ impl DynamoDecks {
             let resp =
                 self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(sdk_err)?;
             for item in resp.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                out.push(entry(&item)?);
+                out.extend(entry(item));
             }
             match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
                 Some(rest) if !rest.keys.is_empty() => {
@@ -495,11 +495,10 @@ impl DynamoDecks {
     }
 }
 
-fn entry(item: &HashMap<String, AttributeValue>) -> Result<DeckEntry, StoreError> {
-    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).ok_or_else(|| err(format!("deck item without {k}")));
-    let hash = Sha256Hash::parse(get("hash")?).map_err(err)?;
-    let notes = item.get("notes").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(DeckEntry { filename: get("filename")?.clone(), hash, notes })
+/// A deck index item as an entry: the hash its filename resolves to; `None` when no note uses it.
+fn entry(item: HashMap<String, AttributeValue>) -> Option<DeckEntry> {
+    let f = deck_item::deck_file(&serde_dynamo::Item::from(item))?;
+    Some(DeckEntry { filename: f.filename, hash: f.hash, notes: f.notes })
 }
 
 #[async_trait]
@@ -511,8 +510,8 @@ impl DeckIndex for DynamoDecks {
         let chunks: Vec<Vec<String>> = unique.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
         let found: Vec<Vec<DeckEntry>> =
             stream::iter(chunks).map(|c| self.resolve_chunk(deck, c)).buffer_unordered(PARALLEL).try_collect().await?;
-        // An entry no note uses any more may linger until it is cleaned up.
-        Ok(found.into_iter().flatten().filter(|e| e.notes > 0).map(|e| (e.filename, e.hash)).collect())
+        // An entry no note uses any more may linger until it is cleaned up; `entry` leaves it out.
+        Ok(found.into_iter().flatten().map(|e| (e.filename, e.hash)).collect())
     }
 
     async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
@@ -526,11 +525,8 @@ impl DeckIndex for DynamoDecks {
                 .table_name(&self.table)
                 .key_condition_expression("#deck = :deck")
                 .filter_expression("#notes > :zero")
-                .projection_expression("#filename, #hash, #notes")
                 .expression_attribute_names("#deck", "deck")
                 .expression_attribute_names("#notes", "notes")
-                .expression_attribute_names("#filename", "filename")
-                .expression_attribute_names("#hash", "hash")
                 .expression_attribute_values(":deck", s(deck))
                 .expression_attribute_values(":zero", n(0))
                 .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
@@ -538,9 +534,7 @@ impl DeckIndex for DynamoDecks {
                 .send()
                 .await
                 .map_err(sdk_err)?;
-            for item in resp.items.unwrap_or_default() {
-                entries.push(entry(&item)?);
-            }
+            entries.extend(resp.items.unwrap_or_default().into_iter().filter_map(entry));
             start = resp.last_evaluated_key;
             if start.is_none() || entries.len() >= limit {
                 break;
@@ -550,16 +544,27 @@ impl DeckIndex for DynamoDecks {
         Ok(DeckPage { entries, next_after })
     }
 
+    async fn file_notes(&self, deck: &str, filename: &str) -> Result<i64, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(deck, filename)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?
+            .item;
+        Ok(item.and_then(|i| deck_item::deck_file(&serde_dynamo::Item::from(i))).map_or(0, |f| f.notes))
+    }
+
     async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError> {
         let mut items =
             self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().items().send();
         let mut out = Vec::new();
         while let Some(item) = items.next().await {
-            let item = item.map_err(sdk_err)?;
-            // A count-down of an entry that was already gone leaves an item with no hash.
-            if item.contains_key("hash") {
-                out.push(serde_dynamo::from_item(item).map_err(err)?);
-            }
+            // Items no note uses (a count-down of an entry already gone, say) are left out.
+            out.extend(deck_item::deck_file(&serde_dynamo::Item::from(item.map_err(sdk_err)?)));
         }
         Ok(out)
     }

@@ -9,13 +9,13 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::model::MediaStatus;
-use crate::references::{Commit, NoteRef, RefOp, ReferenceStore, Step};
+use crate::references::{Commit, FileVersions, NoteRef, RefOp, ReferenceStore, Step};
 
 #[derive(Default)]
 pub struct State {
     pub media: HashMap<Sha256Hash, MediaRecord>,
-    /// (deck, filename) → (hash, notes)
-    pub decks: BTreeMap<(String, String), (Sha256Hash, i64)>,
+    /// (deck, filename) → the hashes its notes use under it
+    pub decks: BTreeMap<(String, String), FileVersions>,
     /// (deck, note, filename) → hash
     pub refs: BTreeMap<(String, String, String), Sha256Hash>,
     pub blobs: HashMap<String, (Vec<u8>, String)>,
@@ -181,10 +181,7 @@ impl DeckIndex for MemoryStore {
         let s = self.lock();
         Ok(filenames
             .iter()
-            .filter_map(|f| match s.decks.get(&(deck.to_string(), f.clone())) {
-                Some((h, notes)) if *notes > 0 => Some((f.clone(), *h)),
-                _ => None,
-            })
+            .filter_map(|f| Some((f.clone(), s.decks.get(&(deck.to_string(), f.clone()))?.resolved()?)))
             .collect())
     }
     async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
@@ -192,25 +189,30 @@ impl DeckIndex for MemoryStore {
         let mut entries: Vec<DeckEntry> = s
             .decks
             .iter()
-            .filter(|((d, f), (_, notes))| d == deck && *notes > 0 && after.is_none_or(|a| f.as_str() > a))
+            .filter(|((d, f), _)| d == deck && after.is_none_or(|a| f.as_str() > a))
+            .filter_map(|((_, f), v)| Some(DeckEntry { filename: f.clone(), hash: v.resolved()?, notes: v.notes() }))
             .take(limit + 1)
-            .map(|((_, f), (h, notes))| DeckEntry { filename: f.clone(), hash: *h, notes: *notes })
             .collect();
         let more = entries.len() > limit;
         entries.truncate(limit);
         let next_after = if more { entries.last().map(|e| e.filename.clone()) } else { None };
         Ok(DeckPage { entries, next_after })
     }
+    async fn file_notes(&self, deck: &str, filename: &str) -> Result<i64, StoreError> {
+        Ok(self.lock().decks.get(&(deck.to_string(), filename.to_string())).map_or(0, FileVersions::notes))
+    }
     async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError> {
         let s = self.lock();
         Ok(s.decks
             .iter()
-            .map(|((deck, filename), (hash, notes))| DeckFile {
-                deck: deck.clone(),
-                filename: filename.clone(),
-                hash: *hash,
-                notes: *notes,
-                updated_at: None,
+            .filter_map(|((deck, filename), v)| {
+                Some(DeckFile {
+                    deck: deck.clone(),
+                    filename: filename.clone(),
+                    hash: v.resolved()?,
+                    notes: v.notes(),
+                    updated_at: None,
+                })
             })
             .collect())
     }
@@ -242,7 +244,7 @@ impl ReferenceStore for MemoryStore {
         }
         for (hash, delta) in &step.media {
             let r = s.media.get(hash);
-            if *delta > 0 && r.is_some_and(|r| r.status == MediaStatus::Deleting) {
+            if *delta > 0 && r.is_some_and(|r| r.status == MediaStatus::Deleting || r.alias_of.is_some()) {
                 return Ok(Commit::Deleting);
             }
             if *delta < 0 && r.is_none_or(|r| r.ref_count < -delta) {
@@ -269,14 +271,11 @@ impl ReferenceStore for MemoryStore {
             r.ref_count += delta;
             r.updated_at = Some(now.into());
         }
-        for (filename, (delta, hash)) in &step.deck_files {
+        for (filename, change) in &step.deck_files {
             let key = (deck.to_string(), filename.clone());
-            let e = s.decks.entry(key.clone()).or_insert_with(|| (hash.unwrap_or(Sha256Hash::from_digest([0; 32])), 0));
-            e.1 += delta;
-            if let Some(h) = hash {
-                e.0 = *h;
-            }
-            if e.1 <= 0 {
+            let versions = s.decks.entry(key.clone()).or_default();
+            versions.apply(change, now);
+            if versions.notes() <= 0 {
                 s.decks.remove(&key);
             }
         }
@@ -337,8 +336,11 @@ impl QuotaStore for MemoryStore {
     async fn reserve(&self, hold: &Hold, now: &str, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError> {
         let mut s = self.lock();
         let id = (hold.user.clone(), hold.day.clone(), hold.hash);
-        if let Some((_, issued)) = s.holds.get_mut(&id) {
+        if let Some((held, issued)) = s.holds.get_mut(&id) {
             if issued.is_some() {
+                if *held != hold.bytes {
+                    return Ok(Reserve::OtherSize { held: *held });
+                }
                 *issued = Some(now.to_string());
             }
             return Ok(Reserve::AlreadyHeld);

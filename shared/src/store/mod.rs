@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, RejectReason, StoredMedia};
+use crate::references::{FileVersions, Version};
 
 /// Outcome of asking to upload a hash.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,8 +53,14 @@ pub struct Hold {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reserve {
     Granted,
-    /// This user already holds this hash today.
+    /// This user already holds this hash today, for this size.
     AlreadyHeld,
+    /// This user holds this hash today for another size (`held` bytes), still pending. A hash has
+    /// one size, so one of the two is wrong; a URL for it would be charged nothing (the hold is
+    /// charged once), so none is issued.
+    OtherSize {
+        held: u64,
+    },
     /// It would take the user past a daily limit.
     Exceeded,
 }
@@ -73,8 +80,10 @@ pub enum Settlement {
 /// upload never came is given back by the sweep.
 #[async_trait]
 pub trait QuotaStore: Send + Sync {
-    /// Charge a hold issued at `now` (RFC 3339). A hold already held is not charged again, but
-    /// its issue time moves to `now`, since a new URL is about to be issued.
+    /// Charge a hold issued at `now` (RFC 3339). A hold already held for the same size is not
+    /// charged again, but its issue time moves to `now`, since a new URL is about to be issued;
+    /// one pending for another size is left alone ([`Reserve::OtherSize`]). So the bytes charged
+    /// are always what the issued URLs allow.
     async fn reserve(&self, hold: &Hold, now: &str, max_bytes: u64, max_files: u64) -> Result<Reserve, StoreError>;
     /// Give a pending hold back in full (no URL was issued, or the URL went unused). Idempotent;
     /// a settled hold is left alone.
@@ -135,16 +144,69 @@ pub struct DeckEntry {
     pub notes: i64,
 }
 
-/// One item of the deck index as stored, for whole-table comparisons (reconcile, sync).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// One item of the deck index, for whole-table comparisons (reconcile, sync): a filename, what it
+/// resolves to and how many notes use it (see [`FileVersions`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeckFile {
     pub deck: String,
     pub filename: String,
     pub hash: Sha256Hash,
-    #[serde(default)]
     pub notes: i64,
-    #[serde(default)]
     pub updated_at: Option<String>,
+}
+
+/// How the deck index stores a filename's versions in its DynamoDB item: besides `deck`,
+/// `filename`, `notes` (all versions) and `updated_at`, a count `c_<hash>` and a time `a_<hash>`
+/// per hash. Items written before versions were kept have only `hash` and `notes`.
+pub mod deck_item {
+    use super::*;
+
+    pub const COUNT: &str = "c_";
+    pub const ADDED: &str = "a_";
+
+    pub fn count_attr(hash: &Sha256Hash) -> String {
+        format!("{COUNT}{hash}")
+    }
+    pub fn added_attr(hash: &Sha256Hash) -> String {
+        format!("{ADDED}{hash}")
+    }
+
+    /// The versions an item holds; `None` if it is not a deck index item.
+    pub fn versions(item: &serde_dynamo::Item) -> Option<(String, String, FileVersions, Option<String>)> {
+        use serde_dynamo::AttributeValue as A;
+        let string = |k: &str| match item.get(k) {
+            Some(A::S(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let number = |v: Option<&A>| match v {
+            Some(A::N(n)) => n.parse::<i64>().ok(),
+            _ => None,
+        };
+        let (deck, filename) = (string("deck")?, string("filename")?);
+        let mut versions = FileVersions::default();
+        for (name, value) in item.iter() {
+            if let Some(hash) = name.strip_prefix(COUNT).and_then(|h| Sha256Hash::parse(h).ok()) {
+                let notes = number(Some(value)).unwrap_or(0);
+                let added_at = string(&added_attr(&hash)).unwrap_or_default();
+                versions.0.insert(hash, Version { notes, added_at });
+            }
+        }
+        // Notes counted before versions were kept belong to the hash the item named then.
+        let untracked = number(item.get("notes")).unwrap_or(0) - versions.notes();
+        if let Some(legacy) = string("hash").and_then(|h| Sha256Hash::parse(&h).ok()) {
+            if untracked > 0 {
+                versions.0.entry(legacy).or_default().notes += untracked;
+            }
+        }
+        versions.0.retain(|_, v| v.notes > 0);
+        Some((deck, filename, versions, string("updated_at")))
+    }
+
+    /// The item as the API sees it: `None` when no note uses the name any more.
+    pub fn deck_file(item: &serde_dynamo::Item) -> Option<DeckFile> {
+        let (deck, filename, versions, updated_at) = versions(item)?;
+        Some(DeckFile { deck, filename, hash: versions.resolved()?, notes: versions.notes(), updated_at })
+    }
 }
 
 /// One page of a deck's files, in filename order.
@@ -161,6 +223,9 @@ pub struct DeckPage {
 pub trait DeckIndex: Send + Sync {
     async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError>;
     async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError>;
+    /// How many notes of the deck use `filename`, read consistently: written by the same
+    /// transactions as the reference items, so 0 here means no reference item is left.
+    async fn file_notes(&self, deck: &str, filename: &str) -> Result<i64, StoreError>;
     /// Every item of every deck, lingering zero-note items included.
     async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError>;
 }

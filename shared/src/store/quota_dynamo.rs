@@ -111,6 +111,48 @@ impl DynamoQuotas {
         Ok(out)
     }
 
+    /// The user holds this hash already. If the hold is pending for this very size, a new URL is
+    /// about to be issued: move its issue time to `now`, so that the sweep waits for this URL too.
+    /// Answers `None` when the hold has gone meanwhile.
+    async fn refresh(&self, hold: &Hold, now: &str) -> Result<Option<Reserve>, StoreError> {
+        let refreshed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(hold_key(hold))))
+            .update_expression("SET #issued = :now")
+            .condition_expression("attribute_exists(#pending) AND #bytes = :bytes")
+            .expression_attribute_names("#issued", "issued_at")
+            .expression_attribute_names("#pending", "pending")
+            .expression_attribute_names("#bytes", "bytes")
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":bytes", n(hold.bytes))
+            .send()
+            .await;
+        if super::dynamo::applied(refreshed)? {
+            return Ok(Some(Reserve::AlreadyHeld));
+        }
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(hold_key(hold))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?
+            .item;
+        Ok(item.map(|item| {
+            let held = number(&item, "bytes");
+            if item.contains_key("pending") && held != hold.bytes {
+                Reserve::OtherSize { held }
+            } else {
+                // Settled: the bytes are stored (processing decides what the answer is).
+                Reserve::AlreadyHeld
+            }
+        }))
+    }
+
     /// Settle one hold: drop its `pending` mark (stored), or delete it and give its bytes back
     /// (rejected). Conditional on it still being pending, so each hold settles once.
     async fn settle_one(&self, hold: &Hold, outcome: Settlement) -> Result<bool, StoreError> {
@@ -224,21 +266,15 @@ impl QuotaStore for DynamoQuotas {
                 let reasons = c.cancellation_reasons();
                 let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
                 if failed(0) {
-                    // A new URL for a hold still pending: the sweep must wait for this one too.
-                    let refreshed = self
-                        .client
-                        .update_item()
-                        .table_name(&self.table)
-                        .set_key(Some(key(hold_key(hold))))
-                        .update_expression("SET #issued = :now")
-                        .condition_expression("attribute_exists(#pending)")
-                        .expression_attribute_names("#issued", "issued_at")
-                        .expression_attribute_names("#pending", "pending")
-                        .expression_attribute_values(":now", s(now))
-                        .send()
-                        .await;
-                    super::dynamo::applied(refreshed)?;
-                    return Ok(Reserve::AlreadyHeld);
+                    match self.refresh(hold, now).await? {
+                        Some(outcome) => return Ok(outcome),
+                        // Released since (an unused URL given back): charge it afresh.
+                        None => {
+                            backoff(attempt).await?;
+                            attempt += 1;
+                            continue;
+                        }
+                    }
                 }
                 if failed(1) {
                     return Ok(Reserve::Exceeded);

@@ -12,6 +12,7 @@ use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::references::{Commit, NoteRef, RefOp, ReferenceStore, Step};
 
+use super::deck_item;
 use super::dynamo::{err, n, s, sdk_err};
 
 #[derive(Clone)]
@@ -121,9 +122,15 @@ impl DynamoRefs {
                 .expression_attribute_values(":missing", s("missing"))
                 .expression_attribute_values(":delta", n(delta));
             update = if *delta > 0 {
-                // A hash the sweeper is deleting cannot gain a reference until it is gone.
+                // A hash the sweeper is deleting cannot gain a reference until it is gone; nor can
+                // an alias (the hash of converted bytes), which may have appeared since the
+                // request's hashes were looked up: its references belong to its original, which
+                // the sweep would otherwise delete, alias and bytes, under a live reference.
                 update
-                    .condition_expression("attribute_not_exists(#status) OR #status <> :deleting")
+                    .condition_expression(
+                        "attribute_not_exists(#alias) AND (attribute_not_exists(#status) OR #status <> :deleting)",
+                    )
+                    .expression_attribute_names("#alias", "alias_of")
                     .expression_attribute_values(":deleting", s("deleting"))
             } else {
                 // Counts never go below zero.
@@ -132,26 +139,35 @@ impl DynamoRefs {
             items.push(TransactWriteItem::builder().update(update.build().map_err(err)?).build());
             deleting_guard.push(*delta > 0);
         }
-        for (filename, (delta, hash)) in &step.deck_files {
-            let mut sets = vec!["#updated = :now"];
+        for (filename, change) in &step.deck_files {
+            // SET #updated, each added version's time; ADD the note counts (all, and per hash).
+            let mut sets = vec!["#updated = :now".to_string()];
+            let mut adds = Vec::new();
             let mut update = Update::builder()
                 .table_name(&self.deck_files_table)
                 .key("deck", s(deck))
                 .key("filename", s(filename))
                 .expression_attribute_names("#updated", "updated_at")
                 .expression_attribute_values(":now", s(now));
-            if let Some(h) = hash {
-                sets.push("#hash = :hash");
-                update = update
-                    .expression_attribute_names("#hash", "hash")
-                    .expression_attribute_values(":hash", s(h.to_hex()));
-            }
-            let mut expr = format!("SET {}", sets.join(", "));
-            if *delta != 0 {
-                expr.push_str(" ADD #notes :delta");
+            if change.notes != 0 {
+                adds.push("#notes :delta".to_string());
                 update = update
                     .expression_attribute_names("#notes", "notes")
-                    .expression_attribute_values(":delta", n(delta));
+                    .expression_attribute_values(":delta", n(change.notes));
+            }
+            for (i, (hash, delta)) in change.versions.iter().enumerate() {
+                adds.push(format!("#c{i} :c{i}"));
+                update = update
+                    .expression_attribute_names(format!("#c{i}"), deck_item::count_attr(hash))
+                    .expression_attribute_values(format!(":c{i}"), n(delta));
+                if change.added.contains(hash) {
+                    sets.push(format!("#a{i} = :now"));
+                    update = update.expression_attribute_names(format!("#a{i}"), deck_item::added_attr(hash));
+                }
+            }
+            let mut expr = format!("SET {}", sets.join(", "));
+            if !adds.is_empty() {
+                expr.push_str(&format!(" ADD {}", adds.join(", ")));
             }
             items.push(
                 TransactWriteItem::builder().update(update.update_expression(expr).build().map_err(err)?).build(),
@@ -159,6 +175,43 @@ impl DynamoRefs {
             deleting_guard.push(false);
         }
         Ok((items, deleting_guard))
+    }
+}
+
+impl DynamoRefs {
+    /// Best effort, after a commit: drop versions no note uses any more, and index entries no note
+    /// uses at all. Readers ignore both, so what a crash leaves behind is harmless.
+    async fn tidy(&self, deck: &str, step: &Step) {
+        for (filename, change) in &step.deck_files {
+            for (hash, _) in change.versions.iter().filter(|(_, d)| **d < 0) {
+                let _ = self
+                    .client
+                    .update_item()
+                    .table_name(&self.deck_files_table)
+                    .key("deck", s(deck))
+                    .key("filename", s(filename))
+                    .update_expression("REMOVE #c, #a")
+                    .condition_expression("#c <= :zero")
+                    .expression_attribute_names("#c", deck_item::count_attr(hash))
+                    .expression_attribute_names("#a", deck_item::added_attr(hash))
+                    .expression_attribute_values(":zero", n(0))
+                    .send()
+                    .await;
+            }
+            if change.notes < 0 {
+                let _ = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.deck_files_table)
+                    .key("deck", s(deck))
+                    .key("filename", s(filename))
+                    .condition_expression("#notes <= :zero")
+                    .expression_attribute_names("#notes", "notes")
+                    .expression_attribute_values(":zero", n(0))
+                    .send()
+                    .await;
+            }
+        }
     }
 }
 
@@ -189,22 +242,7 @@ impl ReferenceStore for DynamoRefs {
         let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         let e = match result {
             Ok(_) => {
-                // Best effort: drop index entries no note uses any more.
-                for (filename, (delta, _)) in &step.deck_files {
-                    if *delta < 0 {
-                        let _ = self
-                            .client
-                            .delete_item()
-                            .table_name(&self.deck_files_table)
-                            .key("deck", s(deck))
-                            .key("filename", s(filename))
-                            .condition_expression("#notes <= :zero")
-                            .expression_attribute_names("#notes", "notes")
-                            .expression_attribute_values(":zero", n(0))
-                            .send()
-                            .await;
-                    }
-                }
+                self.tidy(deck, step).await;
                 return Ok(Commit::Done);
             }
             Err(e) => e,
