@@ -154,3 +154,41 @@ pub async fn remove_deck_file(
     }
     Err(ApiError::unavailable())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::references::NoteSet;
+
+    /// Issue 20 (suspicion): a search that matches nothing must not read a whole big deck in
+    /// one request. Each request reads at most `MAX_SCANNED` entries and answers a cursor; the
+    /// cursors together still find every match.
+    #[tokio::test]
+    async fn a_search_reads_a_bounded_slice_of_the_index_per_request() {
+        let app = App::in_memory("k");
+        let hash = crate::hash::Sha256Hash::from_digest([7; 32]);
+        for i in 0..5_000 {
+            let set: NoteSet = [(format!("f{i:05}.png"), hash)].into_iter().collect();
+            set_note(&app, "big", &format!("n{i}"), &|_: &NoteSet| set.clone(), "t").await.unwrap();
+        }
+        let token = crate::auth::mint(b"k", "m", "maintain", &["big".to_string()], 60);
+        let who = app.tokens.as_ref().unwrap().verify(Some(&format!("Bearer {token}"))).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for (q, want) in [("nothing-matches", 0), ("f04999", 1), ("f01", 1_000)] {
+            let (mut requests, mut found, mut cursor) = (0, 0, None);
+            loop {
+                let page = list_deck_media(&app, &who, "big", Some(q), cursor.as_deref(), now).await.unwrap();
+                requests += 1;
+                found += page.files.len();
+                assert!(page.files.len() <= PAGE_SIZE);
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(found, want, "{q}");
+            assert!(requests >= 5_000 / MAX_SCANNED, "{q}: {requests} requests");
+            assert!(requests <= 5_000 / PAGE_SIZE + 1, "{q}: {requests} requests");
+        }
+    }
+}
