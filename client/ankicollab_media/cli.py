@@ -46,7 +46,7 @@ class Bar:
         self._drawn = False
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
+        if not self.enabled or total == 0:
             return
         now = time.monotonic()
         with self._lock:
