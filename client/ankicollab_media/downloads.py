@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import queue
 import secrets
 import sys
 import threading
@@ -26,7 +25,7 @@ from typing import Any, Iterator, Optional, Sequence
 from . import filenames
 from .errors import Cancelled, MediaError
 from .hashcache import HashCache, StrPath
-from .pool import Pool
+from .pool import Pool, ahead
 from .reports import DownloadReport, Progress
 from .transport import Stopper, Transport, iter_body
 
@@ -295,40 +294,6 @@ class Downloader:
                 body = {"deck": deck, "filenames": list(names[start : start + NAMES_PER_REQUEST])}
                 yield self.t.api("POST", "/v1/downloads", stopper=self.stopper, json_body=body)
 
-    def _ahead(self, deck: str, names: Optional[Sequence[str]]) -> Iterator[dict[str, Any]]:
-        """``_pages``, fetched one page ahead by a thread of its own."""
-        q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
-
-        def produce() -> None:
-            try:
-                for page in self._pages(deck, names):
-                    while not self.stopper.stopped():
-                        try:
-                            q.put(("page", page), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if self.stopper.stopped():
-                        return
-                q.put(("end", None))
-            except BaseException as e:
-                q.put(("error", e))
-
-        threading.Thread(target=produce, name="acm-pages", daemon=True).start()
-        while True:
-            try:
-                kind, value = q.get(timeout=0.1)
-            except queue.Empty:
-                if self.stopper.stopped():
-                    raise Cancelled("cancelled") from None
-                self.progress.tick()
-                continue
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-
     def _take(self, page: Any) -> None:
         """Start the transfers of one page."""
         if not isinstance(page, dict):
@@ -363,7 +328,7 @@ class Downloader:
             self._total_known = True
             self.progress.add_total(len(names))
         try:
-            for page in self._ahead(deck, names):
+            for page in ahead(self._pages(deck, names), self.stopper, self.progress, "acm-pages"):
                 self._take(page)
                 # One page ahead is enough to keep every worker busy; more would only hold memory.
                 if not self._pool.wait(at_most=self._workers * 4):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import queue
+import threading
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
+from .errors import Cancelled
 from .reports import Progress
 from .transport import Stopper
 
@@ -75,3 +78,41 @@ class Pool:
             _, pending = cf.wait(pending, timeout=STEP)
             self.progress.tick()
         self.inflight.clear()
+
+
+def ahead(items: Iterator[T], stopper: Stopper, progress: Progress, name: str) -> Iterator[T]:
+    """``items``, produced by a thread of its own one item ahead of the consumer: the next page
+    of an answer, or the next batch of asked uploads, is on its way while this one is worked on,
+    and no more than that is held. The consumer's waits poll ``cancel()``; the producer's errors
+    reach the consumer."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stopper.stopped():
+                    try:
+                        q.put(("item", item), timeout=STEP)
+                        break
+                    except queue.Full:
+                        continue
+                if stopper.stopped():
+                    return
+            q.put(("end", None))
+        except BaseException as e:
+            q.put(("error", e))
+
+    threading.Thread(target=produce, name=name, daemon=True).start()
+    while True:
+        try:
+            kind, value = q.get(timeout=STEP)
+        except queue.Empty:
+            if stopper.stopped():
+                raise Cancelled("cancelled") from None
+            progress.tick()
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            raise value
+        yield value

@@ -1,8 +1,8 @@
 """Upload: hash, ask ``/v1/uploads`` which files the server lacks, PUT those to storage.
 
-Files go in chunks of at most 500 (the API's batch). The next chunk is hashed while the previous
-one uploads, and asked for only when few uploads are still queued, so that no URL waits long
-enough to expire behind a slow connection. A PUT that storage refuses (an expired URL, or a body
+Files go in chunks of at most 500 (the API's batch). A thread of its own hashes the next chunk
+and asks for it while the previous one uploads, so that the workers never wait for the API; it
+is taken only when few uploads are still queued, so that no URL waits long before it is used. A PUT that storage refuses (an expired URL, or a body
 that no longer matches because the file changed) is renewed once at the end: the file is hashed
 again and a fresh URL asked for.
 """
@@ -14,11 +14,11 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Optional, Sequence
+from typing import Any, BinaryIO, Iterator, Optional, Sequence
 
 from .errors import Cancelled, MediaError
 from .hashcache import HashCache, StrPath
-from .pool import Pool
+from .pool import Pool, ahead
 from .reports import Progress, UploadReport
 from .transport import Stopper, Transport
 
@@ -212,13 +212,11 @@ class Uploader:
                 files.append(_File(full, os.path.basename(full)))
         self.progress.add_total(len(files))
         try:
-            for start in range(0, len(files), BATCH):
-                hashed = [f for f in self._hashing.run(self._hash, files[start : start + BATCH]) if f]
-                # Ask only when the previous batch's uploads are nearly through: fresh URLs.
-                if not self._puts.wait(at_most=self._workers) or not hashed:
-                    continue
-                self._answer(hashed, self._ask(deck, hashed), last_try=False)
-                if self.stopper.stopped():
+            for hashed, items in ahead(self._batches(deck, files), self.stopper, self.progress, "acm-ask"):
+                self._answer(hashed, items, last_try=False)
+                # The next batch is being hashed and asked for meanwhile; take it when these
+                # uploads are nearly through, so that no URL waits long before it is used.
+                if not self._puts.wait(at_most=self._workers * 2):
                     break
             self._puts.wait()
             self._renew(deck)
@@ -230,6 +228,15 @@ class Uploader:
             raise
         self._finish()
         return self.report
+
+    def _batches(self, deck: str, files: list[_File]) -> Iterator[tuple[list[_File], list[dict[str, Any]]]]:
+        """Batches of at most 500 files, hashed, with the server's answers."""
+        for start in range(0, len(files), BATCH):
+            hashed = [f for f in self._hashing.run(self._hash, files[start : start + BATCH]) if f]
+            if self.stopper.stopped():
+                return
+            if hashed:
+                yield hashed, self._ask(deck, hashed)
 
     def _renew(self, deck: str) -> None:
         """One more try for what storage refused: hash again (the file may have changed), ask
