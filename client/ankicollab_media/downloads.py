@@ -25,7 +25,7 @@ from typing import Any, Iterator, Optional, Sequence
 from . import filenames
 from .errors import Cancelled, MediaError
 from .hashcache import HashCache, StrPath
-from .pool import Pool, ahead
+from .pool import Pool, ahead, conclude
 from .reports import DownloadReport, Progress
 from .transport import Stopper, Transport, iter_body
 
@@ -327,22 +327,17 @@ class Downloader:
             names = list(dict.fromkeys(names))
             self._total_known = True
             self.progress.add_total(len(names))
-        try:
+
+        def work() -> None:
             for page in ahead(self._pages(deck, names), self.stopper, self.progress, "acm-pages"):
                 self._take(page)
                 # One page ahead is enough to keep every worker busy; more would only hold memory.
                 if not self._pool.wait(at_most=self._workers * 4):
-                    break
+                    return
             self._pool.wait()
             self._renew_urls(deck)
-        except Cancelled:
-            pass
-        except MediaError as e:
-            self._finish()
-            e.report = self.report
-            raise
-        self._finish()
-        return self.report
+
+        return conclude(work, self._finish, self.report)
 
     def _renew_urls(self, deck: str) -> None:
         renew, self._renew = self._renew, []

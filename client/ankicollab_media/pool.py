@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
-from .errors import Cancelled
+from .errors import Cancelled, MediaError
 from .reports import Progress
 from .transport import Stopper
 
@@ -116,3 +116,22 @@ def ahead(items: Iterator[T], stopper: Stopper, progress: Progress, name: str) -
         if kind == "error":
             raise value
         yield value
+
+
+R = TypeVar("R")
+
+
+def conclude(work: Callable[[], None], finish: Callable[[], None], report: R) -> R:
+    """Run a call's ``work``, then always ``finish`` it (stop its pools, remove what it left,
+    report progress a last time). A cancel ends the call with what finished; a whole-call error
+    is raised with that report attached."""
+    try:
+        work()
+    except Cancelled:
+        pass
+    except MediaError as e:
+        finish()
+        e.report = report
+        raise
+    finish()
+    return report

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterator, Optional, Sequence
 
 from .errors import Cancelled, MediaError
 from .hashcache import HashCache, StrPath
-from .pool import Pool, ahead
+from .pool import Pool, ahead, conclude
 from .reports import Progress, UploadReport
 from .transport import Stopper, Transport
 
@@ -211,23 +211,18 @@ class Uploader:
                 seen.add(full)
                 files.append(_File(full, os.path.basename(full)))
         self.progress.add_total(len(files))
-        try:
+
+        def work() -> None:
             for hashed, items in ahead(self._batches(deck, files), self.stopper, self.progress, "acm-ask"):
                 self._answer(hashed, items, last_try=False)
                 # The next batch is being hashed and asked for meanwhile; take it when these
                 # uploads are nearly through, so that no URL waits long before it is used.
                 if not self._puts.wait(at_most=self._workers * 2):
-                    break
+                    return
             self._puts.wait()
             self._renew(deck)
-        except Cancelled:
-            pass
-        except MediaError as e:
-            self._finish()
-            e.report = self.report
-            raise
-        self._finish()
-        return self.report
+
+        return conclude(work, self._finish, self.report)
 
     def _batches(self, deck: str, files: list[_File]) -> Iterator[tuple[list[_File], list[dict[str, Any]]]]:
         """Batches of at most 500 files, hashed, with the server's answers."""

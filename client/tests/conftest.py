@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import responses
 
 from ankicollab_media import transport
+
+from .fakes import FakeServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,6 +38,15 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sleeps]:
     s = Sleeps()
     monkeypatch.setattr(transport.Stopper, "sleep", lambda self, seconds: s(self, seconds))
     yield s
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    """The fake API and storage (`fakes.FakeServer`), answering every request of the test."""
+    s = FakeServer()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        s.install(rsps)
+        yield s
 
 
 @pytest.fixture

@@ -9,20 +9,15 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import responses
 from anki.collection import Collection
 
 from ankicollab_media import MediaClient
 from ankicollab_media.anki import deck_media, download_deck_media, missing_media, upload_deck_media
 from ankicollab_media.reports import DownloadReport, UploadReport
 
+from .anki_collections import add_note, new_collection
 from .fakes import API, FakeServer, sha
 from .qt_main import MainWindow
-
-
-def new_collection(folder: Path) -> Collection:
-    folder.mkdir(parents=True, exist_ok=True)
-    return Collection(str(folder / "collection.anki2"))
 
 
 @pytest.fixture
@@ -30,17 +25,6 @@ def col(tmp_path: Path) -> Iterator[Collection]:
     c = new_collection(tmp_path / "profile")
     yield c
     c.close()
-
-
-def add_note(col: Collection, deck: str, front: str, back: str = "") -> int:
-    basic = col.models.by_name("Basic")
-    assert basic is not None
-    note = col.new_note(basic)
-    note["Front"], note["Back"] = front, back
-    did = col.decks.id(deck)
-    assert did is not None
-    col.add_note(note, did)
-    return int(note.id)
 
 
 def test_deck_media_reads_fields_templates_styling_and_subdecks(col: Collection) -> None:
@@ -89,14 +73,6 @@ def test_deck_media_scales_to_many_notes(col: Collection) -> None:
     assert len(names) == 3050
     # Not a speed target (those are benchmarks): a guard against one backend call per note.
     assert took < 5, took
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    s = FakeServer()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        s.install(rsps)
-        yield s
 
 
 def test_upload_and_download_run_in_the_background_with_anki_progress(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import responses
@@ -21,15 +20,11 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeServer]:
+@pytest.fixture(autouse=True)
+def _cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ANKICOLLAB_MEDIA_API", API)
     monkeypatch.setenv("ANKICOLLAB_MEDIA_TOKEN", "t")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    s = FakeServer()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        s.install(rsps)
-        yield s
 
 
 def test_download_on_a_terminal_draws_a_bar_and_prints_one_summary(

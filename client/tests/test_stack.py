@@ -4,7 +4,6 @@ Skipped when the stack is not up; ``make test`` brings it up and requires it."""
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import os
 import shutil
@@ -20,13 +19,14 @@ from typing import Any
 
 import pytest
 import requests
-from anki.collection import Collection
 
 from ankicollab_media import MediaClient, errors
 from ankicollab_media.anki import download_deck_media, note_media, upload_deck_media
 from ankicollab_media.filenames import TEMP_PREFIX
 from ankicollab_media.reports import DownloadReport, UploadReport
 
+from .anki_collections import add_note, new_collection
+from .fakes import sha
 from .qt_main import MainWindow
 from .stack import Stack, require_stack, tiny_png
 
@@ -47,10 +47,6 @@ CORPUS_FILES = [
 ]
 
 
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def stack() -> Stack:
     return require_stack()
@@ -58,22 +54,6 @@ def stack() -> Stack:
 
 def new_deck() -> str:
     return f"ct-{uuid.uuid4().hex[:12]}"
-
-
-def new_collection(folder: Path) -> Collection:
-    folder.mkdir(parents=True, exist_ok=True)
-    return Collection(str(folder / "collection.anki2"))
-
-
-def add_note(col: Collection, deck: str, front: str, back: str = "") -> Any:
-    basic = col.models.by_name("Basic")
-    assert basic is not None
-    note = col.new_note(basic)
-    note["Front"], note["Back"] = front, back
-    did = col.decks.id(deck)
-    assert did is not None
-    col.add_note(note, did)
-    return note
 
 
 def client(stack: Stack, tmp_path: Path, **kw: Any) -> MediaClient:
