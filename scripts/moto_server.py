@@ -1,54 +1,212 @@
-"""moto's server, one request at a time, with cheap copies of DynamoDB streams.
+"""moto's server for the local stack: one request at a time, with memory that stays bounded.
 
-`moto_server` serves requests on threads, and moto's DynamoDB is not safe for that: concurrent
-TransactWriteItems calls fail with "dictionary changed size during iteration" (an HTTP 500), which
-real DynamoDB never does. Serialising requests costs little, since moto holds the GIL anyway.
-
-Each TransactWriteItems deep-copies the tables it touches so that it can roll back, stream records
-included, which makes a table with a stream slower with every write. Stream records never change
-once written, so the copy here shares them and copies only the list. A rollback swaps in the copied
-table, whose stream shard is a new object: stream readers hold iterators over the old one and
-would see nothing more. After a rollback the old shard is put back, holding the restored records.
 Usage: python scripts/moto_server.py HOST PORT
+
+Stock moto 5 cannot serve a working day of this project's traffic. Measured with
+`benchmarks/moto-memory.py` (BENCHMARKS.md, "moto's memory"), its process grew by about 200 MB
+for every 1,000 reference transactions and each transaction got slower as the tables grew, for
+these reasons, each fixed here by one function below:
+
+1. `serve_one_request_at_a_time`: moto's DynamoDB is not thread-safe (concurrent
+   TransactWriteItems fail with "dictionary changed size during iteration", an HTTP 500 that real
+   DynamoDB never gives). Serialising costs little, since moto holds the GIL anyway.
+2. `stop_tracking_instances`: moto keeps every model object it ever creates in a class-level list
+   (`instances_tracked`, for its web dashboard, which the stack does not use), so nothing it makes
+   is ever freed: not a stream record, not a shard iterator, not a table copy.
+3. `roll_back_with_an_undo_log`: TransactWriteItems deep-copies a touched table once for each of
+   its items, so that it can swap the copy in if the transaction is cancelled. With (2) every
+   copy stayed alive; without it each transaction still costs time in proportion to the whole
+   table. Here the transaction snapshots only the items it touches and the length of each touched
+   stream, and a cancelled one puts those items back and drops the stream records it emitted.
+   The table and its stream shard stay the same objects, so stream iterators keep working.
+4. `expire_iterators_and_trim_streams`: every GetRecords call returns a new shard iterator, and
+   moto keeps them all; stream records are kept forever. As in DynamoDB, an iterator now expires
+   15 minutes after it was issued (`MOTO_SHARD_ITERATOR_TTL` seconds), and records that every
+   unexpired iterator of the shard has passed are dropped (DynamoDB drops them after 24 hours).
+   A shard nobody has read keeps its records, so a stream reader that starts late (the gateway
+   started after the tables had traffic) still sees everything.
+
+`tests/emulator/test_moto_server.py` checks that these keep moto's semantics: cancelled
+transactions leave items and streams exactly as they were, with their cancellation reasons;
+records arrive in order; readers keep seeing records after a rollback; memory stays flat.
 """
 import copy
+import os
 import sys
+import time
 
-from werkzeug.serving import run_simple
-
+from moto.core.common_models import BaseModel
+from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.table import StreamShard
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from moto.server import MotoRequestHandler
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
+from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
+
+# DynamoDB's shard iterators expire 15 minutes after they are issued.
+SHARD_ITERATOR_TTL = float(os.environ.get("MOTO_SHARD_ITERATOR_TTL", 15 * 60))
+# Expired iterators are dropped, and streams trimmed, at most this often (seconds).
+HOUSEKEEPING_INTERVAL = min(10.0, SHARD_ITERATOR_TTL / 2)
 
 
-def _copy_shard(self, memo):
-    clone = copy.copy(self)
-    memo[id(self)] = clone
-    clone.table = copy.deepcopy(self.table, memo)
-    clone.items = list(self.items)
-    return clone
+def stop_tracking_instances():
+    """Create moto's model objects without recording each one in a list that is never emptied."""
+
+    def untracked_new(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    BaseModel.__new__ = staticmethod(untracked_new)
 
 
-StreamShard.__deepcopy__ = _copy_shard
-_transact_write_items = DynamoDBBackend.transact_write_items
+def roll_back_with_an_undo_log():
+    """Make a cancelled TransactWriteItems restore only what it touched."""
+    moto_transact = DynamoDBBackend.transact_write_items
+
+    def share_instead_of_copying(table, memo):
+        return table
+
+    def transact_write_items(backend, transact_items):
+        undo = UndoLog(backend, transact_items)
+        # moto's own rollback copies each touched table; with this, its "copy" is the table itself
+        # and its rollback (putting the copy back) changes nothing. The undo log does the work.
+        Table.__deepcopy__ = share_instead_of_copying
+        try:
+            return moto_transact(backend, transact_items)
+        except Exception:
+            undo.roll_back()
+            raise
+        finally:
+            del Table.__deepcopy__
+
+    DynamoDBBackend.transact_write_items = transact_write_items
 
 
-def _transact_keeping_shards(self, transact_items):
-    shards = {name: t.stream_shard for name, t in self.tables.items() if t.stream_shard is not None}
-    try:
-        return _transact_write_items(self, transact_items)
-    finally:
-        for name, shard in shards.items():
-            table = self.tables.get(name)
-            if table is not None and table.stream_shard is not shard:
-                shard.items = table.stream_shard.items
-                shard.table = table
-                table.stream_shard = shard
+class UndoLog:
+    """The items a transaction may write, as they were before it, and the length of each stream."""
+
+    def __init__(self, backend, transact_items):
+        self.items = []  # (table, hash key, range key or None, item copy or None, bucket existed)
+        self.stream_lengths = {}  # table → number of stream records before the transaction
+        for entry in transact_items:
+            try:
+                ((kind, op),) = entry.items()
+                table = backend.tables[op["TableName"]]
+                key = op["Item"] if kind == "Put" else op["Key"]
+                hash_key = DynamoType(key[table.hash_key_attr])
+                range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue  # moto refuses such an entry before it writes anything
+            if range_key is None:
+                existed, item = hash_key in table.items, table.items.get(hash_key)
+            else:
+                existed = hash_key in table.items
+                item = table.items[hash_key].get(range_key) if existed else None
+            self.items.append((table, hash_key, range_key, copy.deepcopy(item), existed))
+            if table.stream_shard is not None:
+                self.stream_lengths.setdefault(table, len(table.stream_shard.items))
+
+    def roll_back(self):
+        # Reversed, so that a key listed twice (which moto refuses) ends as it was first seen.
+        for table, hash_key, range_key, item, existed in reversed(self.items):
+            if range_key is None:
+                if item is None:
+                    table.items.pop(hash_key, None)
+                else:
+                    table.items[hash_key] = item
+                continue
+            bucket = table.items[hash_key]
+            if item is None:
+                bucket.pop(range_key, None)
+            else:
+                bucket[range_key] = item
+            if not existed and not bucket:
+                del table.items[hash_key]
+        for table, length in self.stream_lengths.items():
+            del table.stream_shard.items[length:]
 
 
-DynamoDBBackend.transact_write_items = _transact_keeping_shards
+class ExpiredIteratorException(JsonRESTError):
+    def __init__(self):
+        super().__init__("ExpiredIteratorException", "Iterator expired. The iterator was created more than 15 minutes ago.")
 
-host, port = sys.argv[1], int(sys.argv[2])
-run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False,
-           request_handler=MotoRequestHandler)
+
+class TrimmedDataAccessException(JsonRESTError):
+    def __init__(self):
+        super().__init__("TrimmedDataAccessException", "The requested sequence number is beyond the trim horizon.")
+
+
+def expire_iterators_and_trim_streams():
+    """Shard iterators expire as DynamoDB's do, and stream records every reader has passed go.
+
+    A shard's `starting_sequence_number` is where moto counts its records from, so dropping the
+    first n records and adding n to it keeps every sequence number, TRIM_HORIZON and LATEST right.
+    """
+    moto_iterator_init = ShardIterator.__init__
+    moto_get_shard_iterator = DynamoDBStreamsBackend.get_shard_iterator
+    moto_get_records = DynamoDBStreamsBackend.get_records
+    last_housekeeping = [time.monotonic()]
+
+    def iterator_init(iterator, *args, **kwargs):
+        moto_iterator_init(iterator, *args, **kwargs)
+        # moto keeps the request's string for AT_SEQUENCE_NUMBER; positions are compared below.
+        iterator.sequence_number = int(iterator.sequence_number)
+        iterator.issued_at = time.monotonic()
+
+    def get_shard_iterator(streams, arn, shard_id, shard_iterator_type, sequence_number=None):
+        shard = streams._get_table_from_arn(arn).stream_shard
+        if (shard is not None and sequence_number is not None
+                and shard_iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
+                and int(sequence_number) < shard.starting_sequence_number):
+            raise TrimmedDataAccessException()
+        return moto_get_shard_iterator(streams, arn, shard_id, shard_iterator_type, sequence_number)
+
+    def get_records(streams, iterator_arn, limit):
+        now = time.monotonic()
+        if now - last_housekeeping[0] >= HOUSEKEEPING_INTERVAL:
+            last_housekeeping[0] = now
+            housekeeping(streams, now)
+        iterator = streams.shard_iterators.get(iterator_arn)
+        if iterator is None or now - iterator.issued_at > SHARD_ITERATOR_TTL:
+            streams.shard_iterators.pop(iterator_arn, None)
+            raise ExpiredIteratorException()
+        return moto_get_records(streams, iterator_arn, limit)
+
+    def housekeeping(streams, now):
+        oldest_position = {}  # shard → the lowest sequence number an unexpired iterator reads next
+        for arn, iterator in list(streams.shard_iterators.items()):
+            if now - iterator.issued_at > SHARD_ITERATOR_TTL:
+                del streams.shard_iterators[arn]
+                continue
+            shard = iterator.stream_shard
+            oldest_position[shard] = min(oldest_position.get(shard, iterator.sequence_number),
+                                         iterator.sequence_number)
+        for shard, position in oldest_position.items():
+            passed = min(position - shard.starting_sequence_number, len(shard.items))
+            if passed > 0:
+                del shard.items[:passed]
+                shard.starting_sequence_number += passed
+
+    ShardIterator.__init__ = iterator_init
+    DynamoDBStreamsBackend.get_shard_iterator = get_shard_iterator
+    DynamoDBStreamsBackend.get_records = get_records
+
+
+def serve_one_request_at_a_time(host, port):
+    from werkzeug.serving import run_simple
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.server import MotoRequestHandler
+
+    run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False,
+               request_handler=MotoRequestHandler)
+
+
+def main():
+    host, port = sys.argv[1], int(sys.argv[2])
+    stop_tracking_instances()
+    roll_back_with_an_undo_log()
+    expire_iterators_and_trim_streams()
+    serve_one_request_at_a_time(host, port)
+
+
+if __name__ == "__main__":
+    main()
