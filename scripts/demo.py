@@ -30,40 +30,55 @@ def call(method, path, body=None):
         return json.load(r)
 
 
-files = [CORPUS / "real/phone-exif-rotated-1.jpg", CORPUS / "real/tts-1-0.mp3"]
-blobs = {f.name: f.read_bytes() for f in files}
-request = {"deck": "demo", "files": [{"hash": hashlib.sha256(b).hexdigest(), "size": len(b), "filename": n} for n, b in blobs.items()]}
-print(f"POST /v1/uploads for {', '.join(blobs)}")
-for item, (name, data) in zip(call("POST", "/v1/uploads", request)["files"], blobs.items()):
-    print(f"  {name}: {item['status']}")
-    if item["status"] == "upload":
-        put = urllib.request.Request(item["url"], data=data, method="PUT", headers=item["headers"])
-        with urllib.request.urlopen(put) as r:
-            print(f"  PUT to storage: {r.status}")
+def main():
+    files = [CORPUS / "real/phone-exif-rotated-1.jpg", CORPUS / "real/tts-1-0.mp3"]
+    blobs = {f.name: f.read_bytes() for f in files}
+    request = {"deck": "demo", "files": [{"hash": hashlib.sha256(b).hexdigest(), "size": len(b), "filename": n} for n, b in blobs.items()]}
+    print(f"POST /v1/uploads for {', '.join(blobs)}")
+    for item, (name, data) in zip(call("POST", "/v1/uploads", request)["files"], blobs.items()):
+        print(f"  {name}: {item['status']}")
+        if item["status"] == "upload":
+            put = urllib.request.Request(item["url"], data=data, method="PUT", headers=item["headers"])
+            with urllib.request.urlopen(put) as r:
+                print(f"  PUT to storage: {r.status}")
 
-# The AnkiCollab backend reports which note uses which files; downloads resolve through that.
-backend = {"Authorization": "Bearer " + token("ankicollab-backend", "references")}
-note = {"deck": "demo", "notes": [{"note_id": "1", "media": [{"filename": n, "hash": hashlib.sha256(b).hexdigest()} for n, b in blobs.items()]}]}
-req = urllib.request.Request(API + "/v1/references", data=json.dumps(note).encode(), method="POST", headers={**backend, "content-type": "application/json"})
-with urllib.request.urlopen(req) as r:
-    print(f"POST /v1/references: {json.load(r)}")
+    # The AnkiCollab backend reports which note uses which files; downloads resolve through that.
+    backend = {"Authorization": "Bearer " + token("ankicollab-backend", "references")}
+    note = {"deck": "demo", "notes": [{"note_id": "1", "media": [{"filename": n, "hash": hashlib.sha256(b).hexdigest()} for n, b in blobs.items()]}]}
+    req = urllib.request.Request(API + "/v1/references", data=json.dumps(note).encode(), method="POST", headers={**backend, "content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        print(f"POST /v1/references: {json.load(r)}")
 
-for name, data in blobs.items():
-    h = hashlib.sha256(data).hexdigest()
-    for _ in range(150):
-        info = call("GET", f"/v1/media/{h}")
-        if info["status"] != "pending":
-            break
-        time.sleep(0.2)
-    print(f"  {name}: {info['status']} {info.get('content_type')} {info.get('size')} -> {info.get('stored_size')} bytes")
+    for name, data in blobs.items():
+        h = hashlib.sha256(data).hexdigest()
+        for _ in range(150):
+            info = call("GET", f"/v1/media/{h}")
+            if info["status"] != "pending":
+                break
+            time.sleep(0.2)
+        print(f"  {name}: {info['status']} {info.get('content_type')} {info.get('size')} -> {info.get('stored_size')} bytes")
 
-answer = call("POST", "/v1/downloads", {"deck": "demo", "filenames": list(blobs) + ["never-uploaded.png"]})
-for f in answer["files"]:
-    with urllib.request.urlopen(f["url"]) as r:
-        body = r.read()
-        print(f"GET {f['filename']}: {r.status} {r.headers['Content-Type']}, {len(body)} bytes, Cache-Control: {r.headers['Cache-Control']}")
-for u in answer["unavailable"]:
-    print(f"unavailable {u['filename']}: {u['reason']}")
-ok = len(answer["files"]) == len(blobs)
-print("the local stack works" if ok else "something is wrong: see .local/logs/")
-sys.exit(0 if ok else 1)
+    answer = call("POST", "/v1/downloads", {"deck": "demo", "filenames": list(blobs) + ["never-uploaded.png"]})
+    for f in answer["files"]:
+        with urllib.request.urlopen(f["url"]) as r:
+            body = r.read()
+            print(f"GET {f['filename']}: {r.status} {r.headers['Content-Type']}, {len(body)} bytes, Cache-Control: {r.headers['Cache-Control']}")
+    for u in answer["unavailable"]:
+        print(f"unavailable {u['filename']}: {u['reason']}")
+    ok = len(answer["files"]) == len(blobs)
+    print("the local stack works" if ok else "something is wrong: see .local/logs/")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except urllib.error.HTTPError as e:
+        # One plain line, not a traceback: what was asked, what came back, and where to look.
+        detail = e.read().decode(errors="replace").strip()[:300]
+        print(f"the demo failed: {e.url} answered HTTP {e.code} {detail}"
+              f" (see .local/logs/gateway.log; `make up` restarts a gateway that is out of date)", file=sys.stderr)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as e:
+        print(f"the demo failed: {e} (is the stack up? `make up`; logs in .local/logs/)", file=sys.stderr)
+        sys.exit(1)

@@ -70,13 +70,80 @@ wait_healthy() { # name seconds
   return 1
 }
 
+# answering NAME: its port answers HTTP at all (a gateway whose backends are down answers 503).
+answering() { # name
+  case $1 in
+    gateway) curl -s -o /dev/null --max-time 3 "http://127.0.0.1:$GATEWAY_PORT/local/health" ;;
+    *) healthy "$1" ;;
+  esac
+}
+
+# stop_listener NAME PORT: stop what we started, and whatever else still listens on the port (a
+# process another clone started, or one whose pid file went with a deleted .local/).
+stop_listener() { # name port
+  stop_pid "$1"
+  local pid i
+  pid=$(ss -ltnpH "sport = :$2" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 50); do alive "$pid" || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+# gateway_out_of_date: prints why the running gateway must be restarted, or fails if it need not
+# (or nothing answers). Its health answer says which binary it runs and its secret's fingerprint.
+gateway_out_of_date() {
+  local info
+  info=$(curl -s --max-time 3 "http://127.0.0.1:$GATEWAY_PORT/local/health") || return 1
+  python3 - "$info" "$(printf %s "$(cat "$LOCAL/jwt-secret")" | sha256sum | cut -c1-16)" \
+      "$GATEWAY_BIN" "$(stat -c %Y "$GATEWAY_BIN" 2>/dev/null || echo 0)" <<'PY'
+import json, sys
+info, secret, binary, mtime = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+try:
+    h = json.loads(info)
+except ValueError:
+    sys.exit(print("it is an older gateway that does not say who it is") or 0)
+if h.get("secret") != secret:
+    sys.exit(print("it was started with another token secret (another clone, or .local/ was deleted)") or 0)
+if h.get("binary") != binary:
+    sys.exit(print(f"it runs {h.get('binary')}, not this checkout's {binary}") or 0)
+if (h.get("binary_mtime") or 0) < mtime:
+    sys.exit(print("its binary has been rebuilt since it started") or 0)
+sys.exit(1)
+PY
+}
+
+# build_with_progress: build every binary and test (as build_gateway), saying what it is doing:
+# a first build on a fresh machine compiles about 600 crates and takes 20-25 minutes on 2 cores.
+build_with_progress() {
+  local log="$LOGS/build.log" start=$SECONDS pid n last i=0
+  if [ ! -x "$GATEWAY_BIN" ]; then
+    log "building the Rust workspace: a first build on a fresh machine takes 20-25 minutes (later builds take seconds); full log: $log"
+  fi
+  ( cd "$REPO" && exec cargo build --workspace --bins --tests --color never ) > "$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1; i=$((i + 1))
+    if (( i % 30 == 0 )); then
+      n=$(grep -c '^ *Compiling ' "$log" || true)
+      last=$(grep '^ *Compiling ' "$log" | tail -n1 | awk '{print $2}')
+      [ "$n" -gt 0 ] && log "building: $n crates compiled so far${last:+ (now $last)}, $((SECONDS - start)) s"
+    fi
+  done
+  if ! wait "$pid"; then tail -n 40 "$log" >&2; log "the build failed; full log: $log"; return 1; fi
+  (( SECONDS - start < 5 )) || log "built in $((SECONDS - start)) s"
+}
+
+# alive PID: running, and not a zombie (this machine's init may be slow to reap).
+alive() { [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" != "" ] && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; }
+
 stop_pid() { # name
   local f="$PIDS/$1.pid"
   [ -f "$f" ] || return 0
   local pid; pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
     kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$f"

@@ -8,6 +8,7 @@
 //! - `invoke FUNCTION EVENT.json`: run a non-HTTP function once, now.
 //! - `token SUB SCOPE [DECKS]`: mint a bearer token with the local secret.
 
+mod health;
 mod setup;
 
 use local_gateway::streams;
@@ -57,7 +58,8 @@ async fn serve() -> anyhow::Result<()> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     tokio::spawn(pump_uploads(app.clone(), sqs, queue));
-    let mirror: Arc<dyn Mirror> = Arc::new(PgMirror::from_env().await?);
+    let pg = Arc::new(PgMirror::from_env().await?);
+    let mirror: Arc<dyn Mirror> = pg.clone();
     let tables = stream_tables(&app);
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let dynamo_streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
@@ -66,8 +68,20 @@ async fn serve() -> anyhow::Result<()> {
         tokio::spawn(pump);
     }
 
-    let router =
-        axum::Router::new().route("/local/health", axum::routing::get(|| async { "ok" })).fallback(api).with_state(app);
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let secret = std::env::var("JWT_SECRET").context("JWT_SECRET is not set")?;
+    let health = Arc::new(health::Health::new(
+        s3,
+        ddb.clone(),
+        pg,
+        app.config.bucket.clone(),
+        app.config.media_table.clone(),
+        &secret,
+    ));
+    let router = axum::Router::new()
+        .route("/local/health", axum::routing::get(move || async move { health.check().await }))
+        .fallback(api)
+        .with_state(app);
     let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("bind {addr}"))?;
     tracing::info!(%addr, "local gateway listening");
     axum::serve(listener, router)

@@ -85,6 +85,11 @@ impl PgMirror {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// One round trip to the server, for health checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(err)
+    }
 }
 
 /// Write the row for `key`, or remove it.
