@@ -126,8 +126,10 @@ build_with_progress() {
     sleep 1; i=$((i + 1))
     if (( i % 30 == 0 )); then
       n=$(grep -c '^ *Compiling ' "$log" || true)
-      last=$(grep '^ *Compiling ' "$log" | tail -n1 | awk '{print $2}')
-      [ "$n" -gt 0 ] && log "building: $n crates compiled so far${last:+ (now $last)}, $((SECONDS - start)) s"
+      last=$(grep '^ *Compiling ' "$log" | tail -n1 | awk '{print $2}' || true)
+      if [ "$n" -gt 0 ]; then log "building: $n crates compiled so far${last:+ (now $last)}, $((SECONDS - start)) s"
+      elif grep -q 'Blocking waiting for file lock' "$log"; then log "waiting for another cargo to release $CARGO_TARGET_DIR"
+      fi
     fi
   done
   if ! wait "$pid"; then tail -n 40 "$log" >&2; log "the build failed; full log: $log"; return 1; fi

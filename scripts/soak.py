@@ -5,12 +5,19 @@ each emulator's memory and each route's latency printed every minute, and the en
     scripts/soak [--minutes 60] [--out .local/soak.json]
 
 The workload, all at once, as the plugin, the AnkiCollab backend and maintainers would send it:
-- uploads: every few seconds a batch of new images (unique PNGs) and a WAV, referenced by a new
-  note of deck `soak`, asked for, PUT to LocalStack and processed by the gateway;
-- references: 4 writers over 40 notes and 12 shared hashes in deck `soak-refs`, every request
-  sent twice (a retried request must change nothing), notes emptied and filled again;
-- downloads: the whole of deck `soak` page by page, and a few of its files fetched and checked;
-- maintainers: the listing of deck `soak` followed to its end, and now and then a file removed;
+- uploads: an even stream of small distinct PNGs (10,000 over the hour, by default into deck
+  `bench-client-10000`, so that the soak leaves the client benchmark's deck ready), and every
+  10 s a new image and a WAV referenced by a new note of deck `soak`; each is referenced first,
+  asked for, PUT to LocalStack and processed by the gateway;
+- references: 4 writers over 40 notes and 12 shared hashes in deck `soak-refs`, each sending a
+  note's new list every 1.5 s, twice (a retried request must change nothing), notes emptied and
+  filled again;
+- downloads: every 10 s the first page of deck `soak` and 50 names of the seeded deck, 3 files
+  fetched and their bytes checked;
+- maintainers: every 15 s the first listing page of deck `soak` and a search; every 2 minutes a
+  file removed;
+The rates are fixed (not as fast as the stack answers) and each read is of the same size all
+along, so that a slower last ten minutes means a slower stack, not more work;
 - sweeps with no grace period every 5 minutes, and the stream sync to Postgres all along.
 
 Targets (issue 18): moto and LocalStack each under 1 GB; the p99 of each route over the last ten
@@ -192,8 +199,7 @@ class Model:
 
 
 def upload_batch(n: int, model: Model, tokens: dict[str, str]) -> None:
-    files = {f"soak-{n:05d}-{i}.png": png(random.randrange(24, 96), random.randrange(24, 96), n * 10 + i) for i in range(4)}
-    files[f"soak-{n:05d}.wav"] = wav(n)
+    files = {f"soak-{n:05d}.png": png(random.randrange(24, 96), random.randrange(24, 96), n), f"soak-{n:05d}.wav": wav(n)}
     media = [{"filename": f, "hash": sha(b)} for f, b in files.items()]
     note = f"soak-note-{n}"
     # The note first, as AnkiCollab's backend records a suggestion before its media arrive, so
@@ -221,7 +227,7 @@ def uploader(stop: threading.Event, model: Model, tokens: dict[str, str]) -> Non
         except HttpError as e:
             STATS.error("upload round", str(e))
         n += 1
-        stop.wait(3)
+        stop.wait(10)
 
 
 def seeder(stop: threading.Event, deck: str, total: int, minutes: float, model: Model, tokens: dict[str, str]) -> None:
@@ -266,46 +272,41 @@ def reference_writer(stop: threading.Event, k: int, shared: list[str], model: Mo
                 model.refs_notes[note] = media
         except HttpError as e:
             STATS.error("POST /v1/references", str(e))
-        stop.wait(0.2)
+        stop.wait(1.5)
 
 
 def downloader(stop: threading.Event, model: Model, tokens: dict[str, str]) -> None:
+    """Work of the same size all along, so that latency compares: the first page of deck `soak`
+    (whole-deck mode), and 50 names of the seeded deck, of which 3 are fetched and checked."""
     rnd = random.Random(7)
     while not stop.is_set():
         try:
-            cursor = None
-            files: list[dict] = []
-            while True:
-                page = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"],
-                           {"deck": "soak", **({"cursor": cursor} if cursor else {})})
-                files += page["files"]
-                cursor = page.get("next_cursor")
-                if not cursor:
-                    break
+            page = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"], {"deck": "soak"})
+            files: list[dict] = list(page["files"])
+            with model.lock:
+                seeded = list(model.seeded)
+            if seeded and model.seed_deck:
+                names = rnd.sample(seeded, min(50, len(seeded)))
+                files = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"],
+                            {"deck": model.seed_deck, "filenames": names})["files"] + files
             for f in rnd.sample(files, min(3, len(files))):
                 data = http("GET storage", "GET", f["url"])
                 if sha(data) != f["stored_hash"]:
                     STATS.error("GET storage", f"{f['filename']}: bytes differ from stored_hash")
         except HttpError as e:
             STATS.error("POST /v1/downloads", str(e))
-        stop.wait(5)
+        stop.wait(10)
 
 
 def maintainer(stop: threading.Event, model: Model, tokens: dict[str, str]) -> None:
     rounds = 0
     while not stop.is_set():
         try:
-            cursor = None
-            listed: list[dict] = []
-            while True:
-                q = f"?cursor={urllib.request.quote(cursor)}" if cursor else ""
-                page = api("GET /v1/decks/{deck}/media", "GET", f"/v1/decks/soak/media{q}", tokens["maintain"])
-                listed += page["files"]
-                cursor = page.get("next_cursor")
-                if not cursor:
-                    break
+            # The first page, as a maintainer opening the page sees it, and a search.
+            listed = api("GET /v1/decks/{deck}/media", "GET", "/v1/decks/soak/media", tokens["maintain"])["files"]
+            api("GET /v1/decks/{deck}/media?q=", "GET", f"/v1/decks/soak/media?q={rounds % 10}.png", tokens["maintain"])
             rounds += 1
-            if rounds % 12 == 0 and listed:  # about every two minutes, a maintainer removes a file
+            if rounds % 8 == 0 and listed:  # about every two minutes, a maintainer removes a file
                 victim = random.choice(listed)["filename"]
                 path = f"/v1/decks/soak/media/{urllib.request.quote(victim)}"
                 api("DELETE /v1/decks/{deck}/media/{f}", "DELETE", path, tokens["maintain"])
@@ -313,7 +314,7 @@ def maintainer(stop: threading.Event, model: Model, tokens: dict[str, str]) -> N
                     model.removed.add(victim)
         except HttpError as e:
             STATS.error("GET /v1/decks/{deck}/media", str(e))
-        stop.wait(10)
+        stop.wait(15)
 
 
 def invoke(function: str, event: dict) -> dict:
@@ -366,9 +367,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 ROUTES = ["POST /v1/uploads", "PUT storage", "POST /v1/references", "POST /v1/downloads", "GET storage",
-          "GET /v1/decks/{deck}/media", "DELETE /v1/decks/{deck}/media/{f}", "sweep (grace 0)"]
+          "GET /v1/decks/{deck}/media", "GET /v1/decks/{deck}/media?q=", "DELETE /v1/decks/{deck}/media/{f}", "sweep (grace 0)"]
 SHORT = {"POST /v1/uploads": "uploads", "PUT storage": "PUT", "POST /v1/references": "refs",
-         "POST /v1/downloads": "downloads", "GET storage": "GET", "GET /v1/decks/{deck}/media": "listing",
+         "POST /v1/downloads": "downloads", "GET storage": "GET", "GET /v1/decks/{deck}/media": "listing", "GET /v1/decks/{deck}/media?q=": "search",
          "DELETE /v1/decks/{deck}/media/{f}": "delete", "sweep (grace 0)": "sweep"}
 
 
