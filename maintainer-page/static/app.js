@@ -199,6 +199,10 @@ function el(tag, props = {}, ...children) {
 
 function renderTotals() {
   const t = totals(state.files);
+  if (!state.loaded && t.files === 0) {
+    for (const node of [ui.totalFiles, ui.totalStored, ui.totalSaved, ui.totalNotes]) node.textContent = "–";
+    return;
+  }
   const soFar = state.loaded ? "" : " so far";
   ui.totalFiles.textContent = t.files.toLocaleString("en") + soFar;
   ui.totalStored.textContent = formatBytes(t.stored);
