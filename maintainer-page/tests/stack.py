@@ -12,9 +12,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,9 @@ class Stack:
     def corpus(self) -> Path:
         return Path(self.env["CORPUS"])
 
-    def token(self, scope: str, decks: Iterable[str] = (), *, sub: str = "browser-tests", exp: int | None = None) -> str:
+    def token(
+        self, scope: str, decks: Iterable[str] = (), *, sub: str = "browser-tests", exp: int | None = None
+    ) -> str:
         head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         claims = {"sub": sub, "scope": scope, "exp": exp or int(time.time()) + 3600, "decks": list(decks)}
         body = _b64(json.dumps(claims).encode())
@@ -89,7 +92,7 @@ class Stack:
         files = [{"hash": h, "size": len(b), "filename": "seed.bin"} for h, b in blobs.items()]
         for start in range(0, len(files), 100):
             answer = self.call("POST", "/v1/uploads", upload, {"deck": deck, "files": files[start : start + 100]})
-            for f, item in zip(files[start : start + 100], answer["files"]):
+            for f, item in zip(files[start : start + 100], answer["files"], strict=False):
                 if item["status"] == "upload":
                     status, _, out = self.raw("PUT", item["url"], blobs[f["hash"]], item["headers"])
                     assert status == 200, (status, out[:300])

@@ -7,13 +7,13 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from conftest import AUDIO, IMAGES, MARKUP_NAMES, MISSING, SPARE
 from playwright.sync_api import Page, expect
 
-from stack import REPO, Stack
+from conftest import AUDIO, IMAGES, MARKUP_NAMES, MISSING, SPARE
+from stack import Stack
 
 
 def rows(page: Page):
@@ -25,6 +25,8 @@ def row_names(page: Page) -> list[str]:
 
 
 def open_page(page: Page, stack: Stack, deck: str, token: str | None):
+    # From elsewhere, so that a new fragment on the same page is a new load, not a hashchange.
+    page.goto("about:blank")
     response = page.goto(stack.page_url(deck, token))
     assert response is not None and response.status == 200
     return response
@@ -53,7 +55,13 @@ def test_lists_the_deck_with_thumbnails_totals_and_a_strict_policy(page: Page, s
     response = open_page(page, stack, main_deck, token)
     headers = response.headers
     csp = headers["content-security-policy"]
-    for part in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors", "require-trusted-types-for 'script'"]:
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors",
+        "require-trusted-types-for 'script'",
+    ]:
         assert part in csp, csp
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
     assert headers["x-content-type-options"] == "nosniff"
@@ -74,8 +82,14 @@ def test_lists_the_deck_with_thumbnails_totals_and_a_strict_policy(page: Page, s
     expect(rocket).to_have_count(1)
     r = next(f for f in listing if f["filename"] == "rocket.jpg")
     cells = rocket.locator("td").all_text_contents()
-    assert cells[1:] == ["rocket.jpg", f"{r['content_type'].split('/')[1].upper()} image", format_bytes(r["size"]),
-                         format_bytes(r["stored_size"]), "3", "Remove"], cells
+    assert cells[1:] == [
+        "rocket.jpg",
+        f"{r['content_type'].split('/')[1].upper()} image",
+        format_bytes(r["size"]),
+        format_bytes(r["stored_size"]),
+        "3",
+        "Remove",
+    ], cells
     missing = rows(page).filter(has=page.get_by_role("button", name=MISSING, exact=True))
     expect(missing.locator("td").first).to_have_text("missing")
 
@@ -97,10 +111,12 @@ def test_search_narrows_the_list_as_the_api_matches(page: Page, stack: Stack, ma
     # the API's own search (NFC, case-insensitive) answers.
     for q in ["ROCKET", "cafe\u0301", "&", "'", "=", ".png", "o", "nothing-like-this"]:
         search.fill(q)
+        # Python's sort is by code point, as the page's "Name (A–Z)".
         want = sorted(f["filename"] for f in stack.listing(main_deck, q))
-        expect(rows(page)).to_have_count(len(want))
-        assert sorted(row_names(page)) == want, q
-        if not want:
+        if want:
+            expect(page.locator("#rows button.name")).to_have_text(want)
+        else:
+            expect(rows(page)).to_have_count(0)
             expect(page.get_by_text("No file matches the search.")).to_be_visible()
     search.fill("")
     expect(rows(page)).to_have_count(everything)
@@ -123,8 +139,7 @@ def test_sorts_by_name_size_and_notes(page: Page, stack: Stack, main_deck: str):
     }
     for label, want in cases.items():
         sort.select_option(label=label)
-        expect(page.locator("#rows button.name").first).to_have_text(want[0])
-        assert row_names(page) == want, label
+        expect(page.locator("#rows button.name")).to_have_text(want)
 
 
 def test_an_image_previews_at_full_size_with_its_facts(page: Page, stack: Stack, main_deck: str, artifacts: Path):
@@ -140,8 +155,13 @@ def test_an_image_previews_at_full_size_with_its_facts(page: Page, stack: Stack,
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
     assert image.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [f["width"], f["height"]]
     facts = preview.locator("dl").inner_text()
-    for text in [f["hash"], f"{f['width']} × {f['height']} pixels", "3 notes", f"{f['size']:,} bytes",
-                 f"{f['stored_size']:,} bytes"]:
+    for text in [
+        f["hash"],
+        f"{f['width']} × {f['height']} pixels",
+        "3 notes",
+        f"{f['size']:,} bytes",
+        f"{f['stored_size']:,} bytes",
+    ]:
         assert text in facts, (text, facts)
     if f["stored_hash"] != f["hash"]:
         assert f["stored_hash"] in facts
@@ -177,8 +197,12 @@ def test_audio_plays_and_reports_its_duration(page: Page, stack: Stack, main_dec
 def test_remove_takes_the_file_off_the_page_and_out_of_downloads(
     page: Page, stack: Stack, new_deck: Callable[..., str]
 ):
-    deck = new_deck({"a": {"remove-me.png": SPARE["remove-me.png"], "keep.png": SPARE["keep.png"]},
-                     "b": {"remove-me.png": SPARE["remove-me.png"]}})
+    deck = new_deck(
+        {
+            "a": {"remove-me.png": SPARE["remove-me.png"], "keep.png": SPARE["keep.png"]},
+            "b": {"remove-me.png": SPARE["remove-me.png"]},
+        }
+    )
     assert stack.downloadable(deck) == {"remove-me.png", "keep.png"}
     open_page(page, stack, deck, stack.token("maintain", [deck]))
     loaded(page, 2)
@@ -213,10 +237,10 @@ def test_remove_takes_the_file_off_the_page_and_out_of_downloads(
 def test_an_expired_token_shows_the_error_and_leaves_the_list(page: Page, stack: Stack, new_deck: Callable[..., str]):
     deck = new_deck({"a": {"keep.png": SPARE["keep.png"], "remove-me.png": SPARE["remove-me.png"]}})
     # Valid for a few more seconds (the API allows 30 s of clock skew past `exp`).
-    exp = int(time.time()) - 25
+    exp = int(time.time()) - 20
     open_page(page, stack, deck, stack.token("maintain", [deck], exp=exp))
     loaded(page, 2)
-    time.sleep(max(0.0, exp + 31 - time.time()))
+    time.sleep(max(0.0, exp + 32 - time.time()))
     page.get_by_role("button", name="Remove remove-me.png").click()
     page.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
     alert = page.get_by_role("alert")
@@ -227,7 +251,7 @@ def test_an_expired_token_shows_the_error_and_leaves_the_list(page: Page, stack:
     assert {f["filename"] for f in stack.listing(deck)} == {"keep.png", "remove-me.png"}
 
     # A token that has already expired shows the same words and no list.
-    page.goto(stack.page_url(deck, stack.token("maintain", [deck], exp=int(time.time()) - 120)))
+    open_page(page, stack, deck, stack.token("maintain", [deck], exp=int(time.time()) - 120))
     expect(page.get_by_role("alert")).to_have_text(re.compile("sign-in has expired"))
     expect(rows(page)).to_have_count(0)
 
@@ -244,7 +268,7 @@ def test_another_decks_maintainer_sees_nothing(page: Page, stack: Stack, main_de
     loaded(page, 1)
     assert row_names(page) == ["keep.png"]
     # No token at all: nothing is asked of the API, and the page says what it needs.
-    page.goto(stack.page_url(main_deck))
+    open_page(page, stack, main_deck, None)
     expect(page.get_by_role("alert")).to_have_text(re.compile("needs a maintainer token"))
     expect(rows(page)).to_have_count(0)
 
@@ -275,7 +299,9 @@ def test_keyboard_alone_previews_and_removes(page: Page, stack: Stack, new_deck:
     kb = page.keyboard
 
     def focused() -> str:
-        return page.evaluate("document.activeElement.getAttribute('aria-label') || document.activeElement.textContent || document.activeElement.id")
+        return page.evaluate(
+            "document.activeElement.getAttribute('aria-label') || document.activeElement.textContent || document.activeElement.id"
+        )
 
     def tab_to(name: str, limit: int = 15) -> None:
         for _ in range(limit):
@@ -363,10 +389,20 @@ def test_ten_thousand_files_load_page_search_and_sort_smoothly(page: Page, stack
     bounded search returns them): the page follows every cursor and stays quick."""
     n, per_page = 10_000, 200
     files = [
-        {"filename": f"f{i:05d}.{'mp3' if i % 10 == 0 else 'png'}", "hash": f"{i:064x}", "status": "ready",
-         "size": 1000 + i, "stored_size": 900 + i, "content_type": "audio/mpeg" if i % 10 == 0 else "image/webp",
-         "width": None if i % 10 == 0 else 64, "height": None if i % 10 == 0 else 64, "stored_hash": f"{i:064x}",
-         "notes": i % 7, "url": None, "thumbnail_url": None}
+        {
+            "filename": f"f{i:05d}.{'mp3' if i % 10 == 0 else 'png'}",
+            "hash": f"{i:064x}",
+            "status": "ready",
+            "size": 1000 + i,
+            "stored_size": 900 + i,
+            "content_type": "audio/mpeg" if i % 10 == 0 else "image/webp",
+            "width": None if i % 10 == 0 else 64,
+            "height": None if i % 10 == 0 else 64,
+            "stored_hash": f"{i:064x}",
+            "notes": i % 7,
+            "url": None,
+            "thumbnail_url": None,
+        }
         for i in range(n)
     ]
     requests: list[str] = []
@@ -402,12 +438,17 @@ def test_ten_thousand_files_load_page_search_and_sort_smoothly(page: Page, stack
         return time.monotonic() - t
 
     timings = {
-        "next page": timed(lambda: page.get_by_role("button", name="Next page").click(),
-                           lambda: expect(page.locator("#page-info")).to_have_text("Page 2 of 100")),
-        "sort by size": timed(lambda: page.get_by_label("Sort by").select_option(label="Size (largest first)"),
-                              lambda: expect(page.locator("#rows button.name").first).to_have_text("f09999.png")),
-        "search": timed(lambda: page.get_by_label("Search").fill("f0999"),
-                        lambda: expect(rows(page)).to_have_count(10)),
+        "next page": timed(
+            lambda: page.get_by_role("button", name="Next page").click(),
+            lambda: expect(page.locator("#page-info")).to_have_text("Page 2 of 100"),
+        ),
+        "sort by size": timed(
+            lambda: page.get_by_label("Sort by").select_option(label="Size (largest first)"),
+            lambda: expect(page.locator("#rows button.name").first).to_have_text("f09999.png"),
+        ),
+        "search": timed(
+            lambda: page.get_by_label("Search").fill("f0999"), lambda: expect(rows(page)).to_have_count(10)
+        ),
     }
     print(f"10,000 files: loaded in {load_s:.1f} s; " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
     # The search includes its 150 ms debounce; a slow shared CI machine gets room.
