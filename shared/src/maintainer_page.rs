@@ -143,7 +143,8 @@ mod tests {
     fn embed_origins_are_origins_and_nothing_else() {
         assert_eq!(EmbedOrigins::parse("").unwrap(), EmbedOrigins::default());
         assert_eq!(EmbedOrigins::parse("'none'").unwrap(), EmbedOrigins::default());
-        let o = EmbedOrigins::parse("https://ankicollab.com, https://www.AnkiCollab.com/ http://127.0.0.1:9000").unwrap();
+        let o =
+            EmbedOrigins::parse("https://ankicollab.com, https://www.AnkiCollab.com/ http://127.0.0.1:9000").unwrap();
         assert_eq!(o.origins(), ["https://ankicollab.com", "https://www.ankicollab.com", "http://127.0.0.1:9000"]);
         for bad in [
             "ankicollab.com",
