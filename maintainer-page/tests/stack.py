@@ -81,6 +81,7 @@ class Stack:
         upload = self.token("upload download")
         names: dict[str, str] = {}
         blobs: dict[str, bytes] = {}
+        first: dict[str, str] = {}
         for media in notes.values():
             for name, data in media.items():
                 if data is None:
@@ -89,7 +90,9 @@ class Stack:
                     h = hashlib.sha256(data).hexdigest()
                     names[name] = h
                     blobs[h] = data
-        files = [{"hash": h, "size": len(b), "filename": "seed.bin"} for h, b in blobs.items()]
+                    # The extension tells the server what type to expect.
+                    first.setdefault(h, name)
+        files = [{"hash": h, "size": len(b), "filename": first[h]} for h, b in blobs.items()]
         for start in range(0, len(files), 100):
             answer = self.call("POST", "/v1/uploads", upload, {"deck": deck, "files": files[start : start + 100]})
             for f, item in zip(files[start : start + 100], answer["files"], strict=False):
