@@ -144,7 +144,7 @@ async function load() {
         for (const f of page) fresh.push(fromApi(f));
         if (progressive) {
           state.files = fresh;
-          render();
+          renderSoon();
           say(`Loading the deck's files… ${plural(fresh.length, "file", "files")} so far.`);
         }
       },
@@ -245,6 +245,8 @@ function row(f) {
 }
 
 function render() {
+  clearTimeout(renderTimer);
+  renderTimer = 0;
   renderTotals();
   state.shown = view(state.files, state.query, state.sort);
   const pages = Math.max(1, Math.ceil(state.shown.length / PAGE_SIZE));
@@ -260,6 +262,16 @@ function render() {
   ui.shown.textContent = state.query
     ? `${plural(state.shown.length, "file matches", "files match")} “${state.query}”.`
     : `${plural(state.shown.length, "file", "files")}.`;
+}
+
+// While a big deck loads, pages arrive faster than it is worth re-rendering for.
+let renderTimer = 0;
+function renderSoon() {
+  if (renderTimer) return;
+  renderTimer = setTimeout(() => {
+    renderTimer = 0;
+    render();
+  }, 250);
 }
 
 // ---- search, sort, pages -------------------------------------------------------------------

@@ -174,8 +174,11 @@ def test_an_image_previews_at_full_size_with_its_facts(page: Page, stack: Stack,
     page.wait_for_function(
         "[...document.querySelectorAll('#rows img')].every(i => i.complete && i.naturalWidth > 0)", timeout=20_000
     )
-    shot = os.environ.get("MAINTAINER_PAGE_SCREENSHOT") or str(artifacts / "maintainer-page.png")
-    page.screenshot(path=shot)
+    shot = os.environ.get("MAINTAINER_PAGE_SCREENSHOT") or str(artifacts / "maintainer-page.jpg")
+    if shot.endswith(".png"):
+        page.screenshot(path=shot)
+    else:
+        page.screenshot(path=shot, type="jpeg", quality=82)
 
 
 def test_audio_plays_and_reports_its_duration(page: Page, stack: Stack, main_deck: str):
