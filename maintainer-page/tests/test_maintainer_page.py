@@ -263,6 +263,44 @@ def test_an_expired_token_shows_the_error_and_leaves_the_list(page: Page, stack:
     expect(rows(page)).to_have_count(0)
 
 
+def test_a_failed_removal_says_why_and_leaves_the_list(page: Page, stack: Stack, main_deck: str):
+    listing = stack.listing(main_deck)
+    open_page(page, stack, main_deck, stack.token("maintain", [main_deck]))
+    loaded(page, len(listing))
+    answers = {
+        "network": (lambda route: route.abort("internetdisconnected"), "could not be reached"),
+        "403": (
+            lambda route: route.fulfill(status=403, json={"error": {"code": "forbidden", "message": "no"}}),
+            "not a maintainer of this deck",
+        ),
+        "503": (
+            lambda route: route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "busy"}}),
+            "busy. Nothing was changed",
+        ),
+    }
+
+    def only_delete(answer):
+        def handler(route):
+            if route.request.method == "DELETE":
+                answer(route)
+            else:
+                route.continue_()
+
+        return handler
+
+    for kind, (answer, words) in answers.items():
+        page.route(re.compile(r".*/v1/decks/[^/]+/media/.*"), only_delete(answer))
+        page.get_by_role("button", name="Remove tiny.gif").click()
+        page.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
+        expect(page.get_by_role("alert")).to_contain_text(words)
+        expect(page.get_by_role("dialog")).to_be_hidden()
+        expect(rows(page)).to_have_count(len(listing))
+        expect(page.get_by_role("button", name="tiny.gif", exact=True)).to_be_visible()
+        expect(page.locator("#total-files")).to_have_text(str(len(listing)))
+        page.unroute(re.compile(r".*/v1/decks/[^/]+/media/.*"))
+        assert len(stack.listing(main_deck)) == len(listing), kind
+
+
 def test_another_decks_maintainer_sees_nothing(page: Page, stack: Stack, main_deck: str, new_deck: Callable[..., str]):
     other = new_deck({"x": {"keep.png": SPARE["keep.png"]}}, prefix="other")
     for token in [stack.token("maintain", [other]), stack.token("upload download references", [main_deck])]:
