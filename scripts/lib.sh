@@ -174,6 +174,8 @@ DOWNLOAD_PAGE_SIZE=500
 DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 JWT_SECRET=$(cat "$LOCAL/jwt-secret")
 GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT
+# The maintainer page's browser tests embed it from this origin (a page they serve themselves).
+MAINTAINER_PAGE_EMBED_ORIGINS=http://127.0.0.1:$((GATEWAY_PORT + 2))
 CORPUS=$corpus
 ENV
 }

@@ -37,6 +37,8 @@ async fn http_fixture_events_reach_their_handlers() -> anyhow::Result<()> {
     assert_eq!(json(&resp)["status"], "pending");
 
     let routes = &[Route::References, Route::DeckMedia, Route::DeckMediaRemove];
+    let routes_with_page =
+        &[Route::References, Route::DeckMedia, Route::DeckMediaRemove, Route::AdminPage, Route::AdminAsset];
     let resp = handle(&app, event("references.json", &stack.token("references")), routes).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.body());
     let maintainer = stack.maintainer(&["d1"]);
@@ -50,6 +52,13 @@ async fn http_fixture_events_reach_their_handlers() -> anyhow::Result<()> {
     // Someone else's deck.
     let resp = handle(&app, event("deck-media.json", &stack.maintainer(&["d2"])), routes).await;
     assert_eq!(resp.status(), 403);
+
+    // The maintainer page, as API Gateway delivers its request (the deck in the query string).
+    let resp = handle(&app, event("admin-page.json", ""), routes_with_page).await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.body());
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(resp.headers()["content-security-policy"].to_str()?.starts_with("default-src 'none'"));
+    assert_eq!(handle(&app, event("admin-page.json", ""), routes).await.status(), 404);
 
     // A function does not answer another function's route.
     let resp = handle(&app, event("presign-upload.json", &token), &[Route::Downloads, Route::MediaStatus]).await;

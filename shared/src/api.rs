@@ -11,7 +11,9 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::downloads::{media_status, presign_downloads};
 use crate::error::ApiError;
+use crate::maintainer_page::{self, Served};
 use crate::maintainers::{list_deck_media, remove_deck_file};
+use crate::policy::check_deck;
 use crate::references::apply_references;
 use crate::uploads::presign_uploads;
 
@@ -24,6 +26,10 @@ pub enum Route {
     References,
     DeckMedia,
     DeckMediaRemove,
+    /// `GET /admin?deck=…`: the maintainer page (HTML; no token needed to fetch it).
+    AdminPage,
+    /// `GET /admin/{asset}`: its scripts and style sheet.
+    AdminAsset,
 }
 
 impl Route {
@@ -34,6 +40,8 @@ impl Route {
         Route::References,
         Route::DeckMedia,
         Route::DeckMediaRemove,
+        Route::AdminPage,
+        Route::AdminAsset,
     ];
 }
 
@@ -56,6 +64,8 @@ pub fn route(method: &Method, path: &str) -> Result<(Route, Vec<String>), ApiErr
         ["v1", "decks", deck, "media", filename] => {
             (Route::DeckMediaRemove, vec![decode_segment(deck)?, decode_segment(filename)?], Method::DELETE)
         }
+        ["admin"] => (Route::AdminPage, vec![], Method::GET),
+        ["admin", asset] => (Route::AdminAsset, vec![decode_segment(asset)?], Method::GET),
         _ => return Err(ApiError::not_found("no such route")),
     };
     if *method != allowed {
@@ -128,6 +138,43 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     response
 }
 
+/// A static answer of the maintainer page, with its validator: a matching `If-None-Match` gets
+/// a 304 without the body. Browsers revalidate every time (`no-cache`), so a deployment is seen
+/// at once and an unchanged file costs a few bytes.
+fn served_response(req: &Request, served: Served) -> Response<Body> {
+    let fresh = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == served.etag));
+    let mut builder = Response::builder()
+        .status(if fresh { StatusCode::NOT_MODIFIED } else { StatusCode::OK })
+        .header("content-type", served.content_type)
+        .header("cache-control", "no-cache")
+        .header("etag", served.etag.as_str())
+        .header("x-content-type-options", "nosniff");
+    for (name, value) in &served.headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    let body = if fresh { Body::Empty } else { Body::Text(served.body) };
+    builder.body(body).unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+/// The page is public (it holds no data); what it shows comes from the API, with a token.
+fn admin(app: &App, req: &Request, route: Route, params: &[String]) -> Result<Response<Body>, ApiError> {
+    if route == Route::AdminAsset {
+        let served = params.first().and_then(|name| maintainer_page::asset(name));
+        return served.map(|s| served_response(req, s)).ok_or_else(|| ApiError::not_found("no such file"));
+    }
+    // `/admin/` would resolve the page's relative URLs under `/admin/admin/`.
+    if req.uri().path().ends_with('/') {
+        return Err(ApiError::not_found("no such route"));
+    }
+    let deck = query_param(req, "deck").ok_or_else(|| ApiError::bad_request("deck: required (/admin?deck=<deck>)"))?;
+    check_deck(&deck)?;
+    Ok(served_response(req, maintainer_page::page(&app.config.embed_origins, app.presigner.origin())))
+}
+
 fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
     let verifier = app.tokens.as_ref().ok_or_else(|| {
         tracing::error!("JWT_SECRET is not configured");
@@ -159,6 +206,9 @@ async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Respons
     if !allowed.contains(&route) {
         return Err(ApiError::not_found("no such route"));
     }
+    if matches!(route, Route::AdminPage | Route::AdminAsset) {
+        return admin(app, req, route, &params);
+    }
     let who = authenticate(app, req)?;
     let now = OffsetDateTime::now_utc();
     let body = req.body().as_ref();
@@ -182,6 +232,8 @@ async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Respons
         Route::DeckMediaRemove => {
             json_response(StatusCode::OK, &remove_deck_file(app, &who, param(0), param(1), now).await?)
         }
+        // Served above, without a token.
+        Route::AdminPage | Route::AdminAsset => return Err(ApiError::not_found("no such route")),
     })
 }
 
@@ -202,5 +254,63 @@ mod tests {
         assert_eq!(error_response(&e).headers()["allow"], "DELETE", "a 405 names the allowed method");
         assert_eq!(route(&Method::GET, "/v1/media/a/b").unwrap_err().status, 404);
         assert_eq!(route(&Method::GET, "/nope").unwrap_err().status, 404);
+        assert_eq!(route(&Method::GET, "/admin").unwrap().0, Route::AdminPage);
+        assert_eq!(route(&Method::GET, "/admin/app.js").unwrap(), (Route::AdminAsset, vec!["app.js".to_string()]));
+        assert_eq!(route(&Method::POST, "/admin").unwrap_err().status, 405);
+        assert_eq!(route(&Method::GET, "/admin/a/b.js").unwrap_err().status, 404);
+    }
+
+    fn get(uri: &str, headers: &[(&str, &str)]) -> Request {
+        let mut b = http::Request::builder().method(Method::GET).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::Empty).unwrap()
+    }
+
+    /// The maintainer page needs no token to fetch (it holds no data), carries its policy
+    /// headers, revalidates cheaply, and is refused for a missing or malformed deck.
+    #[tokio::test]
+    async fn the_maintainer_page_is_served_with_its_policy() {
+        let app = App::in_memory("k");
+        let r = handle(&app, get("https://api.example/admin?deck=d1", &[]), Route::ALL).await;
+        assert_eq!(r.status(), 200);
+        let h = r.headers();
+        assert_eq!(h["content-type"], "text/html; charset=utf-8");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-cache");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'; script-src 'self';"), "{csp}");
+        assert!(csp.contains("img-src https://media-bucket.s3.us-east-1.amazonaws.com;"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        let body = std::str::from_utf8(r.body().as_ref()).unwrap();
+        assert!(body.contains(r#"<script type="module" src="admin/app.js"></script>"#));
+
+        let etag = h["etag"].to_str().unwrap().to_string();
+        let again = handle(&app, get("/admin?deck=d1", &[("if-none-match", &etag)]), Route::ALL).await;
+        assert_eq!(again.status(), 304);
+        assert!(again.body().is_empty());
+
+        let js = handle(&app, get("/admin/app.js", &[]), Route::ALL).await;
+        assert_eq!(js.status(), 200);
+        assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+        assert_eq!(js.headers()["x-content-type-options"], "nosniff");
+        let css = handle(&app, get("/admin/style.css", &[]), Route::ALL).await;
+        assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+
+        for (uri, status) in [
+            ("/admin", 400),
+            ("/admin?deck=", 400),
+            ("/admin?deck=a%2Fb", 400),
+            ("/admin?deck=%3Cscript%3E", 400),
+            ("/admin/?deck=d1", 404),
+            ("/admin/index.html", 404),
+            ("/admin/..%2FCargo.toml", 404),
+        ] {
+            assert_eq!(handle(&app, get(uri, &[]), Route::ALL).await.status(), status, "{uri}");
+        }
+        // A function that does not serve the page does not answer it.
+        assert_eq!(handle(&app, get("/admin?deck=d1", &[]), &[Route::Uploads]).await.status(), 404);
     }
 }

@@ -188,6 +188,7 @@ impl App {
             sweep_grace_secs: 86400,
             keys: Default::default(),
             limits: Default::default(),
+            embed_origins: Default::default(),
         };
         let store = Arc::new(MemoryStore::default());
         Self {

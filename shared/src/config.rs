@@ -1,5 +1,6 @@
 //! Typed configuration, parsed once from the environment at start-up.
 
+use crate::maintainer_page::EmbedOrigins;
 use crate::model::Keys;
 use crate::policy::Limits;
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub sweep_grace_secs: i64,
     pub keys: Keys,
     pub limits: Limits,
+    /// Who may embed the maintainer page and send it a token (`MAINTAINER_PAGE_EMBED_ORIGINS`).
+    pub embed_origins: EmbedOrigins,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -64,6 +67,8 @@ impl Config {
             download_page_size: number("DOWNLOAD_PAGE_SIZE", 2000)?,
             sweep_grace_secs: number("SWEEP_GRACE_SECS", crate::lifecycle::DEFAULT_GRACE.whole_seconds())?,
             keys: Keys::default(),
+            embed_origins: EmbedOrigins::parse(&var("MAINTAINER_PAGE_EMBED_ORIGINS").unwrap_or_default())
+                .map_err(|e| ConfigError::Invalid("MAINTAINER_PAGE_EMBED_ORIGINS", e))?,
             limits: Limits {
                 max_image_bytes: number("MAX_IMAGE_BYTES", d.max_image_bytes)?,
                 max_audio_bytes: number("MAX_AUDIO_BYTES", d.max_audio_bytes)?,

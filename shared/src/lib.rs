@@ -4,7 +4,7 @@
 //! - [`presign`], [`auth`]: URLs and tokens.
 //! - [`store`]: storage traits and their DynamoDB/S3 adapters.
 //! - [`uploads`], [`process`], [`downloads`]: what each function does.
-//! - [`api`], [`error`]: HTTP mapping, in one place.
+//! - [`api`], [`error`]: HTTP mapping, in one place; [`maintainer_page`]: the page it serves.
 
 pub mod api;
 pub mod app;
@@ -15,6 +15,7 @@ pub mod downloads;
 pub mod error;
 pub mod hash;
 pub mod lifecycle;
+pub mod maintainer_page;
 pub mod maintainers;
 pub mod model;
 pub mod policy;

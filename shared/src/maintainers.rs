@@ -32,6 +32,11 @@ pub struct MaintainerFile {
     pub size: Option<u64>,
     pub stored_size: Option<u64>,
     pub content_type: Option<String>,
+    /// Pixel size of a stored image.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// SHA-256 of the stored bytes (equal to `hash` when stored as uploaded); null until stored.
+    pub stored_hash: Option<String>,
     pub notes: i64,
     pub url: Option<String>,
     pub thumbnail_url: Option<String>,
@@ -111,6 +116,9 @@ pub async fn list_deck_media(
                 size: r.and_then(|r| r.size),
                 stored_size: r.and_then(|r| r.stored_size),
                 content_type: r.and_then(|r| r.content_type.clone()),
+                width: r.and_then(|r| r.width),
+                height: r.and_then(|r| r.height),
+                stored_hash: ready.and_then(|r| r.stored_hash).map(|h| h.to_hex()),
                 notes: e.notes,
                 url: ready.and_then(|r| sign(&r.stored_key)),
                 thumbnail_url: ready.and_then(|r| sign(&r.thumb_key)),

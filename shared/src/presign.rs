@@ -102,6 +102,12 @@ impl Presigner {
         Self { endpoint, region: region.into(), key: Mutex::new(None) }
     }
 
+    /// The origin the signed URLs point at (`https://bucket.s3.region.amazonaws.com`, or the
+    /// emulator's), for the maintainer page's Content-Security-Policy.
+    pub fn origin(&self) -> &str {
+        &self.endpoint.origin
+    }
+
     /// A PUT that S3 accepts only with exactly the body `upload` describes.
     pub fn put(
         &self,
