@@ -233,3 +233,46 @@ def test_memory_stays_flat_under_transactions_on_a_growing_table(moto: Moto) -> 
         round_(r * 500)
     grown = moto.rss() - base
     assert grown < 60 * 1024 * 1024, f"moto grew {grown / 1e6:.0f} MB over 2,000 transactions"
+
+
+def test_a_query_reads_its_partition_with_moto_s_semantics(moto: Moto) -> None:
+    """Queries answer from one partition (not a scan of the table), with the same results:
+    order, both directions, range conditions, pages, counts, and an index still scanned."""
+    moto.ddb.create_table(
+        TableName="deck", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"},
+                              {"AttributeName": "h", "AttributeType": "S"}],
+        GlobalSecondaryIndexes=[{"IndexName": "by_h", "KeySchema": [{"AttributeName": "h", "KeyType": "HASH"}],
+                                 "Projection": {"ProjectionType": "ALL"}}])
+    for d in range(5):
+        for f in range(40):
+            moto.ddb.put_item(TableName="deck", Item={"pk": {"S": f"d{d}"}, "sk": {"S": f"f{f:03d}"}, "h": {"S": f"h{f % 7}"}})
+
+    def query(**kw: object) -> list[str]:
+        out, start = [], None
+        while True:
+            page = moto.ddb.query(TableName="deck", **({"ExclusiveStartKey": start} if start else {}), **kw)
+            out += [f"{i.get('pk', {}).get('S')}/{i['sk']['S']}" for i in page["Items"]]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return out
+
+    key = {"KeyConditionExpression": "pk = :d", "ExpressionAttributeValues": {":d": {"S": "d3"}}}
+    assert query(**key) == [f"d3/f{f:03d}" for f in range(40)]
+    assert query(**key, Limit=7) == [f"d3/f{f:03d}" for f in range(40)]
+    assert query(**key, ScanIndexForward=False, Limit=9) == [f"d3/f{f:03d}" for f in reversed(range(40))]
+    between = {"KeyConditionExpression": "pk = :d AND sk BETWEEN :a AND :b",
+               "ExpressionAttributeValues": {":d": {"S": "d1"}, ":a": {"S": "f010"}, ":b": {"S": "f014"}}}
+    assert query(**between) == [f"d1/f{f:03d}" for f in range(10, 15)]
+    count = moto.ddb.query(TableName="deck", Select="COUNT", **key)
+    assert count["Count"] == 40
+    absent = {"KeyConditionExpression": "pk = :d", "ExpressionAttributeValues": {":d": {"S": "nope"}}}
+    assert query(**absent) == []
+    by_h = query(IndexName="by_h", KeyConditionExpression="h = :h", ExpressionAttributeValues={":h": {"S": "h2"}})
+    assert sorted(by_h) == sorted(f"d{d}/f{f:03d}" for d in range(5) for f in range(40) if f % 7 == 2)
+    # A hash-key-only table.
+    moto.table("t")
+    moto.ddb.put_item(TableName="t", Item=put("a", 1))
+    page = moto.ddb.query(TableName="t", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "a"}})
+    assert [i["pk"]["S"] for i in page["Items"]] == ["a"]
