@@ -1,0 +1,114 @@
+# What `sam local` needs here (scripts/sam-local, scripts/sam-test); source after lib.sh.
+#   - a Docker engine: the one running, else a dockerd this script starts (sam_cleanup stops it);
+#   - the base image SAM layers its runtime emulator on, made from Debian with debootstrap, since
+#     no image can be pulled (../shared/LOCAL-STACK.md, "sam local");
+#   - a template derived from template.yaml whose CodeUris are folders holding the test build's
+#     binaries as `bootstrap`, so nothing is compiled twice;
+#   - --env-vars and --parameter-overrides pointing the functions at the local stack;
+#   - forwarders from the Docker bridge to the emulators, which listen on 127.0.0.1 only.
+
+SAM="$TOOLS_VENV/bin/sam"
+export SAM_CLI_TELEMETRY=0
+SAM_DIR="$LOCAL/sam"                  # generated: template, code folders, env, events
+SAM_CACHE="$CACHE/sam"                # kept across clones and runs: the base image's tarball
+SAM_API_PORT="${SAM_API_PORT:-$((GATEWAY_PORT + 10))}"   # sam local start-api
+# The functions run on this machine's architecture (the test build's binaries); AWS gets arm64.
+case "$(uname -m)" in aarch64 | arm64) SAM_ARCH=arm64 ;; *) SAM_ARCH=x86_64 ;; esac
+SAM_BASE_IMAGE="public.ecr.aws/lambda/provided:al2023-$SAM_ARCH"
+mkdir -p "$SAM_DIR" "$SAM_CACHE"
+
+# Everything sam_* starts, stopped by sam_cleanup (by PID, in reverse order).
+SAM_STARTED=()
+
+sam_cleanup() {
+  local i pid
+  for ((i = ${#SAM_STARTED[@]} - 1; i >= 0; i--)); do
+    pid=${SAM_STARTED[$i]}
+    kill -0 "$pid" 2>/dev/null || continue
+    # SIGINT is sam's Ctrl-C: it removes its containers before it exits.
+    kill -INT -- "-$pid" 2>/dev/null || kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+  done
+  SAM_STARTED=()
+}
+
+# sam_spawn NAME COMMAND...: start COMMAND in its own process group, logging to .local/logs/NAME.log.
+sam_spawn() {
+  local name=$1; shift
+  setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  SAM_STARTED+=("$!")
+  echo "$!" >"$PIDS/$name.pid"
+}
+
+# A Docker engine: reuse one that answers, else start dockerd with its state in the cache (so the
+# base image survives between runs) and stop it in sam_cleanup.
+sam_docker() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  command -v dockerd >/dev/null || { log "dockerd is missing: apt-get install -y docker.io debootstrap"; return 1; }
+  [ "$(id -u)" = 0 ] || { log "no Docker engine answers, and starting dockerd needs root"; return 1; }
+  # containerd's socket path must stay short, so the exec root is not under the cache.
+  local run=/run/ankicollab-media-docker
+  mkdir -p "$CACHE/docker" "$run"
+  log "starting dockerd (data in $CACHE/docker)"
+  sam_spawn dockerd dockerd --data-root "$CACHE/docker" --exec-root "$run" --pidfile "$run/dockerd.pid"
+  local i
+  for ((i = 0; i < 150; i++)); do docker info >/dev/null 2>&1 && return 0; sleep 0.2; done
+  log "dockerd did not answer in 30 s; its log: $LOGS/dockerd.log"; tail -n 20 "$LOGS/dockerd.log" >&2
+  return 1
+}
+
+# The base image SAM expects for provided.al2023, made once from a Debian root file system; the
+# tarball is cached, so a new Docker engine only imports it again (seconds).
+sam_base_image() {
+  docker image inspect "$SAM_BASE_IMAGE" >/dev/null 2>&1 && return 0
+  local tarball="$SAM_CACHE/lambda-base-bookworm-$SAM_ARCH.tar"
+  if [ ! -s "$tarball" ]; then
+    command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install -y debootstrap"; return 1; }
+    local root="$SAM_CACHE/rootfs.tmp"
+    log "making the Lambda base image from Debian bookworm (debootstrap, about a minute, once)"
+    rm -rf "$root"
+    nice debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$LOGS/debootstrap.log" 2>&1 ||
+      { tail -n 20 "$LOGS/debootstrap.log" >&2; return 1; }
+    # SAM's runtime layer moves its emulator into /var/runtime; the code is mounted at /var/task.
+    mkdir -p "$root/var/task" "$root/var/runtime" "$root/opt"
+    tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$root"
+  fi
+  log "importing $tarball as $SAM_BASE_IMAGE"
+  docker import -c 'WORKDIR /var/task' "$tarball" "$SAM_BASE_IMAGE" >/dev/null
+}
+
+# The Docker bridge's address on this host: what containers use to reach it.
+sam_docker_host_ip() { docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}'; }
+
+# Forward the bridge address's ports of the emulators to 127.0.0.1, where they listen.
+sam_forward() {
+  SAM_HOST_IP=$(sam_docker_host_ip)
+  sam_spawn sam-forward "$TOOLS_VENV/bin/python" "$REPO/scripts/sam_forward.py" "$SAM_HOST_IP" \
+    "$LS_PORT" "$MOTO_PORT" "$PG_PORT"
+  local i
+  for ((i = 0; i < 50; i++)); do
+    grep -q '^forwarding' "$LOGS/sam-forward.log" 2>/dev/null && return 0
+    kill -0 "${SAM_STARTED[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "the port forwarder did not start; its log: $LOGS/sam-forward.log"; cat "$LOGS/sam-forward.log" >&2
+  return 1
+}
+
+# sam_prepare [RESOURCE-PREFIX]: build (a no-op when the tests built already), then write
+# .local/sam/template.yaml, its code folders, env.json and the parameter overrides. With a
+# prefix, the functions use their own bucket, tables and database (scripts/sam-test).
+sam_prepare() {
+  local prefix=${1:-}
+  log "building the functions (the tests' build; a no-op when it is current)"
+  build_gateway
+  "$TOOLS_VENV/bin/python" "$REPO/scripts/sam_prepare.py" \
+    --template "$REPO/template.yaml" --out "$SAM_DIR" --binaries "$CARGO_TARGET_DIR/debug" \
+    --stack-env "$STACK_ENV" --docker-host "$SAM_HOST_IP" --prefix "$prefix"
+  # One line per override, as `sam --parameter-overrides` takes them.
+  mapfile -t SAM_PARAMS <"$SAM_DIR/parameters"
+  SAM_ARGS=(--template "$SAM_DIR/template.yaml" --env-vars "$SAM_DIR/env.json"
+    --parameter-overrides "${SAM_PARAMS[@]}" --region "${AWS_REGION:-us-east-1}" --skip-pull-image)
+}
