@@ -9,7 +9,7 @@
 
 SAM="$TOOLS_VENV/bin/sam"
 export SAM_CLI_TELEMETRY=0
-SAM_DIR="$LOCAL/sam"                  # generated: template, code folders, env, events
+SAM_DIR="${SAM_DIR:-$LOCAL/sam}"      # generated: template, code folders, env, events
 SAM_CACHE="$CACHE/sam"                # kept across clones and runs: the base image's tarball
 SAM_API_PORT="${SAM_API_PORT:-$((GATEWAY_PORT + 10))}"   # sam local start-api
 # The functions run on this machine's architecture (the test build's binaries); AWS gets arm64.
@@ -82,9 +82,11 @@ sam_base_image() {
 # The Docker bridge's address on this host: what containers use to reach it.
 sam_docker_host_ip() { docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}'; }
 
-# Forward the bridge address's ports of the emulators to 127.0.0.1, where they listen.
+# Forward the bridge address's ports of the emulators to 127.0.0.1, where they listen (unless
+# another sam-local or sam-test forwards them already).
 sam_forward() {
   SAM_HOST_IP=$(sam_docker_host_ip)
+  if (exec 3<>"/dev/tcp/$SAM_HOST_IP/$LS_PORT") 2>/dev/null; then return 0; fi
   sam_spawn sam-forward "$TOOLS_VENV/bin/python" "$REPO/scripts/sam_forward.py" "$SAM_HOST_IP" \
     "$LS_PORT" "$MOTO_PORT" "$PG_PORT"
   local i
