@@ -24,14 +24,17 @@ sam_cleanup() {
   local i pid
   for ((i = ${#SAM_STARTED[@]} - 1; i >= 0; i--)); do
     pid=${SAM_STARTED[$i]}
-    kill -0 "$pid" 2>/dev/null || continue
-    # SIGINT is sam's Ctrl-C: it removes its containers before it exits.
-    kill -INT -- "-$pid" 2>/dev/null || kill -INT "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+    # SIGTERM: background jobs of a script ignore SIGINT. dockerd stops its containers first.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 200); do sam_alive "$pid" || break; sleep 0.1; done
+    sam_alive "$pid" && { log "PID $pid did not stop in 20 s: killing it"; kill -KILL -- "-$pid" 2>/dev/null || true; }
+    wait "$pid" 2>/dev/null || true
   done
   SAM_STARTED=()
 }
+
+# A child that exited stays a zombie until it is waited for; that is not alive.
+sam_alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 
 # sam_spawn NAME COMMAND...: start COMMAND in its own process group, logging to .local/logs/NAME.log.
 sam_spawn() {
@@ -59,36 +62,56 @@ sam_docker() {
 }
 
 # The base image SAM expects for provided.al2023, made once from a Debian root file system; the
-# tarball is cached, so a new Docker engine only imports it again (seconds).
+# tarball is cached, so a new Docker engine only imports it again (seconds). Amazon Linux's image
+# has CA certificates, and the functions' TLS stack refuses to start without any (it panics), so
+# this one has them too. Bump SAM_BASE_VERSION when what goes into the image changes.
+SAM_BASE_VERSION=2
 sam_base_image() {
-  docker image inspect "$SAM_BASE_IMAGE" >/dev/null 2>&1 && return 0
-  local tarball="$SAM_CACHE/lambda-base-bookworm-$SAM_ARCH.tar"
+  local have
+  have=$(docker image inspect -f '{{index .Config.Labels "ankicollab.base"}}' "$SAM_BASE_IMAGE" 2>/dev/null || true)
+  [ "$have" = "$SAM_BASE_VERSION" ] && return 0
+  local tarball="$SAM_CACHE/lambda-base-bookworm-v$SAM_BASE_VERSION-$SAM_ARCH.tar"
   if [ ! -s "$tarball" ]; then
     command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install -y debootstrap"; return 1; }
     local root="$SAM_CACHE/rootfs.tmp"
     log "making the Lambda base image from Debian bookworm (debootstrap, about a minute, once)"
     rm -rf "$root"
-    nice debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$LOGS/debootstrap.log" 2>&1 ||
-      { tail -n 20 "$LOGS/debootstrap.log" >&2; return 1; }
+    nice debootstrap --variant=minbase --include=ca-certificates bookworm "$root" http://deb.debian.org/debian \
+      >"$LOGS/debootstrap.log" 2>&1 || { tail -n 20 "$LOGS/debootstrap.log" >&2; return 1; }
     # SAM's runtime layer moves its emulator into /var/runtime; the code is mounted at /var/task.
     mkdir -p "$root/var/task" "$root/var/runtime" "$root/opt"
     tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
     rm -rf "$root"
   fi
   log "importing $tarball as $SAM_BASE_IMAGE"
-  docker import -c 'WORKDIR /var/task' "$tarball" "$SAM_BASE_IMAGE" >/dev/null
+  docker import -c 'WORKDIR /var/task' -c "LABEL ankicollab.base=$SAM_BASE_VERSION" "$tarball" "$SAM_BASE_IMAGE" >/dev/null
+  # SAM layers its emulator on the base once (tag "…-rapid-ARCH") and, with --skip-pull-image,
+  # keeps using that layer: drop the one made from an older base.
+  docker image rm "${SAM_BASE_IMAGE/al2023-/al2023-rapid-}" >/dev/null 2>&1 || true
 }
 
-# The Docker bridge's address on this host: what containers use to reach it.
-sam_docker_host_ip() { docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}'; }
+# The Docker bridge's address on this host: what containers use to reach it. (The network's IPAM
+# config names the gateway only when it was configured, so ask the bridge interface itself.)
+sam_docker_host_ip() {
+  local dev ip
+  dev=$(docker network inspect bridge -f '{{index .Options "com.docker.network.bridge.name"}}')
+  ip=$(ip -4 -o addr show dev "${dev:-docker0}" | awk '{print $4}' | cut -d/ -f1 | head -n1)
+  [ -n "$ip" ] || { log "no IPv4 address on Docker's bridge ${dev:-docker0}"; return 1; }
+  echo "$ip"
+}
 
-# Forward the bridge address's ports of the emulators to 127.0.0.1, where they listen (unless
-# another sam-local or sam-test forwards them already).
+# Forward the bridge address's ports of the emulators to 127.0.0.1, where they listen: those that
+# do not answer there already (LocalStack listens on every address; another sam-local or sam-test
+# may be forwarding the others).
 sam_forward() {
-  SAM_HOST_IP=$(sam_docker_host_ip)
-  if (exec 3<>"/dev/tcp/$SAM_HOST_IP/$LS_PORT") 2>/dev/null; then return 0; fi
-  sam_spawn sam-forward "$TOOLS_VENV/bin/python" "$REPO/scripts/sam_forward.py" "$SAM_HOST_IP" \
-    "$LS_PORT" "$MOTO_PORT" "$PG_PORT"
+  SAM_HOST_IP=$(sam_docker_host_ip) || return 1
+  local port ports=()
+  for port in "$LS_PORT" "$MOTO_PORT" "$PG_PORT"; do
+    (exec 3<>"/dev/tcp/$SAM_HOST_IP/$port") 2>/dev/null || ports+=("$port")
+  done
+  [ "${#ports[@]}" -gt 0 ] || return 0
+  rm -f "$LOGS/sam-forward.log"
+  sam_spawn sam-forward "$TOOLS_VENV/bin/python" "$REPO/scripts/sam_forward.py" "$SAM_HOST_IP" "${ports[@]}"
   local i
   for ((i = 0; i < 50; i++)); do
     grep -q '^forwarding' "$LOGS/sam-forward.log" 2>/dev/null && return 0

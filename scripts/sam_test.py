@@ -175,12 +175,20 @@ def run(sam_args: list[str]) -> None:
     data = src.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     filename = src.name
+    # A second file is asked for but never uploaded: the sweep must find it (and, within the
+    # grace period, leave it).
+    unsent = corpus / "text.png"
+    unsent_digest = hashlib.sha256(unsent.read_bytes()).hexdigest()
     user = token("upload download")
 
     step(f"upload {filename} ({len(data)} bytes) through POST /v1/uploads")
-    answer = api("POST", "/v1/uploads", user, {"deck": DECK, "files": [{"hash": digest, "size": len(data), "filename": filename}]})
+    answer = api("POST", "/v1/uploads", user, {"deck": DECK, "files": [
+        {"hash": digest, "size": len(data), "filename": filename},
+        {"hash": unsent_digest, "size": unsent.stat().st_size, "filename": unsent.name},
+    ]})
     files = answer.get("files")
-    check(isinstance(files, list) and len(files) == 1, "one answer per file", answer)
+    check(isinstance(files, list) and len(files) == 2, "one answer per file", answer)
+    check(files[1].get("status") == "upload", "an upload URL for the second file too", files[1])
     up = files[0]
     check(up.get("hash") == digest and up.get("status") == "upload", "status upload for a new file", up)
     check(up.get("method") == "PUT" and up.get("url", "").startswith(ENV["AWS_ENDPOINT_URL_S3"]), "a PUT URL on LocalStack", up)
@@ -223,8 +231,8 @@ def run(sam_args: list[str]) -> None:
 
     step("sweep-orphans: sam local invoke with the schedule's event")
     sweep = invoke("SweepOrphansFunction", json.loads((REPO / "events" / "sweep-orphans.json").read_text()), sam_args)
-    check(isinstance(sweep, dict) and sweep.get("scanned", 0) >= 1 and sweep.get("deleted") == 0,
-          "the sweep scans the record and deletes nothing referenced", sweep)
+    check(isinstance(sweep, dict) and sweep.get("scanned") == 1 and sweep.get("too_recent") == 1
+          and sweep.get("deleted") == 0, "the sweep finds the unreferenced upload, within its grace period", sweep)
     check(requests.get(f["url"], timeout=60).status_code == 200, "the referenced file is still served after the sweep")
 
     step("sync-postgres: migrate, then the streams' records of both tables, then reconcile")
