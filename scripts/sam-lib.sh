@@ -16,6 +16,9 @@ SAM_API_PORT="${SAM_API_PORT:-$((GATEWAY_PORT + 10))}"   # sam local start-api
 case "$(uname -m)" in aarch64 | arm64) SAM_ARCH=arm64 ;; *) SAM_ARCH=x86_64 ;; esac
 SAM_BASE_IMAGE="public.ecr.aws/lambda/provided:al2023-$SAM_ARCH"
 mkdir -p "$SAM_DIR" "$SAM_CACHE"
+# Every sam local command first asks STS for the account id; offline that costs ~11 s of retries
+# per call. moto answers it (with the account id SAM would use anyway).
+export AWS_ENDPOINT_URL_STS="${AWS_ENDPOINT_URL_STS:-http://127.0.0.1:$MOTO_PORT}"
 
 # Everything sam_* starts, stopped by sam_cleanup (by PID, in reverse order).
 SAM_STARTED=()

@@ -106,6 +106,7 @@ def invoke(function: str, event: dict, sam_args: list[str]) -> object:
         text=True,
         timeout=900,
     )
+    path.with_suffix(".log").write_text(p.stderr)
     log = "\n".join(p.stderr.splitlines()[-30:])
     check(p.returncode == 0, f"sam local invoke {function} exited {p.returncode}; its log:\n{log}\n", p.stdout)
     out = p.stdout.strip()
@@ -228,6 +229,15 @@ def run(sam_args: list[str]) -> None:
     check(got.headers.get("content-type") == f["content_type"], "Content-Type as listed", got.headers.get("content-type"))
     check(f["stored_hash"] != digest or got.content == data, "unconverted bytes are the upload's", f)
     step(f"  {filename}: {len(data)} -> {len(got.content)} bytes, {f['content_type']}, sha256 verified")
+
+    step("maintainers: GET /v1/decks/{deck}/media?q=, then the preview and thumbnail URLs")
+    listing = api("GET", f"/v1/decks/{DECK}/media?q={filename[:5]}", token("maintain", DECK))
+    check([x.get("filename") for x in listing.get("files", [])] == [filename], "the search finds the file", listing)
+    m = listing["files"][0]
+    check(m.get("hash") == digest and m.get("notes") == 1, "its hash and note count", m)
+    for what in ("url", "thumbnail_url"):
+        r = requests.get(m[what], timeout=60)
+        check(r.status_code == 200 and r.content, f"the {what} is served", (r.status_code, r.text[:300]))
 
     step("sweep-orphans: sam local invoke with the schedule's event")
     sweep = invoke("SweepOrphansFunction", json.loads((REPO / "events" / "sweep-orphans.json").read_text()), sam_args)
