@@ -81,7 +81,10 @@ def main() -> None:
     p = args.prefix
     names = {
         "BUCKET": f"{p}-{stack['BUCKET']}" if p else stack["BUCKET"],
-        **{k: f"{p}-{stack[k]}" if p else stack[k] for k in ("MEDIA_TABLE", "DECK_FILES_TABLE", "REFS_TABLE", "QUOTAS_TABLE")},
+        **{
+            k: f"{p}-{stack[k]}" if p else stack[k]
+            for k in ("MEDIA_TABLE", "DECK_FILES_TABLE", "REFS_TABLE", "QUOTAS_TABLE")
+        },
     }
     db_url = stack["DATABASE_URL"]
     if p:

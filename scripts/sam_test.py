@@ -163,7 +163,9 @@ def stream_event(streams, ddb, table: str) -> dict:
 
 
 def psql(sql: str) -> str:
-    p = subprocess.run([ENV["PSQL"], "-X", "-tA", "-F", "|", ENV["DATABASE_URL"], "-c", sql], capture_output=True, text=True)
+    p = subprocess.run(
+        [ENV["PSQL"], "-X", "-tA", "-F", "|", ENV["DATABASE_URL"], "-c", sql], capture_output=True, text=True
+    )
     check(p.returncode == 0, f"psql {sql!r}", p.stderr)
     return p.stdout.strip()
 
@@ -183,16 +185,28 @@ def run(sam_args: list[str]) -> None:
     user = token("upload download")
 
     step(f"upload {filename} ({len(data)} bytes) through POST /v1/uploads")
-    answer = api("POST", "/v1/uploads", user, {"deck": DECK, "files": [
-        {"hash": digest, "size": len(data), "filename": filename},
-        {"hash": unsent_digest, "size": unsent.stat().st_size, "filename": unsent.name},
-    ]})
+    answer = api(
+        "POST",
+        "/v1/uploads",
+        user,
+        {
+            "deck": DECK,
+            "files": [
+                {"hash": digest, "size": len(data), "filename": filename},
+                {"hash": unsent_digest, "size": unsent.stat().st_size, "filename": unsent.name},
+            ],
+        },
+    )
     files = answer.get("files")
     check(isinstance(files, list) and len(files) == 2, "one answer per file", answer)
     check(files[1].get("status") == "upload", "an upload URL for the second file too", files[1])
     up = files[0]
     check(up.get("hash") == digest and up.get("status") == "upload", "status upload for a new file", up)
-    check(up.get("method") == "PUT" and up.get("url", "").startswith(ENV["AWS_ENDPOINT_URL_S3"]), "a PUT URL on LocalStack", up)
+    check(
+        up.get("method") == "PUT" and up.get("url", "").startswith(ENV["AWS_ENDPOINT_URL_S3"]),
+        "a PUT URL on LocalStack",
+        up,
+    )
     r = requests.put(up["url"], data=data, headers=up["headers"], timeout=60)
     check(r.status_code == 200, "LocalStack accepts the PUT with exactly the returned headers", (r.status_code, r.text))
     key = f"uploads/{digest}"
@@ -200,7 +214,11 @@ def run(sam_args: list[str]) -> None:
     check(head["ContentLength"] == len(data), "the upload is stored", head)
 
     status = api("GET", f"/v1/media/{digest}", user)
-    check(status.get("status") == "pending", "pending before process-upload runs (nothing else processes this bucket)", status)
+    check(
+        status.get("status") == "pending",
+        "pending before process-upload runs (nothing else processes this bucket)",
+        status,
+    )
 
     step("process-upload: sam local invoke with an S3 event for the object")
     invoke("ProcessUploadFunction", s3_event(bucket, key, len(data), head["ETag"].strip('"')), sam_args)
@@ -213,8 +231,12 @@ def run(sam_args: list[str]) -> None:
         check(e.response["Error"]["Code"] in ("404", "NoSuchKey"), "the upload is gone", e.response["Error"])
 
     step("references: POST /v1/references")
-    refs = api("POST", "/v1/references", token("references"),
-               {"deck": DECK, "notes": [{"note_id": NOTE, "media": [{"filename": filename, "hash": digest}]}]})
+    refs = api(
+        "POST",
+        "/v1/references",
+        token("references"),
+        {"deck": DECK, "notes": [{"note_id": NOTE, "media": [{"filename": filename, "hash": digest}]}]},
+    )
     check(refs == {"notes": 1, "added": 1, "removed": 0}, "one note, one reference added", refs)
 
     step("download: POST /v1/downloads, then GET the URL")
@@ -226,7 +248,9 @@ def run(sam_args: list[str]) -> None:
     check(got.status_code == 200, "LocalStack serves the pre-signed GET", (got.status_code, got.text[:300]))
     check(hashlib.sha256(got.content).hexdigest() == f["stored_hash"], "the bytes hash to stored_hash", f)
     check(len(got.content) == f["size"], "size is the stored size", (len(got.content), f))
-    check(got.headers.get("content-type") == f["content_type"], "Content-Type as listed", got.headers.get("content-type"))
+    check(
+        got.headers.get("content-type") == f["content_type"], "Content-Type as listed", got.headers.get("content-type")
+    )
     check(f["stored_hash"] != digest or got.content == data, "unconverted bytes are the upload's", f)
     step(f"  {filename}: {len(data)} -> {len(got.content)} bytes, {f['content_type']}, sha256 verified")
 
@@ -241,8 +265,14 @@ def run(sam_args: list[str]) -> None:
 
     step("sweep-orphans: sam local invoke with the schedule's event")
     sweep = invoke("SweepOrphansFunction", json.loads((REPO / "events" / "sweep-orphans.json").read_text()), sam_args)
-    check(isinstance(sweep, dict) and sweep.get("scanned") == 1 and sweep.get("too_recent") == 1
-          and sweep.get("deleted") == 0, "the sweep finds the unreferenced upload, within its grace period", sweep)
+    check(
+        isinstance(sweep, dict)
+        and sweep.get("scanned") == 1
+        and sweep.get("too_recent") == 1
+        and sweep.get("deleted") == 0,
+        "the sweep finds the unreferenced upload, within its grace period",
+        sweep,
+    )
     check(requests.get(f["url"], timeout=60).status_code == 200, "the referenced file is still served after the sweep")
 
     step("sync-postgres: migrate, then the streams' records of both tables, then reconcile")
@@ -258,8 +288,14 @@ def run(sam_args: list[str]) -> None:
     check(row == f"{digest}|1|media/{digest}|ready|1", "anki.media and stored_media_files describe the file", row)
     step(f"  Postgres: {row}")
     report = invoke("SyncPostgresFunction", {"mode": "reconcile", "fix": False}, sam_args)
-    check(isinstance(report, dict) and report.get("missing") == 0 and report.get("extra") == 0
-          and report.get("differing") == 0, "Postgres equals DynamoDB", report)
+    check(
+        isinstance(report, dict)
+        and report.get("missing") == 0
+        and report.get("extra") == 0
+        and report.get("differing") == 0,
+        "Postgres equals DynamoDB",
+        report,
+    )
 
 
 if __name__ == "__main__":
