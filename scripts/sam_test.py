@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -259,7 +260,8 @@ def run(sam_args: list[str]) -> None:
     check([x.get("filename") for x in listing.get("files", [])] == [filename], "the search finds the file", listing)
     m = listing["files"][0]
     check(m.get("hash") == digest and m.get("notes") == 1, "its hash and note count", m)
-    for what in ("url", "thumbnail_url"):
+    # Images have a thumbnail; audio has none.
+    for what in ("url", "thumbnail_url") if f["content_type"].startswith("image/") else ("url",):
         r = requests.get(m[what], timeout=60)
         check(r.status_code == 200 and r.content, f"the {what} is served", (r.status_code, r.text[:300]))
 
@@ -306,4 +308,8 @@ if __name__ == "__main__":
             run(sys.argv[2:])
     except Failed as e:
         print(f"sam-test FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        traceback.print_exc()
+        print("sam-test FAILED: an unexpected error (above)", file=sys.stderr)
         sys.exit(1)
