@@ -98,6 +98,13 @@ def main() -> None:
         "JWT_SECRET": stack["JWT_SECRET"],
         "DATABASE_URL": rehost(db_url, args.docker_host),
     }
+    # Any other variable the template declares that the stack sets (MAINTAINER_PAGE_EMBED_ORIGINS…)
+    # gets the stack's value, as the local gateway has it.
+    declared = set(template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+    for res in template["Resources"].values():
+        if res.get("Type") == "AWS::Serverless::Function":
+            declared |= set(res["Properties"].get("Environment", {}).get("Variables", {}))
+    variables.update({k: stack[k] for k in sorted(declared) if k in stack and k not in variables})
     # "Parameters" applies to every function; SAM passes only the variables a function declares.
     (args.out / "env.json").write_text(json.dumps({"Parameters": variables}, indent=2) + "\n")
     os.chmod(args.out / "env.json", 0o600)

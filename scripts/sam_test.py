@@ -265,6 +265,21 @@ def run(sam_args: list[str]) -> None:
         r = requests.get(m[what], timeout=60)
         check(r.status_code == 200 and r.content, f"the {what} is served", (r.status_code, r.text[:300]))
 
+    step("the maintainer page: GET /admin?deck= and a script of it (public routes)")
+    page = requests.get(f"{ENV['SAM_API_URL']}/admin?deck={DECK}", timeout=120)
+    check(
+        page.status_code == 200 and page.headers.get("content-type", "").startswith("text/html"),
+        "the page is served as HTML",
+        (page.status_code, page.headers.get("content-type"), page.text[:300]),
+    )
+    check("default-src 'none'" in page.headers.get("content-security-policy", ""), "the page has its CSP", page.headers)
+    script = requests.get(f"{ENV['SAM_API_URL']}/admin/app.js", timeout=120)
+    check(
+        script.status_code == 200 and "javascript" in script.headers.get("content-type", ""),
+        "its script is served",
+        (script.status_code, script.headers.get("content-type")),
+    )
+
     step("sweep-orphans: sam local invoke with the schedule's event")
     sweep = invoke("SweepOrphansFunction", json.loads((REPO / "events" / "sweep-orphans.json").read_text()), sam_args)
     check(
