@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda sweep reconcile mirror soak
+.PHONY: up down test token invoke demo check lambda sweep reconcile mirror soak sam-local sam-test
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -12,6 +12,10 @@ token:   ## mint a token: make token SUB=u1 SCOPE="upload download" DECKS=d1,d2
 	@scripts/token "$(or $(SUB),local-user)" "$(or $(SCOPE),upload download)" "$(DECKS)"
 invoke:  ## run a non-HTTP function now: make invoke FN=process-upload EVENT=events/process-upload.json
 	scripts/invoke "$(FN)" $(EVENT)
+sam-local: ## the API from template.yaml's functions under `sam local start-api` (Docker), against the stack
+	scripts/sam-local
+sam-test: ## upload, process, reference, download, sweep and mirror one file through `sam local`
+	scripts/sam-test
 check:   ## formatting and lints, as CI runs them
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
