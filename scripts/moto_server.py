@@ -222,7 +222,8 @@ def query_one_partition():
             # them all first (moto sorts what matches afterwards, as the index's order).
             candidates = [item for bucket in table.items.values()
                           for item in (bucket.values() if table.range_key_attr else (bucket,))
-                          if all(item.attrs.get(name) == value for name, value in conditions)]
+                          if all(item.attrs.get(name) is not None and item.attrs[name] == value
+                                 for name, value in conditions)]
         else:
             return moto_query(table, hash_key, *args, **kwargs)
         table.all_items = lambda: candidates  # shadows the method for this call only
