@@ -184,13 +184,16 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
             list(ex.map(fetch, files))
         result = {"files": len(files)}
     elif args.child == "upload-client":
-        with MediaClient(stack.api, stack.token("upload"), workers=args.workers, cache_path=args.cache) as c:
+        # Each upload run is its own user: the daily quota (10,000 files) is per user, and the
+        # deck's seeding has used it up for the default one.
+        token = stack.token("upload", sub=f"bench-{out.name}")
+        with MediaClient(stack.api, token, workers=args.workers, cache_path=args.cache) as c:
             report = c.upload(args.deck, sorted(out.iterdir()))
         assert not report.failed and not report.rejected, report.summary()
         result = {"files": len(report.uploaded)}
     elif args.child == "upload-plain":
         paths = sorted(out.iterdir())
-        token = stack.token("upload")
+        token = stack.token("upload", sub=f"bench-{out.name}")
         get = sessions()
         import hashlib  # noqa: PLC0415
 
@@ -257,6 +260,7 @@ def main() -> None:
     p.add_argument("--skip-plugin", action="store_true", help="leave out the slow plugin strategy")
     p.add_argument("--rounds", type=int, default=3, help="runs of each fast variant (the median counts)")
     p.add_argument("--seed-only", action="store_true", help="upload and process the deck, then stop")
+    p.add_argument("--uploads-only", action="store_true", help="only the upload comparison")
     p.add_argument("--child")
     p.add_argument("--dir")
     p.add_argument("--deck")
@@ -276,7 +280,7 @@ def main() -> None:
     if args.seed_only:
         return
     t = time.perf_counter()
-    files = listing(stack, deck)
+    files = [] if args.uploads_only else listing(stack, deck)
     list_seconds = time.perf_counter() - t
     log(f"listing {len(files)} files: {list_seconds:.2f} s")
 
@@ -285,7 +289,7 @@ def main() -> None:
         urls = Path(tmp) / "urls.json"
         urls.write_text(json.dumps(files))
         order = ["ceiling", "client", "boto3"]
-        for r in range(args.rounds):
+        for r in range(0 if args.uploads_only else args.rounds):
             for variant in order if r % 2 == 0 else reversed(order):
                 out = Path(tmp) / f"{variant}-{r}"
                 cache = str(Path(tmp) / f"cache-{variant}-{r}.sqlite3")
@@ -298,7 +302,7 @@ def main() -> None:
                     assert again["downloaded"] == 0
                     results.setdefault("client-again", []).append(again)
                 shutil.rmtree(out, ignore_errors=True)
-        if not args.skip_plugin:
+        if not args.skip_plugin and not args.uploads_only:
             res = run_child("plugin", args, Path(tmp) / "plugin", deck=deck, urls=str(urls))
             log(f"plugin strategy: {res['seconds']:.2f} s")
             results["plugin"] = [res]
@@ -325,31 +329,33 @@ def main() -> None:
         values = sorted(r[key] for r in results[name])
         return values[len(values) // 2]
 
-    ceiling, ours = med("ceiling"), med("client")
-    rows = [
-        ("client (ours), listing included", ours, med("client", "peak_rss_mb")),
-        ("plain parallel GETs (ceiling)", ceiling, med("ceiling", "peak_rss_mb")),
-        ("boto3 transfer", med("boto3"), med("boto3", "peak_rss_mb")),
-    ]
-    if "plugin" in results:
-        rows.append(("today's plugin strategy", med("plugin"), med("plugin", "peak_rss_mb")))
-    print(f"\nDownload of {args.files} files ({args.workers} workers; median of {args.rounds}; listing alone {list_seconds:.2f} s)")
-    print(f"| variant | seconds | files/s | vs ceiling | peak RSS MB |\n| --- | ---: | ---: | ---: | ---: |")
-    for name, secs, rss in rows:
-        print(f"| {name} | {secs:.2f} | {args.files / secs:.0f} | {secs / ceiling:.2f}x | {rss:.0f} |")
-    print(f"| client again, unchanged deck | {med('client-again'):.2f} | | | {med('client-again', 'peak_rss_mb'):.0f} |")
+    checks = []
+    if "client" in results:
+        ceiling, ours = med("ceiling"), med("client")
+        rows = [
+            ("client (ours), listing included", ours, med("client", "peak_rss_mb")),
+            ("plain parallel GETs (ceiling)", ceiling, med("ceiling", "peak_rss_mb")),
+            ("boto3 transfer", med("boto3"), med("boto3", "peak_rss_mb")),
+        ]
+        if "plugin" in results:
+            rows.append(("today's plugin strategy", med("plugin"), med("plugin", "peak_rss_mb")))
+        print(f"\nDownload of {args.files} files ({args.workers} workers; median of {args.rounds}; listing alone {list_seconds:.2f} s)")
+        print("| variant | seconds | files/s | vs ceiling | peak RSS MB |\n| --- | ---: | ---: | ---: | ---: |")
+        for name, secs, rss in rows:
+            print(f"| {name} | {secs:.2f} | {args.files / secs:.0f} | {secs / ceiling:.2f}x | {rss:.0f} |")
+        print(f"| client again, unchanged deck | {med('client-again'):.2f} | | | {med('client-again', 'peak_rss_mb'):.0f} |")
     up_ours, up_plain = med("upload-client"), med("upload-plain")
     print(f"\nUpload of {args.upload_files} new files (median of {args.rounds})")
     print("| variant | seconds | vs plain | peak RSS MB |\n| --- | ---: | ---: | ---: |")
     print(f"| client (ours) | {up_ours:.2f} | {up_ours / up_plain:.2f}x | {med('upload-client', 'peak_rss_mb'):.0f} |")
     print(f"| plain parallel PUTs | {up_plain:.2f} | 1.00x | {med('upload-plain', 'peak_rss_mb'):.0f} |")
     print("\nTargets")
-    checks = [
-        ("download within 1.25x of the ceiling", ours <= 1.25 * ceiling, f"{ours / ceiling:.2f}x"),
-        ("upload within 1.25x of plain PUTs", up_ours <= 1.25 * up_plain, f"{up_ours / up_plain:.2f}x"),
-        ("second download under 5 s", med("client-again") < 5, f"{med('client-again'):.2f} s"),
-        ("client peak RSS under 100 MB", max(r["peak_rss_mb"] for k in ("client", "client-again", "upload-client") for r in results[k]) < 100, ""),
-    ]
+    checks.append(("upload within 1.25x of plain PUTs", up_ours <= 1.25 * up_plain, f"{up_ours / up_plain:.2f}x"))
+    rss = max(r["peak_rss_mb"] for k in ("client", "client-again", "upload-client") for r in results.get(k, []))
+    checks.append(("client peak RSS under 100 MB", rss < 100, f"{rss:.0f} MB"))
+    if "client" in results:
+        checks.append(("download within 1.25x of the ceiling", ours <= 1.25 * ceiling, f"{ours / ceiling:.2f}x"))
+        checks.append(("second download under 5 s", med("client-again") < 5, f"{med('client-again'):.2f} s"))
     if "plugin" in results:
         checks.append(("at least 10x faster than the plugin's strategy", med("plugin") >= 10 * ours, f"{med('plugin') / ours:.1f}x"))
     for what, ok, detail in checks:
