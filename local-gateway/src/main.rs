@@ -57,12 +57,7 @@ async fn serve() -> anyhow::Result<()> {
     let queue = std::env::var("UPLOAD_QUEUE_URL").context("UPLOAD_QUEUE_URL is not set")?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    // Lambda runs many process-upload instances at once (reserved concurrency 50); a few pollers
-    // here keep a big upload from waiting on one batch at a time.
-    let pollers: usize = std::env::var("UPLOAD_POLLERS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    for _ in 0..pollers.max(1) {
-        tokio::spawn(pump_uploads(app.clone(), sqs.clone(), queue.clone()));
-    }
+    tokio::spawn(pump_uploads(app.clone(), sqs, queue));
     let pg = Arc::new(PgMirror::from_env().await?);
     let mirror: Arc<dyn Mirror> = pg.clone();
     let tables = stream_tables(&app);
