@@ -22,14 +22,6 @@ from .fakes import API, FakeServer, sha
 
 
 @pytest.fixture
-def server() -> Iterator[FakeServer]:
-    s = FakeServer()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        s.install(rsps)
-        yield s
-
-
-@pytest.fixture
 def client(cache_path: Path) -> Iterator[MediaClient]:
     c = MediaClient(API, "token", workers=4, cache_path=cache_path)
     yield c

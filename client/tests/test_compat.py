@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -13,14 +13,6 @@ import responses
 from ankicollab_media.compat import MediaManager
 
 from .fakes import API, FakeServer, sha
-
-
-@pytest.fixture
-def server() -> Iterator[FakeServer]:
-    s = FakeServer()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        s.install(rsps)
-        yield s
 
 
 @pytest.fixture
