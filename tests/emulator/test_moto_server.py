@@ -278,3 +278,72 @@ def test_a_query_reads_its_partition_with_moto_s_semantics(moto: Moto) -> None:
     moto.ddb.put_item(TableName="t", Item=put("a", 1))
     page = moto.ddb.query(TableName="t", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "a"}})
     assert [i["pk"]["S"] for i in page["Items"]] == ["a"]
+
+
+def raw(url: str, op: str, body: dict) -> dict:
+    """One DynamoDB call over plain HTTP, answered as the JSON on the wire (no SDK parsing)."""
+    import json
+
+    import requests
+
+    auth = "AWS4-HMAC-SHA256 Credential=test/20261201/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0"
+    r = requests.post(url, data=json.dumps(body), timeout=30, headers={
+        "X-Amz-Target": f"DynamoDB_20120810.{op}", "Content-Type": "application/x-amz-json-1.0", "Authorization": auth})
+    return {"status": r.status_code, "body": r.json()}
+
+
+def test_answers_are_on_the_wire_as_stock_moto_gives_them() -> None:
+    """The serializer's short cut writes every kind of attribute value (binary ones base64, nested
+    maps and lists, sets, empty strings) exactly as stock moto's serializer does, in every
+    operation that returns items, and errors are untouched."""
+    ours = Moto()
+    stock_port = free_port()
+    stock = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(stock_port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        urls = [f"http://127.0.0.1:{ours.port}", f"http://127.0.0.1:{stock_port}"]
+        for _ in range(100):
+            try:
+                raw(urls[1], "ListTables", {})
+                break
+            except Exception:
+                time.sleep(0.1)
+        item = {"pk": {"S": "a"}, "sk": {"S": "é"}, "n": {"N": "-1.50"}, "b": {"B": "AAEC/w=="}, "e": {"S": ""},
+                "ss": {"SS": ["x", "y"]}, "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": ["AQ==", "Ag=="]},
+                "t": {"BOOL": True}, "z": {"NULL": True},
+                "m": {"M": {"inner": {"B": "/w=="}, "l": {"L": [{"S": "s"}, {"N": "3"}, {"M": {"k": {"BOOL": False}}}]}}},
+                "l": {"L": [{"B": "AA=="}, {"SS": ["q"]}]}}
+        key = {"pk": {"S": "a"}, "sk": {"S": "é"}}
+        calls = [
+            ("GetItem", {"TableName": "t", "Key": key}),
+            ("GetItem", {"TableName": "t", "Key": key, "ProjectionExpression": "b, m.l, ns"}),
+            ("GetItem", {"TableName": "t", "Key": {"pk": {"S": "none"}, "sk": {"S": "x"}}}),
+            ("Query", {"TableName": "t", "KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}}),
+            ("Query", {"TableName": "t", "KeyConditionExpression": "pk = :p", "Limit": 1,
+                       "ExpressionAttributeValues": {":p": {"S": "a"}}}),
+            ("Scan", {"TableName": "t"}),
+            ("BatchGetItem", {"RequestItems": {"t": {"Keys": [key, {"pk": {"S": "b"}, "sk": {"S": "0"}}]}}}),
+            ("TransactGetItems", {"TransactItems": [{"Get": {"TableName": "t", "Key": key}}]}),
+            ("UpdateItem", {"TableName": "t", "Key": key, "UpdateExpression": "SET c = :c", "ReturnValues": "ALL_NEW",
+                            "ExpressionAttributeValues": {":c": {"B": "Cg=="}}}),
+            ("DeleteItem", {"TableName": "t", "Key": {"pk": {"S": "b"}, "sk": {"S": "0"}}, "ReturnValues": "ALL_OLD"}),
+            ("GetItem", {"TableName": "missing", "Key": key}),
+            ("PutItem", {"TableName": "t", "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}),
+        ]
+        answers = []
+        for url in urls:
+            raw(url, "CreateTable", {
+                "TableName": "t", "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]})
+            raw(url, "PutItem", {"TableName": "t", "Item": item})
+            raw(url, "PutItem", {"TableName": "t", "Item": {"pk": {"S": "b"}, "sk": {"S": "0"}, "bs": {"BS": ["AA=="]}}})
+            answers.append([raw(url, op, body) for op, body in calls])
+        for (op, _), mine, theirs in zip(calls, *answers):
+            assert mine == theirs, op
+        assert answers[0][0]["body"]["Item"]["b"] == {"B": "AAEC/w=="}
+        assert answers[0][-1]["status"] == 400
+    finally:
+        ours.stop()
+        stock.terminate()
+        stock.wait(10)
