@@ -132,8 +132,8 @@ async fn references_have_set_semantics_and_drive_the_deck_index() -> anyhow::Res
     Ok(())
 }
 
-fn sweep_command(grace: i64) -> shared::lifecycle::Command {
-    serde_json::from_value(json!({"mode": "sweep", "grace_seconds": grace})).unwrap()
+fn sweep_command(grace: i64) -> shared::lifecycle::SweepCommand {
+    shared::lifecycle::SweepCommand::Sweep { grace_seconds: Some(grace) }
 }
 
 #[tokio::test]

@@ -164,7 +164,8 @@ async fn invoke(function: &str, event_path: &str) -> anyhow::Result<()> {
             println!("{outcomes:#?}");
         }
         "sweep-orphans" => {
-            let command: shared::lifecycle::Command = serde_json::from_str(&event).context("not a sweep command")?;
+            let event: serde_json::Value = serde_json::from_str(&event).context("not JSON")?;
+            let command = shared::lifecycle::SweepCommand::from_event(event)?;
             let report = shared::lifecycle::run(&app, &command, time::OffsetDateTime::now_utc()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }

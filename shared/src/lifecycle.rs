@@ -171,32 +171,126 @@ pub async fn reconcile(app: &App, fix: bool, now: OffsetDateTime) -> Result<Reco
 }
 
 /// What the sweep-orphans function is asked to do. An EventBridge schedule delivers its custom
-/// input as is (not an `EventBridgeEvent`), so this is the whole event.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct Command {
-    /// `sweep` (the default) or `reconcile`.
-    #[serde(default)]
-    pub mode: Option<String>,
-    /// Overrides the configured grace period (sweep).
-    #[serde(default)]
-    pub grace_seconds: Option<i64>,
-    /// Repair drifted counts (reconcile).
-    #[serde(default)]
-    pub fix: bool,
+/// input as is (not an `EventBridgeEvent`), so this is the whole event. There is no default: this
+/// function deletes, so anything that is not exactly one of these commands is refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SweepCommand {
+    /// Delete media unreferenced for longer than the grace period.
+    Sweep {
+        /// Overrides the configured grace period.
+        #[serde(default)]
+        grace_seconds: Option<i64>,
+    },
+    /// Recompute reference counts and list inconsistencies.
+    Reconcile {
+        /// Repair drifted counts.
+        #[serde(default)]
+        fix: bool,
+    },
+}
+
+impl SweepCommand {
+    /// The command in an event, or why it is not one (`{"mode": "sweep"}`,
+    /// `{"mode": "sweep", "grace_seconds": 3600}`, `{"mode": "reconcile", "fix": true}`).
+    pub fn from_event(event: serde_json::Value) -> Result<Self, CommandError> {
+        let command: Self = serde_json::from_value(event).map_err(|e| CommandError::Malformed(e.to_string()))?;
+        match command {
+            Self::Sweep { grace_seconds: Some(g) } if g < 0 => Err(CommandError::NegativeGrace(g)),
+            command => Ok(command),
+        }
+    }
+}
+
+/// Why an event is not a sweep-orphans command. Nothing has run when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(
+        "not a sweep-orphans command ({0}); expected {{\"mode\": \"sweep\", \"grace_seconds\"?: n}} or {{\"mode\": \"reconcile\", \"fix\"?: bool}}"
+    )]
+    Malformed(String),
+    #[error("not a sweep-orphans command: grace_seconds is {0}; it must be 0 or more")]
+    NegativeGrace(i64),
 }
 
 /// Run a command; the answer is the report as JSON.
-pub async fn run(app: &App, command: &Command, now: OffsetDateTime) -> Result<serde_json::Value, StoreError> {
+pub async fn run(app: &App, command: &SweepCommand, now: OffsetDateTime) -> Result<serde_json::Value, StoreError> {
     let to_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| StoreError::new("report", e));
-    match command.mode.as_deref() {
-        None | Some("sweep") => {
-            let grace = command
-                .grace_seconds
-                .map(time::Duration::seconds)
-                .unwrap_or_else(|| time::Duration::seconds(app.config.sweep_grace_secs));
+    match *command {
+        SweepCommand::Sweep { grace_seconds } => {
+            let grace = time::Duration::seconds(grace_seconds.unwrap_or(app.config.sweep_grace_secs));
             to_json(serde_json::to_value(sweep(app, now, grace).await?))
         }
-        Some("reconcile") => to_json(serde_json::to_value(reconcile(app, command.fix, now).await?)),
-        Some(other) => Err(StoreError::new("command", format!("unknown mode {other:?}: sweep | reconcile"))),
+        SweepCommand::Reconcile { fix } => to_json(serde_json::to_value(reconcile(app, fix, now).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(file: &str) -> serde_json::Value {
+        let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("an event file")).expect("JSON")
+    }
+
+    #[test]
+    fn the_sample_events_are_the_commands_they_say() {
+        assert_eq!(
+            SweepCommand::from_event(event("sweep-orphans.json")).unwrap(),
+            SweepCommand::Sweep { grace_seconds: None }
+        );
+        assert_eq!(SweepCommand::from_event(event("reconcile.json")).unwrap(), SweepCommand::Reconcile { fix: false });
+        assert_eq!(
+            SweepCommand::from_event(json!({"mode": "sweep", "grace_seconds": 0})).unwrap(),
+            SweepCommand::Sweep { grace_seconds: Some(0) }
+        );
+        assert_eq!(
+            SweepCommand::from_event(json!({"mode": "reconcile", "fix": true})).unwrap(),
+            SweepCommand::Reconcile { fix: true }
+        );
+    }
+
+    /// A malformed command once ran the deleting sweep (it fell back to the default).
+    #[test]
+    fn anything_but_a_well_formed_command_is_refused() {
+        let scheduled_event = json!({"version": "0", "id": "x", "detail-type": "Scheduled Event",
+            "source": "aws.events", "time": "2026-12-01T00:00:00Z", "detail": {}});
+        for bad in [
+            json!({"mode": "reconcile", "fix": "true"}),
+            json!({"mode": "sweeep"}),
+            json!({"mode": "sweep", "grace": 0}),
+            json!({"mode": "sweep", "grace_seconds": "0"}),
+            json!({"mode": "sweep", "grace_seconds": -1}),
+            json!({"mode": "reconcile", "fix": true, "extra": 1}),
+            json!({"fix": true}),
+            json!({}),
+            json!(null),
+            json!("sweep"),
+            scheduled_event,
+        ] {
+            let err = SweepCommand::from_event(bad.clone()).expect_err(&bad.to_string());
+            assert!(err.to_string().contains("sweep"), "{bad}: {err}");
+        }
+    }
+
+    /// The refusal happens before anything runs: nothing is deleted from a store holding an
+    /// unreferenced record past any grace period.
+    #[tokio::test]
+    async fn a_refused_command_deletes_nothing() {
+        let app = App::in_memory("k");
+        let hash = Sha256Hash::of(b"orphan");
+        let old = "2020-01-01T00:00:00Z";
+        app.media.ensure_record(&hash, old).await.expect("a record");
+        for bad in [json!({"mode": "reconcile", "fix": "true"}), json!({})] {
+            assert!(SweepCommand::from_event(bad).is_err());
+        }
+        assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().contains_key(&hash));
+        // The same record is swept by a real command, so the check above can fail.
+        let command = SweepCommand::from_event(json!({"mode": "sweep", "grace_seconds": 0})).unwrap();
+        let report = run(&app, &command, OffsetDateTime::now_utc()).await.unwrap();
+        assert_eq!(report["deleted"], json!(1), "{report}");
+        assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().is_empty());
     }
 }

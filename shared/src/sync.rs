@@ -358,8 +358,8 @@ fn describe(key: &Key, have: Option<&Row>, want: Option<&Row>) -> String {
 
 /// What sync-postgres is asked to do when it is not handed a stream batch.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "mode", rename_all = "snake_case")]
-pub enum Command {
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MirrorCommand {
     /// Apply the migrations.
     Migrate,
     /// Compare with DynamoDB; with `fix`, repair (on an empty database: the backfill).
@@ -381,13 +381,13 @@ pub async fn handle(
         let response = apply_stream(mirror, tables, &event).await;
         return serde_json::to_value(response).map_err(|e| HandleError::BadEvent(e.to_string()));
     }
-    let command: Command = serde_json::from_value(payload).map_err(|e| HandleError::BadEvent(e.to_string()))?;
+    let command: MirrorCommand = serde_json::from_value(payload).map_err(|e| HandleError::BadEvent(e.to_string()))?;
     match command {
-        Command::Migrate => {
+        MirrorCommand::Migrate => {
             mirror.migrate().await?;
             Ok(serde_json::json!({"migrated": true}))
         }
-        Command::Reconcile { fix } => {
+        MirrorCommand::Reconcile { fix } => {
             let report = reconcile(app, mirror, fix).await?;
             tracing::info!(
                 differences = report.differences(),
@@ -476,9 +476,18 @@ mod tests {
 
     #[test]
     fn commands_parse() {
-        let c: Command = serde_json::from_str(r#"{"mode": "reconcile", "fix": true}"#).unwrap();
-        assert_eq!(c, Command::Reconcile { fix: true });
-        let c: Command = serde_json::from_str(r#"{"mode": "migrate"}"#).unwrap();
-        assert_eq!(c, Command::Migrate);
+        let c: MirrorCommand = serde_json::from_str(r#"{"mode": "reconcile", "fix": true}"#).unwrap();
+        assert_eq!(c, MirrorCommand::Reconcile { fix: true });
+        let c: MirrorCommand = serde_json::from_str(r#"{"mode": "migrate"}"#).unwrap();
+        assert_eq!(c, MirrorCommand::Migrate);
+        // A command with a wrong or unknown field is refused rather than read as its default.
+        for bad in [
+            r#"{"mode": "reconcile", "fix": "true"}"#,
+            r#"{"mode": "reconcile", "fixx": true}"#,
+            r#"{"mode": "backfill"}"#,
+            r#"{}"#,
+        ] {
+            assert!(serde_json::from_str::<MirrorCommand>(bad).is_err(), "{bad}");
+        }
     }
 }

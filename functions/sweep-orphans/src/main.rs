@@ -3,7 +3,7 @@
 //! Glue only: the logic is `shared::lifecycle`.
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use shared::lifecycle::Command;
+use shared::lifecycle::SweepCommand;
 use shared::App;
 
 #[tokio::main]
@@ -12,8 +12,8 @@ async fn main() -> Result<(), Error> {
     let app = App::for_storage().await?;
     let app = &app;
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        // Anything that is not a command (a plain scheduled event) means the default sweep.
-        let command: Command = serde_json::from_value(event.payload).unwrap_or_default();
+        // This function deletes: anything but a well-formed command fails the invocation.
+        let command = SweepCommand::from_event(event.payload)?;
         let report = shared::lifecycle::run(app, &command, time::OffsetDateTime::now_utc()).await?;
         Ok::<_, Error>(report)
     }))
