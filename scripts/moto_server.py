@@ -56,7 +56,7 @@ import time
 from moto.core.common_models import BaseModel
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend, ShardIterator
 
@@ -323,7 +323,14 @@ def plain_values_first():
             return [to_dict(v) for v in obj]
         return moto_to_dict(obj)
 
+    def item_size(item):
+        total = 0
+        for name, value in item.attrs.items():
+            total += (len(name) if name.isascii() else len(name.encode("utf-8"))) + size(value)
+        return total
+
     DynamoType.size = size
+    Item.size = item_size
     # moto's own recursion (through the module's name) and its answers both take the short way.
     utilities.dynamo_to_dict = to_dict
     responses.dynamo_to_dict = to_dict
