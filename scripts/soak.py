@@ -12,8 +12,8 @@ The workload, all at once, as the plugin, the AnkiCollab backend and maintainers
 - references: 4 writers over 40 notes and 12 shared hashes in deck `soak-refs`, each sending a
   note's new list every 1.5 s, twice (a retried request must change nothing), notes emptied and
   filled again;
-- downloads: every 10 s the first page of deck `soak` and 50 names of the seeded deck, 3 files
-  fetched and their bytes checked;
+- downloads: every 10 s the whole of deck `soak-read` (100 files, made at the start and never
+  changed) and 50 names of the seeded deck, 3 files fetched and their bytes checked;
 - maintainers: every 15 s the first listing page of deck `soak` and a search; every 2 minutes a
   file removed;
 The rates are fixed (not as fast as the stack answers) and each read is of the same size all
@@ -275,14 +275,42 @@ def reference_writer(stop: threading.Event, k: int, shared: list[str], model: Mo
         stop.wait(1.5)
 
 
+READ_DECK, READ_FILES = "soak-read", 100
+
+
+def prepare_read_deck(tokens: dict[str, str]) -> None:
+    """The downloader's deck: 100 files that never change, so that its whole-deck read is the same
+    work all along (deck `soak` grows, and its first page with it: a first run read a growing
+    page and took that for a slower stack)."""
+    files = {f"read-{i:03d}.png": png(20, 20, 9_000_000 + i) for i in range(READ_FILES)}
+    media = {f: sha(b) for f, b in files.items()}
+    api("POST /v1/references", "POST", "/v1/references", tokens["references"],
+        {"deck": READ_DECK, "notes": [{"note_id": f"read-{f[5:8]}", "media": [{"filename": f, "hash": h}]}
+                                      for f, h in media.items()]})
+    answer = api("POST /v1/uploads", "POST", "/v1/uploads", tokens["upload"],
+                 {"deck": READ_DECK, "files": [{"hash": media[f], "size": len(b), "filename": f} for f, b in files.items()]})
+    for item, data in zip(answer["files"], files.values()):
+        if item["status"] == "upload":
+            http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        page = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"], {"deck": READ_DECK})
+        if len(page["files"]) == READ_FILES:
+            return
+        time.sleep(2)
+    raise SystemExit(f"deck {READ_DECK}: its {READ_FILES} files were not ready within 5 minutes")
+
+
 def downloader(stop: threading.Event, model: Model, tokens: dict[str, str]) -> None:
-    """Work of the same size all along, so that latency compares: the first page of deck `soak`
-    (whole-deck mode), and 50 names of the seeded deck, of which 3 are fetched and checked."""
+    """Work of the same size all along, so that latency compares: the whole of deck `soak-read`,
+    and 50 names of the seeded deck, of which 3 are fetched and checked."""
     rnd = random.Random(7)
     while not stop.is_set():
         try:
-            page = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"], {"deck": "soak"})
+            page = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"], {"deck": READ_DECK})
             files: list[dict] = list(page["files"])
+            if len(files) != READ_FILES or page.get("next_cursor"):
+                STATS.error("POST /v1/downloads", f"deck {READ_DECK}: {len(files)} files, not {READ_FILES}")
             with model.lock:
                 seeded = list(model.seeded)
             if seeded and model.seed_deck:
@@ -481,6 +509,8 @@ def main() -> int:
     for item, data in zip(answer["files"], blobs):
         if item["status"] == "upload":
             http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
+
+    prepare_read_deck(tokens)
 
     stop = threading.Event()
     minutes: list[dict] = []
