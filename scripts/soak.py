@@ -14,8 +14,8 @@ The workload, all at once, as the plugin, the AnkiCollab backend and maintainers
   filled again;
 - downloads: every 10 s the whole of deck `soak-read` (100 files, made at the start and never
   changed) and 50 names of the seeded deck, 3 files fetched and their bytes checked;
-- maintainers: every 15 s the first listing page of deck `soak` and a search; every 2 minutes a
-  file removed;
+- maintainers: every 15 s the first listing page of deck `soak-read` and a search in it; every 2
+  minutes a file of deck `soak` removed;
 The rates are fixed (not as fast as the stack answers) and each read is of the same size all
 along, so that a slower last ten minutes means a slower stack, not more work;
 - sweeps with no grace period every 5 minutes, and the stream sync to Postgres all along.
@@ -244,11 +244,13 @@ def seeder(stop: threading.Event, deck: str, total: int, minutes: float, model: 
         try:
             api("POST /v1/references", "POST", "/v1/references", tokens["references"],
                 {"deck": deck, "notes": [{"note_id": f"n{f[3:8]}", "media": [{"filename": f, "hash": h}]} for f, h in media.items()]})
-            answer = api("POST /v1/uploads", "POST", "/v1/uploads", tokens["upload"],
+            answer = api("POST /v1/uploads", "POST", "/v1/uploads", tokens["seed"],
                          {"deck": deck, "files": [{"hash": media[f], "size": len(b), "filename": f} for f, b in files.items()]})
             for item, data in zip(answer["files"], files.values()):
                 if item["status"] == "upload":
                     http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
+                elif item["status"] != "exists":
+                    STATS.error("POST /v1/uploads", f"seeding: unexpected {item}")
             with model.lock:
                 model.seeded.update(media)
             n += len(files)
@@ -330,12 +332,15 @@ def maintainer(stop: threading.Event, model: Model, tokens: dict[str, str]) -> N
     rounds = 0
     while not stop.is_set():
         try:
-            # The first page, as a maintainer opening the page sees it, and a search.
-            listed = api("GET /v1/decks/{deck}/media", "GET", "/v1/decks/soak/media", tokens["maintain"])["files"]
-            api("GET /v1/decks/{deck}/media?q=", "GET", f"/v1/decks/soak/media?q={rounds % 10}.png", tokens["maintain"])
+            # The first page, as a maintainer opening the page sees it, and a search, of the deck
+            # that never changes (a growing deck's search is more work each time).
+            api("GET /v1/decks/{deck}/media", "GET", f"/v1/decks/{READ_DECK}/media", tokens["maintain"])
+            api("GET /v1/decks/{deck}/media?q=", "GET", f"/v1/decks/{READ_DECK}/media?q={rounds % 10}.png", tokens["maintain"])
             rounds += 1
-            if rounds % 8 == 0 and listed:  # about every two minutes, a maintainer removes a file
-                victim = random.choice(listed)["filename"]
+            with model.lock:
+                live = sorted(f for note in model.notes.values() for f in note if f not in model.removed)
+            if rounds % 8 == 0 and live:  # about every two minutes, a maintainer removes a file of `soak`
+                victim = random.choice(live)
                 path = f"/v1/decks/soak/media/{urllib.request.quote(victim)}"
                 api("DELETE /v1/decks/{deck}/media/{f}", "DELETE", path, tokens["maintain"])
                 with model.lock:
@@ -498,7 +503,9 @@ def main() -> int:
     args = parser.parse_args()
 
     tokens = {"upload": token("soak-user", "upload download"), "download": token("soak-user", "upload download"),
-              "references": token("ankicollab-backend", "references"), "maintain": token("soak-maintainer", "maintain", ["soak"])}
+              "references": token("ankicollab-backend", "references"), "maintain": token("soak-maintainer", "maintain", ["soak", READ_DECK]),
+              # The seeded deck's 10,000 files are a day's upload quota by themselves: their own user.
+              "seed": token("soak-seeder", "upload download")}
     model = Model()
     # The 12 shared files of the references workload: real corpus files, uploaded once.
     shared_files = sorted(p for p in (CORPUS / "real").iterdir() if p.is_file() and p.stat().st_size < 2_000_000)[:12]
