@@ -30,14 +30,12 @@ these reasons, each fixed here by one function below:
    reference writes went from 0.1 s to over 1 s at the median in 17 minutes). A Query on the
    table's own key now reads only its partition, and a page of it starts at its start key
    instead of walking the partition up to it; one on an index, one pass without the sort.
-
 6. `attribute_values_as_they_are`: moto 5.2 writes every answer through a generic serializer that
    walks botocore's model for each value, trying every member of the `AttributeValue` union
    under several spellings: 2 ms per item for a Query and 4 ms per item for a BatchGetItem,
    so listing a 10,000-file deck took 20–27 s (found by the client's benchmark). Attribute
    values are already in their wire form when they get there; they are now written as they are,
    binary values base64-encoded as the serializer would.
-
 7. `plain_values_first`: what remained of a listing's time was moto measuring every item's size
    (for the 1 MB and 16 MB answer limits, and on every attribute write) and converting every
    value for the serializer, each through a chain of type tests made for nested values. Strings
