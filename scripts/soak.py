@@ -149,6 +149,18 @@ def api(route: str, method: str, path: str, tok: str, payload: object | None = N
     return json.loads(data) if data else {}
 
 
+def upload(deck: str, files: dict[str, bytes], tok: str) -> list[tuple[dict, bytes]]:
+    """Ask for upload URLs for `files` (filename -> bytes) and PUT those storage lacks; the answer's
+    items with their bytes, for callers that check the other statuses."""
+    answer = api("POST /v1/uploads", "POST", "/v1/uploads", tok,
+                 {"deck": deck, "files": [{"hash": sha(b), "size": len(b), "filename": f} for f, b in files.items()]})
+    items = list(zip(answer["files"], files.values()))
+    for item, data in items:
+        if item["status"] == "upload":
+            http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
+    return items
+
+
 def png(width: int, height: int, seed: int) -> bytes:
     """A valid, unique PNG: a gradient with noise, so that every upload is a new hash."""
     rnd = random.Random(seed)
@@ -208,12 +220,8 @@ def upload_batch(n: int, model: Model, tokens: dict[str, str]) -> None:
         {"deck": "soak", "notes": [{"note_id": note, "media": media}]})
     with model.lock:
         model.notes[note] = {m["filename"]: m["hash"] for m in media}
-    answer = api("POST /v1/uploads", "POST", "/v1/uploads", tokens["upload"],
-                 {"deck": "soak", "files": [{"hash": sha(b), "size": len(b), "filename": f} for f, b in files.items()]})
-    for item, data in zip(answer["files"], files.values()):
-        if item["status"] == "upload":
-            http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
-        elif item["status"] != "exists":
+    for item, data in upload("soak", files, tokens["upload"]):
+        if item["status"] not in ("upload", "exists"):
             STATS.error("POST /v1/uploads", f"unexpected {item}")
         with model.lock:
             model.uploaded[item["hash"]] = len(data)
@@ -244,12 +252,8 @@ def seeder(stop: threading.Event, deck: str, total: int, minutes: float, model: 
         try:
             api("POST /v1/references", "POST", "/v1/references", tokens["references"],
                 {"deck": deck, "notes": [{"note_id": f"n{f[3:8]}", "media": [{"filename": f, "hash": h}]} for f, h in media.items()]})
-            answer = api("POST /v1/uploads", "POST", "/v1/uploads", tokens["seed"],
-                         {"deck": deck, "files": [{"hash": media[f], "size": len(b), "filename": f} for f, b in files.items()]})
-            for item, data in zip(answer["files"], files.values()):
-                if item["status"] == "upload":
-                    http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
-                elif item["status"] != "exists":
+            for item, _ in upload(deck, files, tokens["seed"]):
+                if item["status"] not in ("upload", "exists"):
                     STATS.error("POST /v1/uploads", f"seeding: unexpected {item}")
             with model.lock:
                 model.seeded.update(media)
@@ -289,11 +293,7 @@ def prepare_read_deck(tokens: dict[str, str]) -> None:
     api("POST /v1/references", "POST", "/v1/references", tokens["references"],
         {"deck": READ_DECK, "notes": [{"note_id": f"read-{f[5:8]}", "media": [{"filename": f, "hash": h}]}
                                       for f, h in media.items()]})
-    answer = api("POST /v1/uploads", "POST", "/v1/uploads", tokens["upload"],
-                 {"deck": READ_DECK, "files": [{"hash": media[f], "size": len(b), "filename": f} for f, b in files.items()]})
-    for item, data in zip(answer["files"], files.values()):
-        if item["status"] == "upload":
-            http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
+    upload(READ_DECK, files, tokens["upload"])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         page = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"], {"deck": READ_DECK})
@@ -511,11 +511,7 @@ def main() -> int:
     shared_files = sorted(p for p in (CORPUS / "real").iterdir() if p.is_file() and p.stat().st_size < 2_000_000)[:12]
     blobs = [p.read_bytes() for p in shared_files]
     shared = [sha(b) for b in blobs]
-    answer = api("POST /v1/uploads", "POST", "/v1/uploads", tokens["upload"],
-                 {"deck": "soak-refs", "files": [{"hash": sha(b), "size": len(b), "filename": f"shared-{i}.bin"} for i, b in enumerate(blobs)]})
-    for item, data in zip(answer["files"], blobs):
-        if item["status"] == "upload":
-            http("PUT storage", "PUT", item["url"], body=data, headers=item["headers"])
+    upload("soak-refs", {f"shared-{i}.bin": b for i, b in enumerate(blobs)}, tokens["upload"])
 
     prepare_read_deck(tokens)
 
