@@ -312,17 +312,33 @@ def test_answers_are_on_the_wire_as_stock_moto_gives_them() -> None:
                 "ss": {"SS": ["x", "y"]}, "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": ["AQ==", "Ag=="]},
                 "t": {"BOOL": True}, "z": {"NULL": True},
                 "m": {"M": {"inner": {"B": "/w=="}, "l": {"L": [{"S": "s"}, {"N": "3"}, {"M": {"k": {"BOOL": False}}}]}}},
-                "l": {"L": [{"B": "AA=="}, {"SS": ["q"]}]}}
+                "l": {"L": [{"B": "AA=="}, {"SS": ["q"]}]}, "g": {"S": "G"}, "n2": {"N": "010"}}
         key = {"pk": {"S": "a"}, "sk": {"S": "é"}}
         calls = [
             ("GetItem", {"TableName": "t", "Key": key}),
             ("GetItem", {"TableName": "t", "Key": key, "ProjectionExpression": "b, m.l, ns"}),
+            ("GetItem", {"TableName": "t", "Key": key, "ProjectionExpression": "pk, n, e, t, z, absent, n"}),
+            ("GetItem", {"TableName": "t", "Key": key, "ProjectionExpression": "n2, e"}),
             ("GetItem", {"TableName": "t", "Key": {"pk": {"S": "none"}, "sk": {"S": "x"}}}),
             ("Query", {"TableName": "t", "KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}}),
             ("Query", {"TableName": "t", "KeyConditionExpression": "pk = :p", "Limit": 1,
                        "ExpressionAttributeValues": {":p": {"S": "a"}}}),
+            ("Query", {"TableName": "t", "KeyConditionExpression": "pk = :p", "ProjectionExpression": "sk, #n",
+                       "FilterExpression": "#n < :z", "ExpressionAttributeNames": {"#n": "n"},
+                       "ExpressionAttributeValues": {":p": {"S": "a"}, ":z": {"N": "0"}}}),
+            ("Query", {"TableName": "t", "IndexName": "by_g", "KeyConditionExpression": "g = :g",
+                       "ExpressionAttributeValues": {":g": {"S": "G"}}}),
+            ("Query", {"TableName": "t", "IndexName": "by_g", "KeyConditionExpression": "g = :g",
+                       "ProjectionExpression": "n, pk", "ExpressionAttributeValues": {":g": {"S": "G"}}}),
             ("Scan", {"TableName": "t"}),
+            ("Scan", {"TableName": "t", "Limit": 1}),
+            ("Scan", {"TableName": "t", "Limit": 1, "ExclusiveStartKey": key}),
+            ("Scan", {"TableName": "t", "ExclusiveStartKey": {"pk": {"S": "a"}, "sk": {"S": "a"}}}),
+            ("Scan", {"TableName": "t", "FilterExpression": "attribute_exists(bs)", "ProjectionExpression": "pk, sk"}),
+            ("Scan", {"TableName": "t", "IndexName": "by_g"}),
             ("BatchGetItem", {"RequestItems": {"t": {"Keys": [key, {"pk": {"S": "b"}, "sk": {"S": "0"}}]}}}),
+            ("BatchGetItem", {"RequestItems": {"t": {"Keys": [key, {"pk": {"S": "b"}, "sk": {"S": "0"}}],
+                                                     "ProjectionExpression": "pk, sk, n, g"}}}),
             ("TransactGetItems", {"TransactItems": [{"Get": {"TableName": "t", "Key": key}}]}),
             ("UpdateItem", {"TableName": "t", "Key": key, "UpdateExpression": "SET c = :c", "ReturnValues": "ALL_NEW",
                             "ExpressionAttributeValues": {":c": {"B": "Cg=="}}}),
@@ -335,9 +351,13 @@ def test_answers_are_on_the_wire_as_stock_moto_gives_them() -> None:
             raw(url, "CreateTable", {
                 "TableName": "t", "BillingMode": "PAY_PER_REQUEST",
                 "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]})
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"},
+                                         {"AttributeName": "g", "AttributeType": "S"}],
+                "GlobalSecondaryIndexes": [{"IndexName": "by_g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["n"]}}]})
             raw(url, "PutItem", {"TableName": "t", "Item": item})
             raw(url, "PutItem", {"TableName": "t", "Item": {"pk": {"S": "b"}, "sk": {"S": "0"}, "bs": {"BS": ["AA=="]}}})
+            raw(url, "PutItem", {"TableName": "t", "Item": {"pk": {"S": "b"}, "sk": {"S": "1"}, "n": {"N": "-2"}, "g": {"S": "G"}}})
             answers.append([raw(url, op, body) for op, body in calls])
         for (op, _), mine, theirs in zip(calls, *answers):
             assert mine == theirs, op
