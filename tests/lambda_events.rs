@@ -70,6 +70,7 @@ async fn http_fixture_events_reach_their_handlers() -> anyhow::Result<()> {
 async fn s3_fixture_event_processes_an_upload() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
     let app = shared::App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
     let body = unique_png();
     let hash = sha256_hex(&body);
     let items = stack.request_uploads("fixture", &[("fixture.png", &body)]).await?;
@@ -77,7 +78,7 @@ async fn s3_fixture_event_processes_an_upload() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(format!("{}/../events/process-upload.json", env!("CARGO_MANIFEST_DIR")))?
         .replace("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", &hash);
     let event: aws_lambda_events::s3::S3Event = serde_json::from_str(&text)?;
-    shared::process::handle_s3_event(&app, &event).await?;
+    shared::process::handle_s3_event(&app, &*blobs, &event).await?;
     assert_eq!(stack.wait_processed(&hash).await?["status"], "ready");
     Ok(())
 }

@@ -322,6 +322,7 @@ async fn storage_refuses_wrong_bodies_and_expired_urls() -> anyhow::Result<()> {
 async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
     let app = shared::App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
     let body = unique_png();
     let hash = sha256_hex(&body);
     let items = stack.request_uploads("replays", &[("replay.png", &body)]).await?;
@@ -332,7 +333,7 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     fixture["Records"][0]["s3"]["object"]["key"] = json!(format!("uploads/{hash}"));
     fixture["Records"][0]["s3"]["object"]["size"] = json!(body.len());
     let event: aws_lambda_events::s3::S3Event = serde_json::from_value(fixture)?;
-    let runs = (0..3).map(|_| shared::process::handle_s3_event(&app, &event));
+    let runs = (0..3).map(|_| shared::process::handle_s3_event(&app, &*blobs, &event));
     for result in join_all(runs).await {
         result?;
     }
@@ -342,7 +343,7 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     let stored = stack.object(&format!("media/{hash}")).await?.expect("stored");
 
     // And once more, long after: nothing changes.
-    let outcomes = shared::process::handle_s3_event(&app, &event).await?;
+    let outcomes = shared::process::handle_s3_event(&app, &*blobs, &event).await?;
     assert!(matches!(outcomes[..], [shared::process::Outcome::Skipped(_)]), "{outcomes:?}");
     let mut later = stack.record(&hash).await?.unwrap();
     let mut before = first.clone();
@@ -595,6 +596,7 @@ const ISSUED: &str = "2000-01-01T01:00:00Z";
 async fn serial_quota_holds_settle_when_processing_finishes() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
     let app = shared::App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
     let user = format!("quota-e2e-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let token = shared::auth::mint(stack.secret.as_bytes(), &user, "upload", &[], 3600);
     let now = time::OffsetDateTime::now_utc();
@@ -630,7 +632,7 @@ async fn serial_quota_holds_settle_when_processing_finishes() -> anyhow::Result<
 
     // Two hours on, the unused URL's hold is given back in full; the rest stay as settled.
     let later = now + time::Duration::hours(2);
-    let report = shared::lifecycle::sweep(&app, later, shared::lifecycle::DEFAULT_GRACE).await?;
+    let report = shared::lifecycle::sweep(&app, &*blobs, later, shared::config::DEFAULT_SWEEP_GRACE).await?;
     assert!(report.holds_released >= 1, "{report:?}");
     assert_eq!(app.quotas.usage(&user, &day).await?, (good.len() as u64, 2));
     Ok(())

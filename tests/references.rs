@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
 use serde_json::{json, Value};
-use shared::sync::Mirror;
+use shared::store::mirror::Mirror;
 
 fn count(item: &HashMap<String, AttributeValue>) -> i64 {
     item.get("ref_count").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
@@ -140,6 +140,7 @@ fn sweep_command(grace: i64) -> shared::lifecycle::SweepCommand {
 async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
     let app = shared::App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
     let deck = format!("sweep-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let (kept, dropped) = (unique_png(), unique_png());
     let (hk, hd) = (sha256_hex(&kept), sha256_hex(&dropped));
@@ -149,11 +150,11 @@ async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -
 
     // Within the grace period nothing goes.
     let now = time::OffsetDateTime::now_utc();
-    let report = shared::lifecycle::run(&app, &sweep_command(3600), now).await?;
+    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(3600), now).await?;
     assert_eq!(report["deleted"], 0, "{report}");
     assert!(stack.exists(&format!("media/{hd}")).await?);
 
-    let report = shared::lifecycle::run(&app, &sweep_command(0), now).await?;
+    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), now).await?;
     assert!(report["deleted"].as_u64().unwrap() >= 1, "{report}");
     assert!(report["bytes_reclaimed"].as_u64().unwrap() > 0, "{report}");
     assert!(stack.record(&hd).await?.is_none());
@@ -175,13 +176,14 @@ async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -
     let ghost = unique_png();
     let hg = sha256_hex(&ghost);
     stack.request_uploads("ghosts", &[("ghost.png", &ghost)]).await?;
-    let report = shared::lifecycle::run(&app, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
+    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
     assert!(report["expired_uploads"].as_u64().unwrap() >= 1, "{report}");
     assert!(stack.record(&hg).await?.is_none());
 
     // Reconcile finds nothing wrong.
     let report = shared::lifecycle::run(
         &app,
+        &*blobs,
         &serde_json::from_value(json!({"mode": "reconcile"}))?,
         time::OffsetDateTime::now_utc(),
     )
@@ -209,6 +211,7 @@ impl Rng {
 async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Result<()> {
     let stack = Arc::new(Stack::connect().await?);
     let app = Arc::new(shared::App::from_env().await?);
+    let blobs = shared::app::object_store(&app.config).await;
     let deck = format!("chaos-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 | 1;
     println!("seed {seed}");
@@ -246,17 +249,20 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     });
     // Sweeps with no grace period, over and over.
     let sweeper = {
-        let (app, done, ops) = (app.clone(), done.clone(), ops.clone());
+        let (app, blobs, done, ops) = (app.clone(), blobs.clone(), done.clone(), ops.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                shared::lifecycle::sweep(&app, time::OffsetDateTime::now_utc(), time::Duration::ZERO).await.unwrap();
+                shared::lifecycle::sweep(&app, &*blobs, time::OffsetDateTime::now_utc(), time::Duration::ZERO)
+                    .await
+                    .unwrap();
                 ops.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
     // Uploads and replayed S3 events for the pool, whatever state each hash is in.
     let uploader = {
-        let (stack, app, pool, done, ops) = (stack.clone(), app.clone(), pool.clone(), done.clone(), ops.clone());
+        let (stack, app, blobs, pool, done, ops) =
+            (stack.clone(), app.clone(), blobs.clone(), pool.clone(), done.clone(), ops.clone());
         tokio::spawn(async move {
             let mut rng = Rng(seed ^ 0xdead_beef);
             let mut failed = Vec::new();
@@ -272,7 +278,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
                 event["Records"][0]["s3"]["object"]["key"] = json!(key);
                 let event: aws_lambda_events::s3::S3Event = serde_json::from_value(event).unwrap();
                 // A sweep racing processing makes it fail; Lambda would retry it, so do we, below.
-                if shared::process::handle_s3_event(&app, &event).await.is_err() {
+                if shared::process::handle_s3_event(&app, &*blobs, &event).await.is_err() {
                     failed.push(event);
                 }
                 ops.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +295,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     // event whose record was swept mid-processing has left its object under media/ unrecorded.
     for event in uploader.await? {
         let mut attempts = 0;
-        while let Err(e) = shared::process::handle_s3_event(&app, &event).await {
+        while let Err(e) = shared::process::handle_s3_event(&app, &*blobs, &event).await {
             attempts += 1;
             anyhow::ensure!(attempts < 5, "a retried upload event keeps failing: {e}");
         }
@@ -314,7 +320,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
         }
     }
     // No orphan survives a sweep past the grace period.
-    shared::lifecycle::sweep(&app, time::OffsetDateTime::now_utc(), time::Duration::ZERO).await?;
+    shared::lifecycle::sweep(&app, &*blobs, time::OffsetDateTime::now_utc(), time::Duration::ZERO).await?;
     for h in &hashes {
         let hash = shared::hash::Sha256Hash::parse(h)?;
         if counts.get(&hash).copied().unwrap_or(0) == 0 {
@@ -322,7 +328,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
             assert!(!stack.exists(&format!("media/{h}")).await?, "{h}: unreferenced object survived");
         }
     }
-    let report = shared::lifecycle::reconcile(&app, false, time::OffsetDateTime::now_utc()).await?;
+    let report = shared::lifecycle::reconcile_counts(&app, &*blobs, false, time::OffsetDateTime::now_utc()).await?;
     assert!(report.drift.is_empty(), "{:?}", report.drift);
 
     // Postgres, fed by the streams through the gateway, converges to DynamoDB exactly...
@@ -333,7 +339,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     let records = integration_tests::pg::stream_records().await?;
     integration_tests::pg::deliver(&live, &records, 100).await?;
     assert_eq!(live.snapshot().await?.rows, before.rows, "replaying the streams changed Postgres");
-    assert_eq!(shared::sync::reconcile(&app, &live, false).await?.differences(), 0);
+    assert_eq!(shared::sync::reconcile_mirror(&app, &live, false).await?.differences(), 0);
     println!(
         "Postgres equals DynamoDB: {} deck files, {} media records; {} stream records replayed",
         mirrored.files_in_dynamodb,
@@ -356,6 +362,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
 async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
     let app = shared::App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
     let deck = format!("disagree-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let (first, second) = (unique_png(), unique_png());
     let (h1, h2) = (sha256_hex(&first), sha256_hex(&second));
@@ -387,7 +394,7 @@ async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() 
     assert_eq!(listing["files"][0]["notes"], 1, "{listing}");
 
     // The unreferenced version goes; what the name means stays, and still downloads.
-    let report = shared::lifecycle::run(&app, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
+    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
     assert!(report["deleted"].as_u64().unwrap() >= 1, "{report}");
     assert!(stack.record(&h2).await?.is_none(), "{report}");
     for names in [Some(vec!["a.png"]), None] {

@@ -11,7 +11,7 @@ use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
 use serde_json::{json, Value};
 use shared::error::StoreError;
 use shared::hash::Sha256Hash;
-use shared::sync::{Change, Key, Mirror, Row, Snapshot};
+use shared::store::mirror::{Change, FileRow, Key, Mirror, Row, Snapshot};
 use sqlx::Row as _;
 
 fn deck(tag: &str) -> String {
@@ -298,7 +298,7 @@ async fn migrations_take_over_a_legacy_ankicollab_database() -> anyhow::Result<(
 
     // The sync takes a legacy row over, id and all, and new rows continue the sequence.
     let hash = Sha256Hash::parse(&sha256_hex(b"a"))?;
-    let file = |deck: &str, filename: &str| shared::sync::FileRow {
+    let file = |deck: &str, filename: &str| FileRow {
         deck: deck.into(),
         filename: filename.into(),
         hash,
@@ -359,9 +359,9 @@ async fn serial_backfill_and_reconcile_repair_what_differs() -> anyhow::Result<(
     let live = pg::live().await?;
     pg::wait_converged(&app, &live).await?;
     let empty = pg::fresh("backfill").await?;
-    let first = shared::sync::reconcile(&app, &empty, true).await?;
+    let first = shared::sync::reconcile_mirror(&app, &empty, true).await?;
     assert!(first.missing > 0 && first.fixed == first.missing && first.extra == 0, "{first:#?}");
-    let again = shared::sync::reconcile(&app, &empty, false).await?;
+    let again = shared::sync::reconcile_mirror(&app, &empty, false).await?;
     assert_eq!(again.differences(), 0, "{again:#?}");
     assert_eq!(empty.snapshot().await?.rows, live.snapshot().await?.rows);
 
@@ -375,8 +375,8 @@ async fn serial_backfill_and_reconcile_repair_what_differs() -> anyhow::Result<(
     ))
     .execute(empty.pool())
     .await?;
-    let found = shared::sync::reconcile(&app, &empty, true).await?;
+    let found = shared::sync::reconcile_mirror(&app, &empty, true).await?;
     assert_eq!((found.missing, found.differing, found.extra, found.fixed), (1, 1, 1, 3), "{found:#?}");
-    assert_eq!(shared::sync::reconcile(&app, &empty, false).await?.differences(), 0);
+    assert_eq!(shared::sync::reconcile_mirror(&app, &empty, false).await?.differences(), 0);
     Ok(())
 }

@@ -20,8 +20,10 @@ use anyhow::{bail, Context};
 use aws_lambda_events::s3::S3Event;
 use axum::extract::State;
 use shared::api::{handle, Route};
+use shared::store::mirror::Mirror;
 use shared::store::postgres::PgMirror;
-use shared::sync::{Mirror, StreamTables};
+use shared::store::BlobStore;
+use shared::sync::StreamTables;
 use shared::App;
 
 const MAX_BODY: usize = 8 << 20;
@@ -57,7 +59,8 @@ async fn serve() -> anyhow::Result<()> {
     let queue = std::env::var("UPLOAD_QUEUE_URL").context("UPLOAD_QUEUE_URL is not set")?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    tokio::spawn(pump_uploads(app.clone(), sqs, queue));
+    let blobs = shared::app::object_store(&app.config).await;
+    tokio::spawn(pump_uploads(app.clone(), blobs, sqs, queue));
     let pg = Arc::new(PgMirror::from_env().await?);
     let mirror: Arc<dyn Mirror> = pg.clone();
     let tables = stream_tables(&app);
@@ -110,7 +113,7 @@ fn to_axum(resp: http::Response<lambda_http::Body>) -> axum::response::Response 
 
 /// The S3 trigger's part: LocalStack S3 notifies a queue; each message is an S3 event for
 /// process-upload. A failed event stays on the queue and comes back, as Lambda's retries would.
-async fn pump_uploads(app: Arc<App>, sqs: aws_sdk_sqs::Client, queue: String) {
+async fn pump_uploads(app: Arc<App>, blobs: Arc<dyn BlobStore>, sqs: aws_sdk_sqs::Client, queue: String) {
     loop {
         let resp = sqs
             .receive_message()
@@ -129,10 +132,10 @@ async fn pump_uploads(app: Arc<App>, sqs: aws_sdk_sqs::Client, queue: String) {
             }
         };
         let handled = futures::future::join_all(messages.into_iter().map(|m| {
-            let app = app.clone();
+            let (app, blobs) = (app.clone(), blobs.clone());
             async move {
                 let done = match serde_json::from_str::<S3Event>(m.body().unwrap_or_default()) {
-                    Ok(event) => match shared::process::handle_s3_event(&app, &event).await {
+                    Ok(event) => match shared::process::handle_s3_event(&app, &*blobs, &event).await {
                         Ok(_) => true,
                         Err(e) => {
                             tracing::warn!(error = %e, "process-upload failed; the event will be retried");
@@ -157,16 +160,17 @@ async fn pump_uploads(app: Arc<App>, sqs: aws_sdk_sqs::Client, queue: String) {
 async fn invoke(function: &str, event_path: &str) -> anyhow::Result<()> {
     let event = std::fs::read_to_string(event_path).with_context(|| format!("read {event_path}"))?;
     let app = App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
     match function {
         "process-upload" => {
             let event: S3Event = serde_json::from_str(&event).context("not an S3 event")?;
-            let outcomes = shared::process::handle_s3_event(&app, &event).await?;
+            let outcomes = shared::process::handle_s3_event(&app, &*blobs, &event).await?;
             println!("{outcomes:#?}");
         }
         "sweep-orphans" => {
             let event: serde_json::Value = serde_json::from_str(&event).context("not JSON")?;
             let command = shared::lifecycle::SweepCommand::from_event(event)?;
-            let report = shared::lifecycle::run(&app, &command, time::OffsetDateTime::now_utc()).await?;
+            let report = shared::lifecycle::run(&app, &*blobs, &command, time::OffsetDateTime::now_utc()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         "sync-postgres" => {

@@ -12,8 +12,8 @@ use aws_sdk_s3::types::{
     NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
 };
 use shared::config::Config;
+use shared::store::mirror::Mirror;
 use shared::store::postgres::PgMirror;
-use shared::sync::Mirror;
 
 pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;

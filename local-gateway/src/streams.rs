@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
-use shared::sync::{apply_stream, Mirror, StreamTables};
+use shared::store::mirror::Mirror;
+use shared::sync::{apply_stream, StreamTables};
 
 /// A stream record as Lambda delivers it.
 pub fn lambda_record(r: aws_sdk_dynamodbstreams::types::Record, stream_arn: &str) -> EventRecord {

@@ -9,9 +9,9 @@ use crate::auth::TokenVerifier;
 use crate::config::{Config, ConfigError};
 use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
-use crate::references::ReferenceStore;
 use crate::store::dynamo::{DynamoDecks, DynamoMedia};
 use crate::store::quota_dynamo::DynamoQuotas;
+use crate::store::refs::ReferenceStore;
 use crate::store::refs_dynamo::DynamoRefs;
 use crate::store::s3::S3Blobs;
 use crate::store::{BlobStore, DeckIndex, MediaRepo, QuotaStore};
@@ -42,8 +42,6 @@ pub struct App {
     pub decks: Arc<dyn DeckIndex>,
     pub refs: Arc<dyn ReferenceStore>,
     pub quotas: Arc<dyn QuotaStore>,
-    /// S3, for the functions that read and write objects; see [`App::blobs`].
-    blobs: Option<Arc<dyn BlobStore>>,
     pub presigner: Presigner,
     pub credentials: Arc<dyn CredentialSource>,
     pub tokens: Option<TokenVerifier>,
@@ -63,39 +61,27 @@ pub enum InitError {
 
 /// Each Lambda function builds only the clients it uses (as its role allows only those): a client
 /// that is never built is also left out of the function's binary, which keeps them small and
-/// quick to start. The local gateway and the tests build everything with [`App::from_env`].
+/// quick to start. The App holds what every function uses (DynamoDB's stores and the URL signer);
+/// the object store is built apart, by [`object_store`], for the functions that read and write
+/// objects (process-upload, sweep-orphans, the local gateway), and handed to the functions of
+/// this crate that need it.
 impl App {
-    /// Every client: the local gateway, the tests and tools that act as any function.
+    /// The API functions, the local gateway and the tests: DynamoDB, the URL signer and the token
+    /// secret (read from Secrets Manager when `JWT_SECRET_ARN` names it).
     pub async fn from_env() -> Result<Self, InitError> {
         let (mut config, sdk) = load().await?;
         read_token_secret(&mut config, &sdk).await?;
-        let blobs = s3_blobs(&config, &sdk);
-        Self::assemble(config, &sdk, Some(blobs))
+        Self::assemble(config, &sdk)
     }
 
-    /// The API functions: DynamoDB, the URL signer and the token secret. They sign URLs but never
-    /// touch objects themselves, so they have no S3 client.
-    pub async fn for_api() -> Result<Self, InitError> {
-        let (mut config, sdk) = load().await?;
-        read_token_secret(&mut config, &sdk).await?;
-        Self::assemble(config, &sdk, None)
-    }
-
-    /// Functions that read and delete objects (process-upload, sweep-orphans): DynamoDB and S3,
-    /// no tokens.
-    pub async fn for_storage() -> Result<Self, InitError> {
+    /// Functions driven by events, not by users (process-upload, sweep-orphans, sync-postgres):
+    /// no token secret.
+    pub async fn without_tokens() -> Result<Self, InitError> {
         let (config, sdk) = load().await?;
-        let blobs = s3_blobs(&config, &sdk);
-        Self::assemble(config, &sdk, Some(blobs))
+        Self::assemble(config, &sdk)
     }
 
-    /// sync-postgres: DynamoDB only.
-    pub async fn for_mirror() -> Result<Self, InitError> {
-        let (config, sdk) = load().await?;
-        Self::assemble(config, &sdk, None)
-    }
-
-    fn assemble(config: Config, sdk: &SdkConfig, blobs: Option<Arc<dyn BlobStore>>) -> Result<Self, InitError> {
+    fn assemble(config: Config, sdk: &SdkConfig) -> Result<Self, InitError> {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let creds = sdk.credentials_provider().ok_or(InitError::NoCredentials)?;
         let endpoint = match &config.s3_public_endpoint {
@@ -112,18 +98,18 @@ impl App {
             )),
             quotas: Arc::new(DynamoQuotas::new(dynamo.clone(), &config.quotas_table)),
             decks: Arc::new(DynamoDecks::new(dynamo, &config.deck_files_table)),
-            blobs,
             presigner: Presigner::new(endpoint, &config.region),
             credentials: Arc::new(SdkCredentials(creds)),
             tokens: config.jwt_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
             config,
         })
     }
+}
 
-    /// The object store; an error in a function that was built without one.
-    pub fn blobs(&self) -> Result<&dyn BlobStore, StoreError> {
-        self.blobs.as_deref().ok_or_else(|| StoreError::new("s3", "this function has no S3 client"))
-    }
+/// S3, for the functions that read and write objects; the bucket is the config's.
+pub async fn object_store(config: &Config) -> Arc<dyn BlobStore> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    s3_blobs(config, &sdk)
 }
 
 /// Typed config and the SDK's shared config (`AWS_ENDPOINT_URL_*` point clients at emulators).
@@ -153,11 +139,6 @@ fn s3_blobs(config: &Config, sdk: &SdkConfig) -> Arc<dyn BlobStore> {
     Arc::new(S3Blobs::new(aws_sdk_s3::Client::from_conf(conf), &config.bucket))
 }
 
-/// Current time as RFC 3339, the format records use.
-pub fn now_rfc3339(now: time::OffsetDateTime) -> String {
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 /// Fixed credentials (tests, benchmarks).
 pub struct StaticCredentials(pub Credentials);
 
@@ -172,6 +153,11 @@ impl App {
     /// An app over in-memory stores, for tests of the logic and for benchmarks that must not
     /// measure storage latency.
     pub fn in_memory(jwt_secret: &str) -> Self {
+        Self::in_memory_with_blobs(jwt_secret).0
+    }
+
+    /// [`App::in_memory`], and its store as the object store too.
+    pub fn in_memory_with_blobs(jwt_secret: &str) -> (Self, Arc<crate::store::memory::MemoryStore>) {
         use crate::store::memory::MemoryStore;
         let config = Config {
             bucket: "media-bucket".into(),
@@ -191,12 +177,11 @@ impl App {
             embed_origins: Default::default(),
         };
         let store = Arc::new(MemoryStore::default());
-        Self {
+        let app = Self {
             media: store.clone(),
             decks: store.clone(),
             refs: store.clone(),
             quotas: store.clone(),
-            blobs: Some(store),
             presigner: Presigner::new(S3Endpoint::aws(&config.bucket, &config.region), &config.region),
             credentials: Arc::new(StaticCredentials(Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
@@ -205,6 +190,7 @@ impl App {
             })),
             tokens: Some(TokenVerifier::new(jwt_secret.as_bytes())),
             config,
-        }
+        };
+        (app, store)
     }
 }

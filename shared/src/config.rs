@@ -4,6 +4,10 @@ use crate::maintainer_page::EmbedOrigins;
 use crate::model::Keys;
 use crate::policy::Limits;
 
+/// How long a count must stay zero before the sweep deletes the media, unless `SWEEP_GRACE_SECS`
+/// says otherwise: URL expiry (15 min) plus S3 event retries (up to an hour), with a wide margin.
+pub const DEFAULT_SWEEP_GRACE: time::Duration = time::Duration::hours(24);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("environment variable {0} is required")]
@@ -65,7 +69,7 @@ impl Config {
             jwt_secret_arn: var("JWT_SECRET_ARN"),
             url_ttl_secs: number("URL_TTL_SECS", 900)?,
             download_page_size: number("DOWNLOAD_PAGE_SIZE", 2000)?,
-            sweep_grace_secs: number("SWEEP_GRACE_SECS", crate::lifecycle::DEFAULT_GRACE.whole_seconds())?,
+            sweep_grace_secs: number("SWEEP_GRACE_SECS", DEFAULT_SWEEP_GRACE.whole_seconds())?,
             keys: Keys::default(),
             embed_origins: EmbedOrigins::parse(&var("MAINTAINER_PAGE_EMBED_ORIGINS").unwrap_or_default())
                 .map_err(|e| ConfigError::Invalid("MAINTAINER_PAGE_EMBED_ORIGINS", e))?,

@@ -23,14 +23,12 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::{now_rfc3339, App};
+use crate::app::App;
+use crate::clock::now_rfc3339;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
-
-/// Default grace period: URL expiry (15 min) plus S3 event retries (up to an hour) with a wide
-/// margin.
-pub const DEFAULT_GRACE: time::Duration = time::Duration::hours(24);
+use crate::store::BlobStore;
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct SweepReport {
@@ -59,7 +57,12 @@ fn last_change(r: &MediaRecord) -> Option<OffsetDateTime> {
 }
 
 /// Delete media whose count has stayed zero longer than `grace`, re-checking at delete time.
-pub async fn sweep(app: &App, now: OffsetDateTime, grace: time::Duration) -> Result<SweepReport, StoreError> {
+pub async fn sweep(
+    app: &App,
+    blobs: &dyn BlobStore,
+    now: OffsetDateTime,
+    grace: time::Duration,
+) -> Result<SweepReport, StoreError> {
     let now_s = now_rfc3339(now);
     let keys = &app.config.keys;
     let mut report = SweepReport::default();
@@ -77,7 +80,7 @@ pub async fn sweep(app: &App, now: OffsetDateTime, grace: time::Duration) -> Res
             }
         }
         for key in [keys.media(&r.hash), keys.thumb(&r.hash), keys.upload(&r.hash)] {
-            app.blobs()?.delete(&key).await?;
+            blobs.delete(&key).await?;
         }
         if let Some(alias) = r.stored_hash.filter(|s| *s != r.hash) {
             app.media.delete_alias(&alias, &r.hash).await?;
@@ -114,7 +117,7 @@ pub struct Drift {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct ReconcileReport {
+pub struct CountsReport {
     pub records: usize,
     pub reference_items: i64,
     pub drift: Vec<Drift>,
@@ -129,12 +132,17 @@ pub struct ReconcileReport {
 
 /// Recompute counts from the reference items; report (and with `fix`, repair) drift; list stored
 /// objects without a record and records without an object.
-pub async fn reconcile(app: &App, fix: bool, now: OffsetDateTime) -> Result<ReconcileReport, StoreError> {
+pub async fn reconcile_counts(
+    app: &App,
+    blobs: &dyn BlobStore,
+    fix: bool,
+    now: OffsetDateTime,
+) -> Result<CountsReport, StoreError> {
     let now_s = now_rfc3339(now);
     let counts: BTreeMap<Sha256Hash, i64> = app.refs.count_all().await?;
     let records = app.media.scan_all().await?;
     let mut report =
-        ReconcileReport { records: records.len(), reference_items: counts.values().sum(), ..Default::default() };
+        CountsReport { records: records.len(), reference_items: counts.values().sum(), ..Default::default() };
     let mut known = HashSet::new();
     for r in records.iter().filter(|r| r.alias_of.is_none()) {
         known.insert(r.hash);
@@ -149,7 +157,7 @@ pub async fn reconcile(app: &App, fix: bool, now: OffsetDateTime) -> Result<Reco
     report.references_without_record = counts.keys().filter(|h| !known.contains(h)).map(Sha256Hash::to_hex).collect();
 
     let keys = &app.config.keys;
-    let stored: HashSet<String> = app.blobs()?.list(&keys.media_prefix).await?.into_iter().map(|(k, _)| k).collect();
+    let stored: HashSet<String> = blobs.list(&keys.media_prefix).await?.into_iter().map(|(k, _)| k).collect();
     let ready: HashSet<String> = records
         .iter()
         .filter(|r| r.status == MediaStatus::Ready && r.alias_of.is_none())
@@ -214,14 +222,19 @@ pub enum CommandError {
 }
 
 /// Run a command; the answer is the report as JSON.
-pub async fn run(app: &App, command: &SweepCommand, now: OffsetDateTime) -> Result<serde_json::Value, StoreError> {
+pub async fn run(
+    app: &App,
+    blobs: &dyn BlobStore,
+    command: &SweepCommand,
+    now: OffsetDateTime,
+) -> Result<serde_json::Value, StoreError> {
     let to_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| StoreError::new("report", e));
     match *command {
         SweepCommand::Sweep { grace_seconds } => {
             let grace = time::Duration::seconds(grace_seconds.unwrap_or(app.config.sweep_grace_secs));
-            to_json(serde_json::to_value(sweep(app, now, grace).await?))
+            to_json(serde_json::to_value(sweep(app, blobs, now, grace).await?))
         }
-        SweepCommand::Reconcile { fix } => to_json(serde_json::to_value(reconcile(app, fix, now).await?)),
+        SweepCommand::Reconcile { fix } => to_json(serde_json::to_value(reconcile_counts(app, blobs, fix, now).await?)),
     }
 }
 
@@ -279,7 +292,7 @@ mod tests {
     /// unreferenced record past any grace period.
     #[tokio::test]
     async fn a_refused_command_deletes_nothing() {
-        let app = App::in_memory("k");
+        let (app, blobs) = App::in_memory_with_blobs("k");
         let hash = Sha256Hash::of(b"orphan");
         let old = "2020-01-01T00:00:00Z";
         app.media.ensure_record(&hash, old).await.expect("a record");
@@ -289,7 +302,7 @@ mod tests {
         assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().contains_key(&hash));
         // The same record is swept by a real command, so the check above can fail.
         let command = SweepCommand::from_event(json!({"mode": "sweep", "grace_seconds": 0})).unwrap();
-        let report = run(&app, &command, OffsetDateTime::now_utc()).await.unwrap();
+        let report = run(&app, &*blobs, &command, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(report["deleted"], json!(1), "{report}");
         assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().is_empty());
     }

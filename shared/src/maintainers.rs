@@ -7,8 +7,9 @@ use base64::Engine;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::{now_rfc3339, App};
+use crate::app::App;
 use crate::auth::{Principal, Scope};
+use crate::clock::now_rfc3339;
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::MediaStatus;

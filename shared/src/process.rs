@@ -6,13 +6,14 @@
 use aws_lambda_events::s3::S3Event;
 use time::OffsetDateTime;
 
-use crate::app::{now_rfc3339, App};
+use crate::app::App;
+use crate::clock::now_rfc3339;
 use crate::convert::process_image;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason, StoredMedia};
 use crate::sniff::{sniff, Sniffed};
-use crate::store::{ReadBlob, Settlement};
+use crate::store::{BlobStore, ReadBlob, Settlement};
 
 pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
@@ -32,7 +33,7 @@ pub fn decode_event_key(key: &str) -> Option<String> {
 
 /// Handle every record of an S3 event. A storage error fails the whole event so that it is
 /// retried; content problems are outcomes, not errors.
-pub async fn handle_s3_event(app: &App, event: &S3Event) -> Result<Vec<Outcome>, StoreError> {
+pub async fn handle_s3_event(app: &App, blobs: &dyn BlobStore, event: &S3Event) -> Result<Vec<Outcome>, StoreError> {
     let mut outcomes = Vec::new();
     for record in &event.records {
         let Some(raw) = record.s3.object.key.as_deref() else {
@@ -43,12 +44,17 @@ pub async fn handle_s3_event(app: &App, event: &S3Event) -> Result<Vec<Outcome>,
             outcomes.push(Outcome::Skipped("undecodable key"));
             continue;
         };
-        outcomes.push(process_key(app, &key, OffsetDateTime::now_utc()).await?);
+        outcomes.push(process_key(app, blobs, &key, OffsetDateTime::now_utc()).await?);
     }
     Ok(outcomes)
 }
 
-pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Outcome, StoreError> {
+pub async fn process_key(
+    app: &App,
+    blobs: &dyn BlobStore,
+    key: &str,
+    now: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
     let Some(hash) = app.config.keys.parse_upload(key) else {
         tracing::warn!(key, "not an upload key; ignored");
         return Ok(Outcome::Skipped("not an upload key"));
@@ -59,7 +65,7 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
             // A repeated event, or a second upload of finished work: only the leftover goes.
             app.quotas.settle(&hash, Settlement::Stored).await?;
-            app.blobs()?.delete(key).await?;
+            blobs.delete(key).await?;
             tracing::info!(%hash, "already ready");
             return Ok(Outcome::Skipped("already ready"));
         }
@@ -67,7 +73,7 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         // refused bytes costs a record read, not another decode.
         if r.status == MediaStatus::Rejected && r.reason.is_some_and(|reason| !reason.allows_retry()) {
             app.quotas.settle(&hash, Settlement::Rejected).await?;
-            app.blobs()?.delete(key).await?;
+            blobs.delete(key).await?;
             tracing::info!(%hash, "already rejected");
             return Ok(Outcome::Skipped("already rejected"));
         }
@@ -77,27 +83,27 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     }
 
     let limits = &app.config.limits;
-    let bytes = match app.blobs()?.read(key, limits.max_any_bytes()).await? {
+    let bytes = match blobs.read(key, limits.max_any_bytes()).await? {
         None => return Ok(Outcome::Skipped("upload object is gone")),
-        Some(ReadBlob::TooLarge(_)) => return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await,
+        Some(ReadBlob::TooLarge(_)) => return reject(app, blobs, key, &hash, RejectReason::TooLarge, &now_s).await,
         Some(ReadBlob::Bytes(b)) => b,
     };
     if bytes.is_empty() {
-        return reject(app, key, &hash, RejectReason::EmptyFile, &now_s).await;
+        return reject(app, blobs, key, &hash, RejectReason::EmptyFile, &now_s).await;
     }
     if Sha256Hash::of(&bytes) != hash {
-        return reject(app, key, &hash, RejectReason::HashMismatch, &now_s).await;
+        return reject(app, blobs, key, &hash, RejectReason::HashMismatch, &now_s).await;
     }
 
     let size = bytes.len() as u64;
     let (stored, content_type, width, height, thumbnail) = match sniff(&bytes) {
         Sniffed::Unsupported(what) => {
             tracing::info!(%hash, what, "refused by magic bytes");
-            return reject(app, key, &hash, RejectReason::UnsupportedType, &now_s).await;
+            return reject(app, blobs, key, &hash, RejectReason::UnsupportedType, &now_s).await;
         }
         Sniffed::Audio(kind) => {
             if size > limits.max_audio_bytes {
-                return reject(app, key, &hash, RejectReason::TooLarge, &now_s).await;
+                return reject(app, blobs, key, &hash, RejectReason::TooLarge, &now_s).await;
             }
             (bytes, kind.content_type().to_string(), None, None, None)
         }
@@ -108,10 +114,10 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
             let result = tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await;
             match result {
                 Ok(Ok(p)) => (p.bytes, p.content_type.to_string(), Some(p.width), Some(p.height), Some(p.thumbnail)),
-                Ok(Err(reason)) => return reject(app, key, &hash, reason, &now_s).await,
+                Ok(Err(reason)) => return reject(app, blobs, key, &hash, reason, &now_s).await,
                 Err(e) => {
                     tracing::error!(%hash, error = %e, "image processing panicked");
-                    return reject(app, key, &hash, RejectReason::CorruptMedia, &now_s).await;
+                    return reject(app, blobs, key, &hash, RejectReason::CorruptMedia, &now_s).await;
                 }
             }
         }
@@ -130,9 +136,9 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
         height,
     };
     // Bytes first, record second: a ready record always has its object.
-    app.blobs()?.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
+    blobs.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
     if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, thumbnail) {
-        app.blobs()?.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
+        blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
     }
     if !app.media.mark_ready(&hash, &info, &now_s).await? {
         // The sweeper took the record meanwhile and may have removed what we just wrote: fail so
@@ -144,7 +150,7 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
     }
     // Settle before the upload object goes: if settling fails, the retried event still finds it.
     app.quotas.settle(&hash, Settlement::Stored).await?;
-    app.blobs()?.delete(key).await?;
+    blobs.delete(key).await?;
     tracing::info!(
         %hash,
         content_type = %info.content_type,
@@ -157,6 +163,7 @@ pub async fn process_key(app: &App, key: &str, now: OffsetDateTime) -> Result<Ou
 
 async fn reject(
     app: &App,
+    blobs: &dyn BlobStore,
     key: &str,
     hash: &Sha256Hash,
     reason: RejectReason,
@@ -164,7 +171,7 @@ async fn reject(
 ) -> Result<Outcome, StoreError> {
     app.media.mark_rejected(hash, reason, now).await?;
     app.quotas.settle(hash, Settlement::Rejected).await?;
-    app.blobs()?.delete(key).await?;
+    blobs.delete(key).await?;
     tracing::info!(%hash, reason = reason.code(), "rejected");
     Ok(Outcome::Rejected(reason))
 }
@@ -195,18 +202,18 @@ mod logic_tests {
 
     #[tokio::test]
     async fn stores_once_and_replays_are_harmless() {
-        let app = App::in_memory("k");
+        let (app, blobs) = App::in_memory_with_blobs("k");
         let bytes = png(40, 30);
         let hash = Sha256Hash::of(&bytes);
         let key = app.config.keys.upload(&hash);
-        app.blobs().unwrap().put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
+        blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
         let now = OffsetDateTime::now_utc();
 
-        let Outcome::Ready(info) = process_key(&app, &key, now).await.unwrap() else { panic!("not ready") };
+        let Outcome::Ready(info) = process_key(&app, &*blobs, &key, now).await.unwrap() else { panic!("not ready") };
         assert_eq!((info.width, info.height), (Some(40), Some(30)));
         assert!(info.stored_size <= bytes.len() as u64);
-        assert!(!app.blobs().unwrap().exists(&key).await.unwrap());
-        assert!(app.blobs().unwrap().exists(&info.stored_key).await.unwrap());
+        assert!(!blobs.exists(&key).await.unwrap());
+        assert!(blobs.exists(&info.stored_key).await.unwrap());
         let record = app.media.get(&hash).await.unwrap().unwrap();
         assert_eq!(record.status, MediaStatus::Ready);
         if info.stored_hash != hash {
@@ -214,30 +221,30 @@ mod logic_tests {
             assert_eq!(alias.alias_of, Some(hash));
         }
         // The same event again, and a re-upload of the same bytes: nothing changes.
-        assert_eq!(process_key(&app, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
-        app.blobs().unwrap().put(&key, bytes, "application/octet-stream", None).await.unwrap();
-        assert_eq!(process_key(&app, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
-        assert!(!app.blobs().unwrap().exists(&key).await.unwrap());
+        assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
+        blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
+        assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
+        assert!(!blobs.exists(&key).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap(), record);
     }
 
     #[tokio::test]
     async fn bytes_that_do_not_match_their_key_are_refused() {
-        let app = App::in_memory("k");
+        let (app, blobs) = App::in_memory_with_blobs("k");
         let hash = Sha256Hash::of(b"what the client promised");
         let key = app.config.keys.upload(&hash);
-        app.blobs().unwrap().put(&key, png(4, 4), "application/octet-stream", None).await.unwrap();
-        let outcome = process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
+        blobs.put(&key, png(4, 4), "application/octet-stream", None).await.unwrap();
+        let outcome = process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Rejected(RejectReason::HashMismatch));
-        assert!(!app.blobs().unwrap().exists(&key).await.unwrap());
-        assert!(!app.blobs().unwrap().exists(&app.config.keys.media(&hash)).await.unwrap());
+        assert!(!blobs.exists(&key).await.unwrap());
+        assert!(!blobs.exists(&app.config.keys.media(&hash)).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap().reason, Some(RejectReason::HashMismatch));
     }
 
     #[tokio::test]
     async fn processing_settles_the_uploaders_holds() {
         use crate::store::{Hold, Reserve};
-        let app = App::in_memory("k");
+        let (app, blobs) = App::in_memory_with_blobs("k");
         let (good, bad) = (png(8, 8), b"#!/bin/sh\necho not media\n".to_vec());
         let hold = |user: &str, bytes: &[u8]| Hold {
             user: user.into(),
@@ -253,8 +260,8 @@ mod logic_tests {
         assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (total, 2));
         for bytes in [&good, &bad] {
             let key = app.config.keys.upload(&Sha256Hash::of(bytes));
-            app.blobs().unwrap().put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
-            process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
+            blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
+            process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
         }
         // Stored: both uploaders stay charged. Refused: the bytes come back, the file still counts.
         assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (good.len() as u64, 2));
@@ -272,17 +279,16 @@ mod logic_tests {
 
     #[tokio::test]
     async fn refused_bytes_put_again_are_not_decoded_again() {
-        let app = App::in_memory("k");
+        let (app, blobs) = App::in_memory_with_blobs("k");
         let junk = b"<svg onload=alert(1)>".to_vec();
         let hash = Sha256Hash::of(&junk);
         let key = app.config.keys.upload(&hash);
-        let blobs = app.blobs().unwrap();
         blobs.put(&key, junk.clone(), "application/octet-stream", None).await.unwrap();
-        let first = process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
+        let first = process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(first, Outcome::Rejected(RejectReason::UnsupportedType));
         // The URL is still valid: the same bytes again.
         blobs.put(&key, junk, "application/octet-stream", None).await.unwrap();
-        let again = process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap();
+        let again = process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(again, Outcome::Skipped("already rejected"));
         assert!(!blobs.exists(&key).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap().reason, Some(RejectReason::UnsupportedType));
@@ -293,13 +299,16 @@ mod logic_tests {
         app.media.ensure_record(&hash, "t").await.unwrap();
         app.media.mark_rejected(&hash, RejectReason::HashMismatch, "t").await.unwrap();
         blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
-        assert!(matches!(process_key(&app, &key, OffsetDateTime::now_utc()).await.unwrap(), Outcome::Ready(_)));
+        assert!(matches!(
+            process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap(),
+            Outcome::Ready(_)
+        ));
     }
 
     #[tokio::test]
     async fn other_keys_are_ignored() {
-        let app = App::in_memory("k");
-        let outcome = process_key(&app, "media/abc", OffsetDateTime::now_utc()).await.unwrap();
+        let (app, blobs) = App::in_memory_with_blobs("k");
+        let outcome = process_key(&app, &*blobs, "media/abc", OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Skipped("not an upload key"));
     }
 }

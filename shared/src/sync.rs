@@ -17,9 +17,8 @@
 //! still to come, with a higher sequence number, so a repair never has the last word over a newer
 //! change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde::{Deserialize, Serialize};
@@ -28,71 +27,9 @@ use time::OffsetDateTime;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
+use crate::store::mirror::{Change, FileRow, Key, Mirror, Row, StoredRow};
 use crate::store::{deck_item, DeckFile};
 use crate::App;
-
-/// What a mirrored row is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Key {
-    /// A row of `anki.media`.
-    File { deck: String, filename: String },
-    /// A row of `anki.stored_media_files`.
-    Stored(Sha256Hash),
-}
-
-impl Key {
-    /// The item's name in `anki.media_sync_versions`. Deck ids hold no spaces, so the filename
-    /// is everything after the second one.
-    pub fn item(&self) -> String {
-        match self {
-            Key::File { deck, filename } => format!("file {deck} {filename}"),
-            Key::Stored(hash) => format!("stored {hash}"),
-        }
-    }
-}
-
-/// A row of `anki.media`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileRow {
-    pub deck: String,
-    pub filename: String,
-    pub hash: Sha256Hash,
-    pub notes: i64,
-    pub updated_at: Option<OffsetDateTime>,
-}
-
-/// A row of `anki.stored_media_files`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredRow {
-    pub hash: Sha256Hash,
-    pub s3_key: Option<String>,
-    pub reference_count: i64,
-    pub status: String,
-    pub size: Option<i64>,
-    pub stored_size: Option<i64>,
-    pub content_type: Option<String>,
-    pub width: Option<i32>,
-    pub height: Option<i32>,
-    pub stored_hash: Option<String>,
-    pub thumb_key: Option<String>,
-    pub reject_reason: Option<String>,
-    pub updated_at: Option<OffsetDateTime>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Row {
-    File(FileRow),
-    Stored(StoredRow),
-}
-
-impl Row {
-    pub fn key(&self) -> Key {
-        match self {
-            Row::File(r) => Key::File { deck: r.deck.clone(), filename: r.filename.clone() },
-            Row::Stored(r) => Key::Stored(r.hash),
-        }
-    }
-}
 
 /// The deck index's item as a row; `None` when no note uses it (the API treats it as absent).
 pub fn file_row(f: DeckFile) -> Option<FileRow> {
@@ -140,15 +77,6 @@ fn timestamp(s: Option<&str>) -> Option<OffsetDateTime> {
     t.replace_nanosecond(t.nanosecond() / 1000 * 1000).ok().map(|t| t.to_offset(time::UtcOffset::UTC))
 }
 
-/// One stream record: the state of `key` after a change (`None`: gone), and its sequence number.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    pub key: Key,
-    /// Decimal digits; compared as numbers, since their length varies.
-    pub seq: String,
-    pub row: Option<Row>,
-}
-
 /// The tables whose streams are mirrored.
 #[derive(Debug, Clone)]
 pub struct StreamTables {
@@ -184,7 +112,7 @@ pub fn change_from_record(tables: &StreamTables, record: &EventRecord) -> Result
             filename: String,
         }
         let k: DeckKey = serde_dynamo::from_item(record.change.keys.clone()).map_err(bad)?;
-        // The filename's row holds what it resolves to now (see `references::FileVersions`); an item
+        // The filename's row holds what it resolves to now (see `store::refs::FileVersions`); an item
         // no note uses (a count-down of an entry already gone, say) has no row.
         let row = if removed {
             None
@@ -218,30 +146,6 @@ pub fn change_from_record(tables: &StreamTables, record: &EventRecord) -> Result
     }
 }
 
-/// The Postgres side, behind a trait so that tests can put faults in between.
-#[async_trait]
-pub trait Mirror: Send + Sync {
-    /// Bring the schema up to date (idempotent).
-    async fn migrate(&self) -> Result<(), StoreError>;
-    /// Apply a change unless one with an equal or higher sequence number was applied to the same
-    /// item already. Returns whether it was applied.
-    async fn apply(&self, change: &Change) -> Result<bool, StoreError>;
-    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
-    /// Write `row` (or remove the key's row) if the item's last applied sequence number is still
-    /// `seen` (`None`: none was). Returns whether it wrote.
-    async fn repair(&self, key: &Key, seen: Option<&str>, row: Option<&Row>) -> Result<bool, StoreError>;
-}
-
-/// Everything the mirror holds.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    pub rows: BTreeMap<Key, Row>,
-    /// item → last applied sequence number.
-    pub versions: HashMap<String, String>,
-    /// Rows of a legacy `anki.media` that DynamoDB has not (yet) described: no hash. Left alone.
-    pub legacy_rows: i64,
-}
-
 /// Apply a stream batch in order. A record that fails is reported, with every record after it,
 /// as a batch item failure: Lambda then retries from that record, and the records before it,
 /// already applied, are not lost.
@@ -269,9 +173,9 @@ pub async fn apply_stream(mirror: &dyn Mirror, tables: &StreamTables, event: &Ev
     response
 }
 
-/// What reconcile found and did. Lists are capped; counts are not.
+/// What `reconcile_mirror` found and did. Lists are capped; counts are not.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct ReconcileReport {
+pub struct MirrorReport {
     pub files_in_dynamodb: usize,
     pub stored_in_dynamodb: usize,
     /// In DynamoDB, not in Postgres.
@@ -287,7 +191,7 @@ pub struct ReconcileReport {
     pub examples: Vec<String>,
 }
 
-impl ReconcileReport {
+impl MirrorReport {
     pub fn differences(&self) -> usize {
         self.missing + self.extra + self.differing
     }
@@ -296,12 +200,12 @@ impl ReconcileReport {
 const EXAMPLES: usize = 50;
 
 /// Compare Postgres with DynamoDB and, with `fix`, make Postgres equal (the backfill, too).
-pub async fn reconcile(app: &App, mirror: &dyn Mirror, fix: bool) -> Result<ReconcileReport, StoreError> {
+pub async fn reconcile_mirror(app: &App, mirror: &dyn Mirror, fix: bool) -> Result<MirrorReport, StoreError> {
     // Snapshot first, scan second: see the module comment.
     let snapshot = mirror.snapshot().await?;
     let files = app.decks.scan_all().await?;
     let media = app.media.scan_all().await?;
-    let mut report = ReconcileReport {
+    let mut report = MirrorReport {
         files_in_dynamodb: files.len(),
         stored_in_dynamodb: media.len(),
         legacy_rows: snapshot.legacy_rows,
@@ -388,7 +292,7 @@ pub async fn handle(
             Ok(serde_json::json!({"migrated": true}))
         }
         MirrorCommand::Reconcile { fix } => {
-            let report = reconcile(app, mirror, fix).await?;
+            let report = reconcile_mirror(app, mirror, fix).await?;
             tracing::info!(
                 differences = report.differences(),
                 fixed = report.fixed,

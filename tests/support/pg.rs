@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
+use shared::store::mirror::Mirror;
 use shared::store::postgres::PgMirror;
-use shared::sync::{apply_stream, Mirror, ReconcileReport, StreamTables};
+use shared::sync::{apply_stream, MirrorReport, StreamTables};
 use sqlx::postgres::PgConnectOptions;
 
 fn options() -> anyhow::Result<PgConnectOptions> {
@@ -77,10 +78,10 @@ pub async fn deliver(mirror: &dyn Mirror, records: &[EventRecord], batch: usize)
 }
 
 /// Wait until reconcile finds nothing to fix in `mirror`.
-pub async fn wait_converged(app: &shared::App, mirror: &dyn Mirror) -> anyhow::Result<ReconcileReport> {
+pub async fn wait_converged(app: &shared::App, mirror: &dyn Mirror) -> anyhow::Result<MirrorReport> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let report = shared::sync::reconcile(app, mirror, false).await?;
+        let report = shared::sync::reconcile_mirror(app, mirror, false).await?;
         if report.differences() == 0 {
             return Ok(report);
         }

@@ -7,7 +7,7 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::for_api().await?;
+    let app = App::from_env().await?;
     let app = &app;
     run(service_fn(move |req: Request| async move { Ok::<_, Error>(handle(app, req, &[Route::Uploads]).await) })).await
 }

@@ -10,10 +10,11 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::for_storage().await?;
-    let app = &app;
+    let app = App::without_tokens().await?;
+    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = (&app, &*blobs);
     run(service_fn(move |event: LambdaEvent<S3Event>| async move {
-        shared::process::handle_s3_event(app, &event.payload).await?;
+        shared::process::handle_s3_event(app, blobs, &event.payload).await?;
         Ok::<(), Error>(())
     }))
     .await

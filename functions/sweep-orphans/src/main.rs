@@ -9,12 +9,13 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::for_storage().await?;
-    let app = &app;
+    let app = App::without_tokens().await?;
+    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = (&app, &*blobs);
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         // This function deletes: anything but a well-formed command fails the invocation.
         let command = SweepCommand::from_event(event.payload)?;
-        let report = shared::lifecycle::run(app, &command, time::OffsetDateTime::now_utc()).await?;
+        let report = shared::lifecycle::run(app, blobs, &command, time::OffsetDateTime::now_utc()).await?;
         Ok::<_, Error>(report)
     }))
     .await

@@ -11,7 +11,7 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::for_mirror().await?;
+    let app = App::without_tokens().await?;
     // The pool lives as long as the instance: connections are reused across invocations.
     let mirror = PgMirror::from_env().await?;
     let tables =

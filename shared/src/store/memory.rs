@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::model::MediaStatus;
-use crate::references::{Commit, FileVersions, NoteRef, RefOp, ReferenceStore, Step};
+use crate::store::refs::{Commit, FileVersions, NoteRef, RefOp, ReferenceStore, Step};
 
 #[derive(Default)]
 pub struct State {

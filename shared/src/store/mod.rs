@@ -3,8 +3,10 @@
 
 pub mod dynamo;
 pub mod memory;
+pub mod mirror;
 pub mod postgres;
 pub mod quota_dynamo;
+pub mod refs;
 pub mod refs_dynamo;
 pub mod s3;
 
@@ -15,7 +17,7 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, RejectReason, StoredMedia};
-use crate::references::{FileVersions, Version};
+use crate::store::refs::{FileVersions, Version};
 
 /// Outcome of asking to upload a hash.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,7 +133,7 @@ pub trait MediaRepo: Send + Sync {
     /// reference got in after all.
     async fn finish_delete(&self, hash: &Sha256Hash, now: &str) -> Result<bool, StoreError>;
     async fn delete_alias(&self, alias: &Sha256Hash, target: &Sha256Hash) -> Result<(), StoreError>;
-    /// Set a count found to drift (reconcile), if it still is `seen`.
+    /// Set a count found to drift (`lifecycle::reconcile_counts`), if it still is `seen`.
     async fn set_ref_count(&self, hash: &Sha256Hash, seen: i64, actual: i64, now: &str) -> Result<bool, StoreError>;
     async fn scan_all(&self) -> Result<Vec<MediaRecord>, StoreError>;
 }
@@ -144,7 +146,7 @@ pub struct DeckEntry {
     pub notes: i64,
 }
 
-/// One item of the deck index, for whole-table comparisons (reconcile, sync): a filename, what it
+/// One item of the deck index, for whole-table comparisons (`sync::reconcile_mirror`): a filename, what it
 /// resolves to and how many notes use it (see [`FileVersions`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeckFile {
@@ -251,7 +253,7 @@ pub trait BlobStore: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
-    /// Keys and sizes under a prefix (reconcile).
+    /// Keys and sizes under a prefix (`lifecycle::reconcile_counts`).
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
 }
 

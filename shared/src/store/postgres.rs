@@ -12,7 +12,7 @@ use sqlx::{Postgres, Row as _, Transaction};
 
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
-use crate::sync::{FileRow, Key, Mirror, Row, Snapshot, StoredRow};
+use crate::store::mirror::{Change, FileRow, Key, Mirror, Row, Snapshot, StoredRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -171,7 +171,7 @@ impl Mirror for PgMirror {
         MIGRATOR.run(&self.pool).await.map_err(err)
     }
 
-    async fn apply(&self, change: &crate::sync::Change) -> Result<bool, StoreError> {
+    async fn apply(&self, change: &Change) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(err)?;
         let claimed = sqlx::query(
             "INSERT INTO anki.media_sync_versions (item, seq, removed) VALUES ($1, $2::numeric, $3)

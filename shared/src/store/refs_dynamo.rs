@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::Client;
 
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
-use crate::references::{Commit, NoteRef, RefOp, ReferenceStore, Step};
+use crate::store::refs::{Commit, NoteRef, RefOp, ReferenceStore, Step};
 
 use super::deck_item;
 use super::dynamo::{err, n, s, sdk_err};
