@@ -39,50 +39,123 @@ pub struct Config {
     pub embed_origins: EmbedOrigins,
 }
 
-fn var(name: &'static str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
+/// Reads settings from a lookup (the environment, or a table in tests); an empty value counts as
+/// unset.
+struct Settings<F>(F);
 
-fn required(name: &'static str) -> Result<String, ConfigError> {
-    var(name).ok_or(ConfigError::Missing(name))
-}
+impl<F: Fn(&str) -> Option<String>> Settings<F> {
+    fn var(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.is_empty())
+    }
 
-fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ConfigError::Invalid(name, v)),
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.var(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        match self.var(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| ConfigError::Invalid(name, v)),
+        }
     }
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The config from `lookup` (name → value), as [`Config::from_env`] reads the environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let s = Settings(lookup);
         let d = Limits::default();
         Ok(Self {
-            bucket: required("BUCKET")?,
-            media_table: required("MEDIA_TABLE")?,
-            deck_files_table: required("DECK_FILES_TABLE")?,
-            refs_table: required("REFS_TABLE")?,
-            quotas_table: required("QUOTAS_TABLE")?,
-            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
-            s3_public_endpoint: var("S3_PUBLIC_ENDPOINT").or_else(|| var("AWS_ENDPOINT_URL_S3")),
-            jwt_secret: var("JWT_SECRET"),
-            jwt_secret_arn: var("JWT_SECRET_ARN"),
-            url_ttl_secs: number("URL_TTL_SECS", 900)?,
-            download_page_size: number("DOWNLOAD_PAGE_SIZE", 2000)?,
-            sweep_grace_secs: number("SWEEP_GRACE_SECS", DEFAULT_SWEEP_GRACE.whole_seconds())?,
+            bucket: s.required("BUCKET")?,
+            media_table: s.required("MEDIA_TABLE")?,
+            deck_files_table: s.required("DECK_FILES_TABLE")?,
+            refs_table: s.required("REFS_TABLE")?,
+            quotas_table: s.required("QUOTAS_TABLE")?,
+            region: s.var("AWS_REGION").or_else(|| s.var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
+            s3_public_endpoint: s.var("S3_PUBLIC_ENDPOINT").or_else(|| s.var("AWS_ENDPOINT_URL_S3")),
+            jwt_secret: s.var("JWT_SECRET"),
+            jwt_secret_arn: s.var("JWT_SECRET_ARN"),
+            url_ttl_secs: s.number("URL_TTL_SECS", 900)?,
+            download_page_size: s.number("DOWNLOAD_PAGE_SIZE", 2000)?,
+            sweep_grace_secs: s.number("SWEEP_GRACE_SECS", DEFAULT_SWEEP_GRACE.whole_seconds())?,
             keys: Keys::default(),
-            embed_origins: EmbedOrigins::parse(&var("MAINTAINER_PAGE_EMBED_ORIGINS").unwrap_or_default())
+            embed_origins: EmbedOrigins::parse(&s.var("MAINTAINER_PAGE_EMBED_ORIGINS").unwrap_or_default())
                 .map_err(|e| ConfigError::Invalid("MAINTAINER_PAGE_EMBED_ORIGINS", e))?,
             limits: Limits {
-                max_image_bytes: number("MAX_IMAGE_BYTES", d.max_image_bytes)?,
-                max_audio_bytes: number("MAX_AUDIO_BYTES", d.max_audio_bytes)?,
-                max_pixels: number("MAX_PIXELS", d.max_pixels)?,
-                max_animation_pixels: number("MAX_ANIMATION_PIXELS", d.max_animation_pixels)?,
-                daily_upload_bytes: number("DAILY_UPLOAD_BYTES", d.daily_upload_bytes)?,
-                daily_upload_files: number("DAILY_UPLOAD_FILES", d.daily_upload_files)?,
-                effort: number("CONVERSION_EFFORT", d.effort)?,
+                max_image_bytes: s.number("MAX_IMAGE_BYTES", d.max_image_bytes)?,
+                max_audio_bytes: s.number("MAX_AUDIO_BYTES", d.max_audio_bytes)?,
+                max_pixels: s.number("MAX_PIXELS", d.max_pixels)?,
+                max_animation_pixels: s.number("MAX_ANIMATION_PIXELS", d.max_animation_pixels)?,
+                daily_upload_bytes: s.number("DAILY_UPLOAD_BYTES", d.daily_upload_bytes)?,
+                daily_upload_files: s.number("DAILY_UPLOAD_FILES", d.daily_upload_files)?,
+                effort: s.number("CONVERSION_EFFORT", d.effort)?,
                 ..d
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const TABLES: [(&str, &str); 5] =
+        [("BUCKET", "b"), ("MEDIA_TABLE", "m"), ("DECK_FILES_TABLE", "d"), ("REFS_TABLE", "r"), ("QUOTAS_TABLE", "q")];
+
+    #[test]
+    fn defaults_apply_to_what_is_unset_or_empty() {
+        let mut pairs = TABLES.to_vec();
+        pairs.push(("URL_TTL_SECS", ""));
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!((c.bucket.as_str(), c.quotas_table.as_str(), c.region.as_str()), ("b", "q", "us-east-1"));
+        assert_eq!((c.url_ttl_secs, c.download_page_size), (900, 2000));
+        assert_eq!(c.sweep_grace_secs, DEFAULT_SWEEP_GRACE.whole_seconds());
+        let d = Limits::default();
+        assert_eq!((c.limits.max_pixels, c.limits.daily_upload_files), (d.max_pixels, d.daily_upload_files));
+        assert_eq!((c.jwt_secret, c.s3_public_endpoint), (None, None));
+    }
+
+    #[test]
+    fn settings_override_defaults() {
+        let mut pairs = TABLES.to_vec();
+        pairs.extend([
+            ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:4566"),
+            ("SWEEP_GRACE_SECS", "0"),
+            ("MAX_PIXELS", "1000"),
+            ("DAILY_UPLOAD_FILES", "7"),
+        ]);
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.region, "eu-west-1");
+        assert_eq!(c.s3_public_endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!((c.sweep_grace_secs, c.limits.max_pixels, c.limits.daily_upload_files), (0, 1000, 7));
+        // AWS_REGION wins over AWS_DEFAULT_REGION, as the SDK reads them.
+        pairs.push(("AWS_REGION", "ap-south-1"));
+        assert_eq!(Config::from_lookup(lookup(&pairs)).unwrap().region, "ap-south-1");
+    }
+
+    #[test]
+    fn missing_or_invalid_settings_are_named() {
+        let err = Config::from_lookup(lookup(&TABLES[1..])).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing("BUCKET")), "{err}");
+        let mut pairs = TABLES.to_vec();
+        pairs.push(("URL_TTL_SECS", "fifteen minutes"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid("URL_TTL_SECS", _)), "{err}");
+        assert!(err.to_string().contains("URL_TTL_SECS"));
+        pairs.pop();
+        pairs.push(("SWEEP_GRACE_SECS", "-"));
+        assert!(matches!(Config::from_lookup(lookup(&pairs)), Err(ConfigError::Invalid("SWEEP_GRACE_SECS", _))));
     }
 }
