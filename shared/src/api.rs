@@ -313,4 +313,69 @@ mod tests {
         // A function that does not serve the page does not answer it.
         assert_eq!(handle(&app, get("/admin?deck=d1", &[]), &[Route::Uploads]).await.status(), 404);
     }
+
+    /// The sample events in `events/` (as API Gateway delivers them), parsed as the Lambda
+    /// runtime parses them and handed to the handler over in-memory stores, in the order a
+    /// client would send them; `tests/lambda_events.rs` does the same against the local stack.
+    #[tokio::test]
+    async fn the_sample_events_reach_their_handlers() {
+        let app = App::in_memory("k");
+        let token = |scope: &str, decks: &[&str]| {
+            let decks: Vec<String> = decks.iter().map(|d| d.to_string()).collect();
+            crate::auth::mint(b"k", "events-user", scope, &decks, 3600)
+        };
+        let event = |text: &str, token: &str| {
+            lambda_http::request::from_str(&text.replace("REPLACE_WITH_TOKEN (scripts/token)", token))
+                .expect("a sample event API Gateway could send")
+        };
+        let json = |r: &http::Response<Body>| -> serde_json::Value {
+            serde_json::from_slice(r.body().as_ref()).expect("a JSON answer")
+        };
+        let user = token("upload download", &[]);
+
+        let r = handle(&app, event(include_str!("../../events/presign-upload.json"), &user), &[Route::Uploads]).await;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        assert_eq!(json(&r)["files"][0]["status"], "upload", "{}", json(&r));
+
+        let references = token("references", &[]);
+        let r =
+            handle(&app, event(include_str!("../../events/references.json"), &references), &[Route::References]).await;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        assert_eq!(json(&r)["added"], 1);
+
+        let downloads = &[Route::Downloads, Route::MediaStatus];
+        let r = handle(&app, event(include_str!("../../events/presign-download.json"), &user), downloads).await;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        let body = json(&r);
+        let mut unavailable: Vec<(&str, &str)> = body["unavailable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| Some((u["filename"].as_str()?, u["reason"].as_str()?)))
+            .collect();
+        unavailable.sort();
+        // cell.png is referenced but not uploaded yet; no note uses heart.mp3.
+        assert_eq!(unavailable, [("cell.png", "pending"), ("heart.mp3", "unknown")], "{body}");
+
+        let r = handle(&app, event(include_str!("../../events/media-status.json"), &user), downloads).await;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        assert_eq!(json(&r)["status"], "pending");
+
+        let maintainer = token("maintain", &["d1"]);
+        let routes = &[Route::DeckMedia, Route::DeckMediaRemove];
+        let r = handle(&app, event(include_str!("../../events/deck-media.json"), &maintainer), routes).await;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        assert_eq!(json(&r)["files"][0]["filename"], "cell.png", "{}", json(&r));
+        let other = token("maintain", &["d2"]);
+        let r = handle(&app, event(include_str!("../../events/deck-media.json"), &other), routes).await;
+        assert_eq!(r.status(), 403, "another deck's maintainer");
+        let r = handle(&app, event(include_str!("../../events/deck-media-remove.json"), &maintainer), routes).await;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        assert_eq!(json(&r)["removed"], 1);
+
+        let page = &[Route::AdminPage, Route::AdminAsset];
+        let r = handle(&app, event(include_str!("../../events/admin-page.json"), ""), page).await;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    }
 }

@@ -311,4 +311,20 @@ mod logic_tests {
         let outcome = process_key(&app, &*blobs, "media/abc", OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Skipped("not an upload key"));
     }
+
+    /// `events/process-upload.json` as S3 delivers it: the upload it names (the empty file's
+    /// hash) is refused as empty, and its object goes; the same event again changes nothing.
+    #[tokio::test]
+    async fn the_sample_event_is_handled() {
+        let (app, blobs) = App::in_memory_with_blobs("k");
+        let event: S3Event = serde_json::from_str(include_str!("../../events/process-upload.json")).unwrap();
+        let empty = Sha256Hash::of(b"");
+        let key = app.config.keys.upload(&empty);
+        blobs.put(&key, Vec::new(), "application/octet-stream", None).await.unwrap();
+        let outcomes = handle_s3_event(&app, &*blobs, &event).await.unwrap();
+        assert_eq!(outcomes, [Outcome::Rejected(RejectReason::EmptyFile)]);
+        assert!(!blobs.exists(&key).await.unwrap());
+        assert_eq!(app.media.get(&empty).await.unwrap().unwrap().reason, Some(RejectReason::EmptyFile));
+        assert_eq!(handle_s3_event(&app, &*blobs, &event).await.unwrap(), [Outcome::Skipped("already rejected")]);
+    }
 }
