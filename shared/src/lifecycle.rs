@@ -306,4 +306,44 @@ mod tests {
         assert_eq!(report["deleted"], json!(1), "{report}");
         assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().is_empty());
     }
+
+    /// Sweep and reconcile over the in-memory store: an unreferenced record past the grace period
+    /// goes with its objects, a recent one and a referenced one stay; a drifted count is found,
+    /// and repaired only when asked.
+    #[tokio::test]
+    async fn sweep_and_reconcile_on_the_memory_store() {
+        let (app, blobs) = App::in_memory_with_blobs("k");
+        let now = OffsetDateTime::now_utc();
+        let long_ago = "2020-01-01T00:00:00Z";
+        let (old, recent, used) = (Sha256Hash::of(b"old"), Sha256Hash::of(b"recent"), Sha256Hash::of(b"used"));
+        app.media.ensure_record(&old, long_ago).await.unwrap();
+        app.media.ensure_record(&recent, &now_rfc3339(now)).await.unwrap();
+        app.media.ensure_record(&used, long_ago).await.unwrap();
+        let desired = crate::references::NoteSet::from([("u.png".to_string(), used)]);
+        crate::references::set_note(&app, "d", "n1", &|_: &_| desired.clone(), long_ago).await.unwrap();
+        let keys = &app.config.keys;
+        for key in [keys.media(&old), keys.thumb(&old), keys.upload(&old)] {
+            blobs.put(&key, b"x".to_vec(), "application/octet-stream", None).await.unwrap();
+        }
+
+        let report = sweep(&app, &*blobs, now, time::Duration::hours(1)).await.unwrap();
+        assert_eq!((report.scanned, report.deleted, report.too_recent, report.raced), (2, 1, 1, 0), "{report:?}");
+        let left = crate::store::lookup(app.media.as_ref(), &[old, recent, used]).await.unwrap();
+        assert!(!left.contains_key(&old) && left.contains_key(&recent) && left.contains_key(&used), "{left:?}");
+        for key in [keys.media(&old), keys.thumb(&old), keys.upload(&old)] {
+            assert!(!blobs.exists(&key).await.unwrap(), "{key}");
+        }
+
+        let clean = reconcile_counts(&app, &*blobs, false, now).await.unwrap();
+        assert_eq!((clean.records, clean.reference_items, clean.drift.len()), (2, 1, 0), "{clean:?}");
+        assert!(clean.objects_without_record.is_empty() && clean.references_without_record.is_empty());
+        assert!(app.media.set_ref_count(&used, 1, 5, long_ago).await.unwrap());
+        let found = reconcile_counts(&app, &*blobs, false, now).await.unwrap();
+        assert_eq!(found.drift.len(), 1, "{found:?}");
+        assert_eq!((found.drift[0].recorded, found.drift[0].actual, found.fixed), (5, 1, 0));
+        assert_eq!(app.media.get(&used).await.unwrap().unwrap().ref_count, 5, "found, not fixed");
+        assert_eq!(reconcile_counts(&app, &*blobs, true, now).await.unwrap().fixed, 1);
+        assert_eq!(app.media.get(&used).await.unwrap().unwrap().ref_count, 1);
+        assert!(reconcile_counts(&app, &*blobs, false, now).await.unwrap().drift.is_empty());
+    }
 }
