@@ -12,6 +12,7 @@ use crate::convert::process_image;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason, StoredMedia};
+use crate::policy::Limits;
 use crate::sniff::{sniff, Sniffed};
 use crate::store::{BlobStore, ReadBlob, Settlement};
 
@@ -49,6 +50,8 @@ pub async fn handle_s3_event(app: &App, blobs: &dyn BlobStore, event: &S3Event) 
     Ok(outcomes)
 }
 
+/// One upload object, as processing takes it through its steps: settle if already done → read
+/// and verify → convert → store.
 pub async fn process_key(
     app: &App,
     blobs: &dyn BlobStore,
@@ -59,121 +62,182 @@ pub async fn process_key(
         tracing::warn!(key, "not an upload key; ignored");
         return Ok(Outcome::Skipped("not an upload key"));
     };
-    let now_s = now_rfc3339(now);
-    // An upload whose record is gone (swept while the event waited) gets a fresh one.
-    if let Some(r) = app.media.ensure_record(&hash, &now_s).await? {
-        if r.status == MediaStatus::Ready && r.alias_of.is_none() {
-            // A repeated event, or a second upload of finished work: only the leftover goes.
-            app.quotas.settle(&hash, Settlement::Stored).await?;
-            blobs.delete(key).await?;
-            tracing::info!(%hash, "already ready");
-            return Ok(Outcome::Skipped("already ready"));
-        }
-        // The key's bytes are fixed by its hash, so a final rejection stands: a replayed PUT of
-        // refused bytes costs a record read, not another decode.
-        if r.status == MediaStatus::Rejected && r.reason.is_some_and(|reason| !reason.allows_retry()) {
-            app.quotas.settle(&hash, Settlement::Rejected).await?;
-            blobs.delete(key).await?;
-            tracing::info!(%hash, "already rejected");
-            return Ok(Outcome::Skipped("already rejected"));
-        }
-        if r.status == MediaStatus::Deleting {
-            return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
-        }
+    let upload = Upload { app, blobs, key, hash, now: now_rfc3339(now) };
+    if let Some(done) = upload.settle_if_done().await? {
+        return Ok(done);
     }
-
-    let limits = &app.config.limits;
-    let bytes = match blobs.read(key, limits.max_any_bytes()).await? {
-        None => return Ok(Outcome::Skipped("upload object is gone")),
-        Some(ReadBlob::TooLarge(_)) => return reject(app, blobs, key, &hash, RejectReason::TooLarge, &now_s).await,
-        Some(ReadBlob::Bytes(b)) => b,
+    let bytes = match upload.read_and_verify().await? {
+        Read::Verified(bytes) => bytes,
+        Read::Gone => return Ok(Outcome::Skipped("upload object is gone")),
+        Read::Refused(reason) => return upload.reject(reason).await,
     };
-    if bytes.is_empty() {
-        return reject(app, blobs, key, &hash, RejectReason::EmptyFile, &now_s).await;
+    match convert(&hash, bytes, &app.config.limits).await {
+        Ok(converted) => upload.store(converted).await,
+        Err(reason) => upload.reject(reason).await,
     }
-    if Sha256Hash::of(&bytes) != hash {
-        return reject(app, blobs, key, &hash, RejectReason::HashMismatch, &now_s).await;
-    }
+}
 
+/// What processing knows about the upload it is working on.
+struct Upload<'a> {
+    app: &'a App,
+    blobs: &'a dyn BlobStore,
+    key: &'a str,
+    hash: Sha256Hash,
+    now: String,
+}
+
+enum Read {
+    Verified(Vec<u8>),
+    /// The object is not there (a repeated event after it was processed).
+    Gone,
+    Refused(RejectReason),
+}
+
+/// The bytes to store and what they are.
+struct Converted {
+    stored: Vec<u8>,
+    content_type: String,
+    size: u64,
+    width: Option<u32>,
+    height: Option<u32>,
+    thumbnail: Option<Vec<u8>>,
+}
+
+/// Sniff and convert verified bytes: pure work on the content, so its failures are reasons to
+/// refuse the file, not storage errors.
+async fn convert(hash: &Sha256Hash, bytes: Vec<u8>, limits: &Limits) -> Result<Converted, RejectReason> {
     let size = bytes.len() as u64;
-    let (stored, content_type, width, height, thumbnail) = match sniff(&bytes) {
+    match sniff(&bytes) {
         Sniffed::Unsupported(what) => {
             tracing::info!(%hash, what, "refused by magic bytes");
-            return reject(app, blobs, key, &hash, RejectReason::UnsupportedType, &now_s).await;
+            Err(RejectReason::UnsupportedType)
         }
-        Sniffed::Audio(kind) => {
-            if size > limits.max_audio_bytes {
-                return reject(app, blobs, key, &hash, RejectReason::TooLarge, &now_s).await;
-            }
-            (bytes, kind.content_type().to_string(), None, None, None)
-        }
+        Sniffed::Audio(_) if size > limits.max_audio_bytes => Err(RejectReason::TooLarge),
+        Sniffed::Audio(kind) => Ok(Converted {
+            stored: bytes,
+            content_type: kind.content_type().to_string(),
+            size,
+            width: None,
+            height: None,
+            thumbnail: None,
+        }),
         Sniffed::Image(kind) => {
             let limits = limits.clone();
             // Decoding is CPU-bound and touches hostile input: keep it off the async threads, and
             // treat a panic in a codec as a corrupt file rather than a crash.
-            let result = tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await;
-            match result {
-                Ok(Ok(p)) => (p.bytes, p.content_type.to_string(), Some(p.width), Some(p.height), Some(p.thumbnail)),
-                Ok(Err(reason)) => return reject(app, blobs, key, &hash, reason, &now_s).await,
+            match tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await {
+                Ok(Ok(p)) => Ok(Converted {
+                    stored: p.bytes,
+                    content_type: p.content_type.to_string(),
+                    size,
+                    width: Some(p.width),
+                    height: Some(p.height),
+                    thumbnail: Some(p.thumbnail),
+                }),
+                Ok(Err(reason)) => Err(reason),
                 Err(e) => {
                     tracing::error!(%hash, error = %e, "image processing panicked");
-                    return reject(app, blobs, key, &hash, RejectReason::CorruptMedia, &now_s).await;
+                    Err(RejectReason::CorruptMedia)
                 }
             }
         }
-    };
-
-    let keys = &app.config.keys;
-    let stored_hash = Sha256Hash::of(&stored);
-    let info = StoredMedia {
-        stored_key: keys.media(&hash),
-        thumb_key: thumbnail.as_ref().map(|_| keys.thumb(&hash)),
-        content_type,
-        size,
-        stored_size: stored.len() as u64,
-        stored_hash,
-        width,
-        height,
-    };
-    // Bytes first, record second: a ready record always has its object.
-    blobs.put(&info.stored_key, stored, &info.content_type, Some(CACHE_CONTROL)).await?;
-    if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, thumbnail) {
-        blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
     }
-    if !app.media.mark_ready(&hash, &info, &now_s).await? {
-        // The sweeper took the record meanwhile and may have removed what we just wrote: fail so
-        // that the event is retried once the sweep is over.
-        return Err(StoreError::new("lifecycle", format!("{hash} was swept during processing; retry the event")));
-    }
-    if stored_hash != hash {
-        app.media.put_alias(&stored_hash, &hash, &now_s).await?;
-    }
-    // Settle before the upload object goes: if settling fails, the retried event still finds it.
-    app.quotas.settle(&hash, Settlement::Stored).await?;
-    blobs.delete(key).await?;
-    tracing::info!(
-        %hash,
-        content_type = %info.content_type,
-        size = info.size,
-        stored_size = info.stored_size,
-        "stored"
-    );
-    Ok(Outcome::Ready(info))
 }
 
-async fn reject(
-    app: &App,
-    blobs: &dyn BlobStore,
-    key: &str,
-    hash: &Sha256Hash,
-    reason: RejectReason,
-    now: &str,
-) -> Result<Outcome, StoreError> {
-    app.media.mark_rejected(hash, reason, now).await?;
-    app.quotas.settle(hash, Settlement::Rejected).await?;
-    blobs.delete(key).await?;
-    tracing::info!(%hash, reason = reason.code(), "rejected");
-    Ok(Outcome::Rejected(reason))
+impl Upload<'_> {
+    /// A repeated event, or a second upload of finished work: settle, drop the leftover object,
+    /// and say so. An upload whose record is gone (swept while the event waited) gets a fresh one.
+    async fn settle_if_done(&self) -> Result<Option<Outcome>, StoreError> {
+        let hash = &self.hash;
+        let Some(r) = self.app.media.ensure_record(hash, &self.now).await? else {
+            return Ok(None);
+        };
+        if r.status == MediaStatus::Ready && r.alias_of.is_none() {
+            self.app.quotas.settle(hash, Settlement::Stored).await?;
+            self.blobs.delete(self.key).await?;
+            tracing::info!(%hash, "already ready");
+            return Ok(Some(Outcome::Skipped("already ready")));
+        }
+        // The key's bytes are fixed by its hash, so a final rejection stands: a replayed PUT of
+        // refused bytes costs a record read, not another decode.
+        if r.status == MediaStatus::Rejected && r.reason.is_some_and(|reason| !reason.allows_retry()) {
+            self.app.quotas.settle(hash, Settlement::Rejected).await?;
+            self.blobs.delete(self.key).await?;
+            tracing::info!(%hash, "already rejected");
+            return Ok(Some(Outcome::Skipped("already rejected")));
+        }
+        if r.status == MediaStatus::Deleting {
+            return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
+        }
+        Ok(None)
+    }
+
+    /// The object's bytes, read up to the largest size any file may have, and checked to be
+    /// the bytes the key promises.
+    async fn read_and_verify(&self) -> Result<Read, StoreError> {
+        let bytes = match self.blobs.read(self.key, self.app.config.limits.max_any_bytes()).await? {
+            None => return Ok(Read::Gone),
+            Some(ReadBlob::TooLarge(_)) => return Ok(Read::Refused(RejectReason::TooLarge)),
+            Some(ReadBlob::Bytes(b)) => b,
+        };
+        Ok(if bytes.is_empty() {
+            Read::Refused(RejectReason::EmptyFile)
+        } else if Sha256Hash::of(&bytes) != self.hash {
+            Read::Refused(RejectReason::HashMismatch)
+        } else {
+            Read::Verified(bytes)
+        })
+    }
+
+    /// Bytes first, record second (a ready record always has its object), then the alias of
+    /// converted bytes, the quota, and last the upload object.
+    async fn store(&self, c: Converted) -> Result<Outcome, StoreError> {
+        let (app, hash, keys) = (self.app, &self.hash, &self.app.config.keys);
+        let stored_hash = Sha256Hash::of(&c.stored);
+        let info = StoredMedia {
+            stored_key: keys.media(hash),
+            thumb_key: c.thumbnail.as_ref().map(|_| keys.thumb(hash)),
+            content_type: c.content_type,
+            size: c.size,
+            stored_size: c.stored.len() as u64,
+            stored_hash,
+            width: c.width,
+            height: c.height,
+        };
+        self.blobs.put(&info.stored_key, c.stored, &info.content_type, Some(CACHE_CONTROL)).await?;
+        if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, c.thumbnail) {
+            self.blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
+        }
+        if !app.media.mark_ready(hash, &info, &self.now).await? {
+            // The sweeper took the record meanwhile and may have removed what we just wrote: fail
+            // so that the event is retried once the sweep is over.
+            return Err(StoreError::new("lifecycle", format!("{hash} was swept during processing; retry the event")));
+        }
+        if stored_hash != *hash {
+            app.media.put_alias(&stored_hash, hash, &self.now).await?;
+        }
+        // Settle before the upload object goes: if settling fails, the retried event still finds it.
+        app.quotas.settle(hash, Settlement::Stored).await?;
+        self.blobs.delete(self.key).await?;
+        tracing::info!(
+            %hash,
+            content_type = %info.content_type,
+            size = info.size,
+            stored_size = info.stored_size,
+            "stored"
+        );
+        Ok(Outcome::Ready(info))
+    }
+
+    /// Record the refusal, give the bytes back to the uploaders' quota, drop the object.
+    async fn reject(&self, reason: RejectReason) -> Result<Outcome, StoreError> {
+        let hash = &self.hash;
+        self.app.media.mark_rejected(hash, reason, &self.now).await?;
+        self.app.quotas.settle(hash, Settlement::Rejected).await?;
+        self.blobs.delete(self.key).await?;
+        tracing::info!(%hash, reason = reason.code(), "rejected");
+        Ok(Outcome::Rejected(reason))
+    }
 }
 
 #[cfg(test)]
