@@ -92,6 +92,8 @@ enum Decision {
     Upload { size: u64 },
 }
 
+/// classify each line → decide per distinct hash from its record → reserve the uploads (quota
+/// and pending record) → sign what may be uploaded, and answer in the request's order.
 pub async fn presign_uploads(
     app: &App,
     who: &Principal,
@@ -107,33 +109,75 @@ pub async fn presign_uploads(
     if req.files.len() > max {
         return Err(ApiError::too_many_items(format!("files: at most {max} per request")));
     }
-
     let lines: Vec<Line> = req.files.iter().map(|f| check_line(app, f)).collect();
-    // One decision per distinct hash; the first line's size stands for duplicates.
+    let mut decisions = decide(app, &lines, &req.files).await?;
+    let window = UrlWindow::new(now, app.config.url_ttl_secs);
+    reserve(app, who, &mut decisions, &window).await?;
+    let answers = sign(app, decisions, &window).await?;
+    let files = lines
+        .into_iter()
+        .zip(&req.files)
+        .map(|(line, f)| match line {
+            Line::Refused(reason) => UploadItem::Rejected { hash: f.hash.clone(), reason: reason.code() },
+            // Every wanted hash has an answer; were one missing, the client would ask again.
+            Line::Wants { hash } => answers
+                .get(&hash)
+                .cloned()
+                .unwrap_or(UploadItem::Rejected { hash: hash.to_hex(), reason: RejectReason::RetryLater.code() }),
+        })
+        .collect();
+    Ok(UploadResponse { files })
+}
+
+/// When the URLs of one answer are issued and until when they are valid.
+struct UrlWindow {
+    now: OffsetDateTime,
+    now_s: String,
+    ttl: u32,
+    expires_at: String,
+}
+
+impl UrlWindow {
+    fn new(now: OffsetDateTime, ttl: u32) -> Self {
+        let expires_at = now_rfc3339(now + time::Duration::seconds(i64::from(ttl)));
+        Self { now, now_s: now_rfc3339(now), ttl, expires_at }
+    }
+}
+
+/// One decision per distinct hash, from its record; the first line's size stands for duplicates.
+async fn decide(app: &App, lines: &[Line], files: &[UploadFile]) -> Result<HashMap<Sha256Hash, Decision>, ApiError> {
     let mut sizes: HashMap<Sha256Hash, u64> = HashMap::new();
-    for (line, f) in lines.iter().zip(&req.files) {
+    for (line, f) in lines.iter().zip(files) {
         if let Line::Wants { hash, .. } = line {
             sizes.entry(*hash).or_insert(f.size);
         }
     }
     let hashes: Vec<Sha256Hash> = sizes.keys().copied().collect();
     let records = lookup(app.media.as_ref(), &hashes).await?;
-    let mut decisions: HashMap<Sha256Hash, Decision> = HashMap::with_capacity(hashes.len());
-    for (hash, size) in &sizes {
-        let decision = match records.get(hash) {
-            Some(r) if r.status == MediaStatus::Ready => Decision::Exists,
-            Some(r) if r.status == MediaStatus::Rejected && r.reason.is_some_and(|x| !x.allows_retry()) => {
-                Decision::Refused(r.reason.unwrap_or(RejectReason::UnsupportedType))
-            }
-            _ => Decision::Upload { size: *size },
-        };
-        decisions.insert(*hash, decision);
-    }
+    Ok(sizes
+        .into_iter()
+        .map(|(hash, size)| {
+            let decision = match records.get(&hash) {
+                Some(r) if r.status == MediaStatus::Ready => Decision::Exists,
+                Some(r) if r.status == MediaStatus::Rejected && r.reason.is_some_and(|x| !x.allows_retry()) => {
+                    Decision::Refused(r.reason.unwrap_or(RejectReason::UnsupportedType))
+                }
+                _ => Decision::Upload { size },
+            };
+            (hash, decision)
+        })
+        .collect())
+}
 
-    // Record the pending uploads (conditionally: a concurrent finish wins), then sign.
-    let now_s = now_rfc3339(now);
-    let ttl = app.config.url_ttl_secs;
-    let expires_at = now_rfc3339(now + time::Duration::seconds(i64::from(ttl)));
+/// Charge each upload to the user's daily allowance before its URL exists, then record it as
+/// pending (conditionally: a concurrent finish wins), giving the charge back if no URL is issued
+/// after all. Decisions change where either step says no.
+async fn reserve(
+    app: &App,
+    who: &Principal,
+    decisions: &mut HashMap<Sha256Hash, Decision>,
+    window: &UrlWindow,
+) -> Result<(), ApiError> {
     let to_start: Vec<(Sha256Hash, u64)> = decisions
         .iter()
         .filter_map(|(h, d)| match d {
@@ -141,19 +185,18 @@ pub async fn presign_uploads(
             _ => None,
         })
         .collect();
-    // Charge each upload to the user's daily allowance before its URL exists, and give the charge
-    // back if no URL is issued after all.
+    let now = window.now;
     let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
     let limits = &app.config.limits;
     // Per hash: how beginning its upload went, or why no URL may be issued.
     let started: Vec<(Sha256Hash, Result<BeginUpload, RejectReason>)> = stream::iter(to_start)
         .map(|(hash, size)| {
-            let upload = PendingUpload { hash, size, uploader: &who.sub, expires_at: &expires_at, now: &now_s };
+            let upload =
+                PendingUpload { hash, size, uploader: &who.sub, expires_at: &window.expires_at, now: &window.now_s };
             let hold = Hold { user: who.sub.clone(), day: day.clone(), hash, bytes: size };
-            let issued_at = upload.now;
             async move {
                 let reserved =
-                    app.quotas.reserve(&hold, issued_at, limits.daily_upload_bytes, limits.daily_upload_files).await?;
+                    app.quotas.reserve(&hold, upload.now, limits.daily_upload_bytes, limits.daily_upload_files).await?;
                 match reserved {
                     Reserve::Exceeded => return Ok((hash, Err(RejectReason::QuotaExceeded))),
                     Reserve::OtherSize { .. } => return Ok((hash, Err(RejectReason::SizeMismatch))),
@@ -170,64 +213,56 @@ pub async fn presign_uploads(
         .try_collect()
         .await?;
     for (hash, outcome) in started {
-        match outcome {
-            Ok(BeginUpload::Started) => {}
-            Ok(BeginUpload::AlreadyReady) => {
-                decisions.insert(hash, Decision::Exists);
+        let changed = match outcome {
+            Ok(BeginUpload::Started) => continue,
+            Ok(BeginUpload::AlreadyReady) => Decision::Exists,
+            Ok(BeginUpload::Rejected(r)) | Err(r) => Decision::Refused(r),
+            Ok(BeginUpload::Busy) => Decision::Refused(RejectReason::RetryLater),
+        };
+        decisions.insert(hash, changed);
+    }
+    Ok(())
+}
+
+/// Each hash's answer: a pre-signed PUT (credentials fetched only when one is needed), or why not.
+async fn sign(
+    app: &App,
+    decisions: HashMap<Sha256Hash, Decision>,
+    window: &UrlWindow,
+) -> Result<HashMap<Sha256Hash, UploadItem>, ApiError> {
+    let mut answers = HashMap::with_capacity(decisions.len());
+    let mut to_sign = Vec::new();
+    for (hash, decision) in decisions {
+        match decision {
+            Decision::Exists => {
+                answers.insert(hash, UploadItem::Exists { hash: hash.to_hex() });
             }
-            Ok(BeginUpload::Rejected(r)) | Err(r) => {
-                decisions.insert(hash, Decision::Refused(r));
+            Decision::Refused(reason) => {
+                answers.insert(hash, UploadItem::Rejected { hash: hash.to_hex(), reason: reason.code() });
             }
-            Ok(BeginUpload::Busy) => {
-                decisions.insert(hash, Decision::Refused(RejectReason::RetryLater));
-            }
+            Decision::Upload { size } => to_sign.push((hash, size)),
         }
     }
-
-    let creds = if decisions.values().any(|d| matches!(d, Decision::Upload { .. })) {
-        Some(app.credentials.credentials().await?)
-    } else {
-        None
-    };
-    let mut signed: HashMap<Sha256Hash, UploadItem> = HashMap::new();
-    let mut files = Vec::with_capacity(lines.len());
-    for (line, f) in lines.into_iter().zip(&req.files) {
-        let hash = match line {
-            Line::Refused(reason) => {
-                files.push(UploadItem::Rejected { hash: f.hash.clone(), reason: reason.code() });
-                continue;
-            }
-            Line::Wants { hash } => hash,
-        };
-        let item = match &decisions[&hash] {
-            Decision::Exists => UploadItem::Exists { hash: hash.to_hex() },
-            Decision::Refused(reason) => UploadItem::Rejected { hash: hash.to_hex(), reason: reason.code() },
-            Decision::Upload { size } => {
-                let item = signed.entry(hash).or_insert_with(|| {
-                    let creds = creds.as_ref().expect("credentials fetched when an upload is planned");
-                    let key = app.config.keys.upload(&hash);
-                    let checksum = hash.to_base64();
-                    let spec = UploadSpec {
-                        key: &key,
-                        content_length: *size,
-                        sha256_b64: &checksum,
-                        content_type: UPLOAD_CONTENT_TYPE,
-                    };
-                    let p = app.presigner.put(creds, &spec, now, ttl);
-                    UploadItem::Upload {
-                        hash: hash.to_hex(),
-                        method: "PUT",
-                        url: p.url,
-                        headers: p.headers.into_iter().collect(),
-                        expires_at: expires_at.clone(),
-                    }
-                });
-                item.clone()
-            }
-        };
-        files.push(item);
+    if to_sign.is_empty() {
+        return Ok(answers);
     }
-    Ok(UploadResponse { files })
+    let creds = app.credentials.credentials().await?;
+    for (hash, size) in to_sign {
+        let key = app.config.keys.upload(&hash);
+        let checksum = hash.to_base64();
+        let spec =
+            UploadSpec { key: &key, content_length: size, sha256_b64: &checksum, content_type: UPLOAD_CONTENT_TYPE };
+        let p = app.presigner.put(&creds, &spec, window.now, window.ttl);
+        let item = UploadItem::Upload {
+            hash: hash.to_hex(),
+            method: "PUT",
+            url: p.url,
+            headers: p.headers.into_iter().collect(),
+            expires_at: window.expires_at.clone(),
+        };
+        answers.insert(hash, item);
+    }
+    Ok(answers)
 }
 
 #[cfg(test)]
