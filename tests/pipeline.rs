@@ -531,6 +531,65 @@ async fn daily_quota_counters_hold_under_concurrency() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A rejected record is final for its hash only when its reason says something about the
+/// content; with a retryable reason (the upload went wrong, not the file) or none at all, a fresh
+/// URL is issued. The DynamoDB condition and the memory store once disagreed about a record
+/// without a reason; both now read `MediaRecord::finally_rejected`.
+#[tokio::test]
+async fn a_rejection_is_final_only_with_a_final_reason() -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    use shared::model::RejectReason;
+    use shared::store::{BeginUpload, MediaRepo, PendingUpload};
+    let stack = Stack::connect().await?;
+    let memory = shared::store::memory::MemoryStore::default();
+    let cases = [
+        (None, false),
+        (Some(RejectReason::HashMismatch), false),
+        (Some(RejectReason::QuotaExceeded), false),
+        (Some(RejectReason::UnsupportedType), true),
+        (Some(RejectReason::CorruptMedia), true),
+    ];
+    for (reason, is_final) in cases {
+        let body = unique_png();
+        let hash = sha256_hex(&body);
+        let mut item = HashMap::from([
+            ("hash".to_string(), A::S(hash.clone())),
+            ("status".to_string(), A::S("rejected".into())),
+            ("ref_count".to_string(), A::N("0".into())),
+            ("updated_at".to_string(), A::S("2026-11-30T00:00:00Z".into())),
+        ]);
+        if let Some(r) = reason {
+            item.insert("reason".into(), A::S(r.code().into()));
+        }
+        stack.ddb.put_item().table_name(&stack.media_table).set_item(Some(item)).send().await?;
+        let answer = &stack.request_uploads("rejections", &[("r.png", &body)]).await?[0];
+        if is_final {
+            assert_eq!((&answer["status"], &answer["reason"]), (&json!("rejected"), &json!(reason.unwrap().code())));
+        } else {
+            assert_eq!(answer["status"], "upload", "{reason:?}: {answer}");
+        }
+        // The memory store, given the same record, answers the same (a record without a reason
+        // cannot be written through its trait, so that case is DynamoDB's alone).
+        if let Some(r) = reason {
+            let h = shared::hash::Sha256Hash::parse(&hash)?;
+            memory.ensure_record(&h, "2026-11-30T00:00:00Z").await?;
+            memory.mark_rejected(&h, r, "2026-11-30T00:00:00Z").await?;
+            let upload = PendingUpload {
+                hash: h,
+                size: body.len() as u64,
+                uploader: "u",
+                expires_at: "2026-12-30T00:00:00Z",
+                now: "2026-11-30T00:00:01Z",
+            };
+            let began = memory.begin_upload(&upload).await?;
+            let want = if is_final { BeginUpload::Rejected(r) } else { BeginUpload::Started };
+            assert_eq!(began, want, "{r:?}");
+        }
+        stack.forget(&hash).await?;
+    }
+    Ok(())
+}
+
 /// Issue 20: a hold is charged once per (user, day, hash). Asking again for the same hash with
 /// another size must not yield a URL for that size (it would be charged nothing): the
 /// reproduction, then the same under concurrency. Whatever sizes are asked, the bytes charged

@@ -66,10 +66,20 @@ impl RejectReason {
         }
     }
 
-    /// A rejection that says nothing about the content of a hash (the upload went wrong, not the
-    /// file) may be retried with a fresh upload; the others are final for that hash.
+    /// Rejections that say nothing about the content of a hash (the upload went wrong, not the
+    /// file): a fresh upload may be tried. The others are final for that hash.
+    pub const RETRYABLE: [RejectReason; 2] = [RejectReason::HashMismatch, RejectReason::QuotaExceeded];
+
     pub fn allows_retry(self) -> bool {
-        matches!(self, RejectReason::HashMismatch | RejectReason::QuotaExceeded)
+        Self::RETRYABLE.contains(&self)
+    }
+}
+
+impl MediaRecord {
+    /// Refused for good: a rejection with a final reason. A rejected record without a reason
+    /// says nothing final about the content, so it is not.
+    pub fn finally_rejected(&self) -> bool {
+        self.status == MediaStatus::Rejected && self.reason.is_some_and(|reason| !reason.allows_retry())
     }
 }
 

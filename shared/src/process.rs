@@ -160,7 +160,7 @@ impl Upload<'_> {
         }
         // The key's bytes are fixed by its hash, so a final rejection stands: a replayed PUT of
         // refused bytes costs a record read, not another decode.
-        if r.status == MediaStatus::Rejected && r.reason.is_some_and(|reason| !reason.allows_retry()) {
+        if r.finally_rejected() {
             self.app.quotas.settle(hash, Settlement::Rejected).await?;
             self.blobs.delete(self.key).await?;
             tracing::info!(%hash, "already rejected");

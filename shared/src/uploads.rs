@@ -159,9 +159,7 @@ async fn decide(app: &App, lines: &[Line], files: &[UploadFile]) -> Result<HashM
         .map(|(hash, size)| {
             let decision = match records.get(&hash) {
                 Some(r) if r.status == MediaStatus::Ready => Decision::Exists,
-                Some(r) if r.status == MediaStatus::Rejected && r.reason.is_some_and(|x| !x.allows_retry()) => {
-                    Decision::Refused(r.reason.unwrap_or(RejectReason::UnsupportedType))
-                }
+                Some(r) if r.finally_rejected() => Decision::Refused(r.reason.unwrap_or(RejectReason::UnsupportedType)),
                 _ => Decision::Upload { size },
             };
             (hash, decision)

@@ -150,6 +150,8 @@ impl MediaRepo for DynamoMedia {
     }
 
     async fn begin_upload(&self, u: &PendingUpload<'_>) -> Result<BeginUpload, StoreError> {
+        let retry_values: HashMap<String, AttributeValue> =
+            RejectReason::RETRYABLE.iter().enumerate().map(|(i, r)| (format!(":retry{i}"), s(r.code()))).collect();
         let result = self
             .client
             .update_item()
@@ -160,10 +162,13 @@ impl MediaRepo for DynamoMedia {
                  #updated = :now, #created = if_not_exists(#created, :now), #refs = if_not_exists(#refs, :zero) \
                  REMOVE #reason",
             )
-            .condition_expression(
+            // As `MediaRecord::finally_rejected` says: a rejection without a final reason may be retried.
+            .condition_expression(format!(
                 "attribute_not_exists(#alias) AND (attribute_not_exists(#hash) OR #status IN (:pending, :missing) \
-                 OR (#status = :rejected AND #reason IN (:retry1, :retry2)))",
-            )
+                 OR (#status = :rejected AND (attribute_not_exists(#reason) OR #reason IN ({}))))",
+                retry_values.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+            .set_expression_attribute_values(Some(retry_values))
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#size", "size")
             .expression_attribute_names("#uploader", "uploader")
@@ -177,8 +182,6 @@ impl MediaRepo for DynamoMedia {
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":missing", s("missing"))
             .expression_attribute_values(":rejected", s("rejected"))
-            .expression_attribute_values(":retry1", s(RejectReason::HashMismatch.code()))
-            .expression_attribute_values(":retry2", s(RejectReason::QuotaExceeded.code()))
             .expression_attribute_values(":size", n(u.size))
             .expression_attribute_values(":uploader", s(u.uploader))
             .expression_attribute_values(":expires", s(u.expires_at))

@@ -56,10 +56,8 @@ impl MediaRepo for MemoryStore {
         if r.status == MediaStatus::Deleting {
             return Ok(BeginUpload::Busy);
         }
-        if let (MediaStatus::Rejected, Some(reason)) = (r.status, r.reason) {
-            if !reason.allows_retry() {
-                return Ok(BeginUpload::Rejected(reason));
-            }
+        if let (true, Some(reason)) = (r.finally_rejected(), r.reason) {
+            return Ok(BeginUpload::Rejected(reason));
         }
         r.status = MediaStatus::Pending;
         r.reason = None;
