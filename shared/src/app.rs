@@ -140,8 +140,10 @@ fn s3_blobs(config: &Config, sdk: &SdkConfig) -> Arc<dyn BlobStore> {
 }
 
 /// Fixed credentials (tests, benchmarks).
+#[cfg(any(test, feature = "test-util"))]
 pub struct StaticCredentials(pub Credentials);
 
+#[cfg(any(test, feature = "test-util"))]
 #[async_trait::async_trait]
 impl CredentialSource for StaticCredentials {
     async fn credentials(&self) -> Result<Credentials, StoreError> {
@@ -149,6 +151,7 @@ impl CredentialSource for StaticCredentials {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl App {
     /// An app over in-memory stores, for tests of the logic and for benchmarks that must not
     /// measure storage latency.

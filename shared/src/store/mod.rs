@@ -2,6 +2,7 @@
 //! adapter can be tested against a real emulator.
 
 pub mod dynamo;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod mirror;
 pub mod postgres;
