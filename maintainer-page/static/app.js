@@ -404,7 +404,9 @@ ui.confirm.addEventListener("cancel", (e) => {
   if (!ui.confirmCancel.disabled) endRemove(state.removing?.returnTo);
 });
 ui.confirm.addEventListener("close", () => {
-  if (state.removing && !ui.confirmRemove.disabled) state.removing = null;
+  // "close" is queued: when Escape is followed at once by a new removal, it arrives after the
+  // dialog has opened again, and must not forget that new removal.
+  if (!ui.confirm.open && state.removing && !ui.confirmRemove.disabled) state.removing = null;
 });
 
 ui.confirmRemove.addEventListener("click", async () => {
