@@ -24,7 +24,9 @@ these reasons, each fixed here by one function below:
    15 minutes after it was issued (`MOTO_SHARD_ITERATOR_TTL` seconds), and records that every
    unexpired iterator of the shard has passed are dropped (DynamoDB drops them after 24 hours).
    A shard nobody has read keeps its records, so a stream reader that starts late (the gateway
-   started after the tables had traffic) still sees everything.
+   started after the tables had traffic) still sees everything. Each shard keeps its readers' positions
+   in a heap, so this housekeeping costs a pop per expired iterator, not a pass over all of them
+   (a pass over the 15 minutes' iterators, one per GetRecords, took 10 % of moto's time in the soak).
 5. `query_one_partition`: moto answers a Query by listing and sorting every item of the table,
    so each one costs time in proportion to the table (found by `scripts/soak`: on a growing deck,
    reference writes went from 0.1 s to over 1 s at the median in 17 minutes). A Query on the
@@ -51,6 +53,8 @@ these reasons, each fixed here by one function below:
    each page walked it from the start up to its start key; a sweep's Scan of the media table held
    the one-request-at-a-time server for seconds (p99 spikes on every route in `scripts/soak`).
    Now the table is sorted on plain keys and each page begins right after its start key.
+10. `list_the_package_once`: moto listed its own package directory on every request to find the
+   request's backend (8 % of its time in the soak); it is listed once.
 
 `tests/emulator/test_moto_server.py` checks that these keep moto's semantics: cancelled
 transactions leave items and streams exactly as they were, with their cancellation reasons;
@@ -59,6 +63,8 @@ records arrive in order; readers keep seeing records after a rollback; memory st
 import base64
 import bisect
 import copy
+import heapq
+import itertools
 import os
 import sys
 import time
@@ -173,12 +179,22 @@ def expire_iterators_and_trim_streams():
     moto_get_shard_iterator = DynamoDBStreamsBackend.get_shard_iterator
     moto_get_records = DynamoDBStreamsBackend.get_records
     last_housekeeping = [time.monotonic()]
+    shards_read = set()
+    issued = itertools.count()  # ties in a heap are broken by issue order, never by iterators
 
     def iterator_init(iterator, *args, **kwargs):
         moto_iterator_init(iterator, *args, **kwargs)
         # moto keeps the request's string for AT_SEQUENCE_NUMBER; positions are compared below.
         iterator.sequence_number = int(iterator.sequence_number)
         iterator.issued_at = time.monotonic()
+        # Each shard keeps its iterators' positions in a heap, so that finding the lowest position
+        # a live iterator reads costs a pop per expired iterator, not a pass over all of them
+        # (a reader issues one per GetRecords: tens of thousands in 15 minutes).
+        shard = iterator.stream_shard
+        if shard not in shards_read:
+            shard.reader_positions = []
+            shards_read.add(shard)
+        heapq.heappush(shard.reader_positions, (iterator.sequence_number, next(issued), iterator))
 
     def get_shard_iterator(streams, arn, shard_id, shard_iterator_type, sequence_number=None):
         shard = streams._get_table_from_arn(arn).stream_shard
@@ -200,16 +216,19 @@ def expire_iterators_and_trim_streams():
         return moto_get_records(streams, iterator_arn, limit)
 
     def housekeeping(streams, now):
-        oldest_position = {}  # shard → the lowest sequence number an unexpired iterator reads next
-        for arn, iterator in list(streams.shard_iterators.items()):
-            if now - iterator.issued_at > SHARD_ITERATOR_TTL:
-                del streams.shard_iterators[arn]
-                continue
-            shard = iterator.stream_shard
-            oldest_position[shard] = min(oldest_position.get(shard, iterator.sequence_number),
-                                         iterator.sequence_number)
-        for shard, position in oldest_position.items():
-            passed = min(position - shard.starting_sequence_number, len(shard.items))
+        # Iterators are kept in the order they were issued, so the expired ones come first.
+        while streams.shard_iterators:
+            arn, iterator = next(iter(streams.shard_iterators.items()))
+            if now - iterator.issued_at <= SHARD_ITERATOR_TTL:
+                break
+            del streams.shard_iterators[arn]
+        for shard in shards_read:
+            heap = shard.reader_positions
+            while heap and now - heap[0][2].issued_at > SHARD_ITERATOR_TTL:
+                heapq.heappop(heap)
+            if not heap:
+                continue  # nobody reads this shard now: keep its records for a reader to come
+            passed = min(heap[0][0] - shard.starting_sequence_number, len(shard.items))
             if passed > 0:
                 del shard.items[:passed]
                 shard.starting_sequence_number += passed
@@ -230,6 +249,14 @@ def query_one_partition():
     the quotas table's index for every processed upload).
     """
     moto_query = Table.query
+
+    def equals(value):
+        """`DynamoType.__eq__` against `value`, with strings compared directly (one pass of the
+        index over a whole table makes this the Query's inner loop)."""
+        if value.type == "S" and isinstance(value.value, str):
+            raw = value.value
+            return lambda attr: attr is not None and attr.type == "S" and attr.value == raw
+        return lambda attr: attr is not None and attr == value
 
     def query(table, hash_key, *args, **kwargs):
         index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
@@ -256,12 +283,16 @@ def query_one_partition():
             else:
                 candidates = [bucket]
         elif index_name is not None and conditions:
+            tests = [(name, equals(value)) for name, value in conditions]
             # An index: one pass over the items for those with the index's key, without sorting
             # them all first (moto sorts what matches afterwards, as the index's order).
-            candidates = [item for bucket in table.items.values()
-                          for item in (bucket.values() if table.range_key_attr else (bucket,))
-                          if all(item.attrs.get(name) is not None and item.attrs[name] == value
-                                 for name, value in conditions)]
+            items = (item for bucket in table.items.values()
+                     for item in (bucket.values() if table.range_key_attr else (bucket,)))
+            if len(tests) == 1:
+                (name, test), = tests
+                candidates = [item for item in items if test(item.attrs.get(name))]
+            else:
+                candidates = [item for item in items if all(test(item.attrs.get(name)) for name, test in tests)]
         else:
             return moto_query(table, hash_key, *args, **kwargs)
         table.all_items = lambda: candidates  # shadows the method for this call only
@@ -457,6 +488,16 @@ def scan_from_the_start_key():
     Table.scan = scan
 
 
+def list_the_package_once():
+    """moto finds the backend of every request by listing its own package directory (a `listdir`
+    and an `isdir` per module, about 150, for each request: 8 % of its time in `scripts/soak`).
+    The package does not change while the server runs, so it is listed once."""
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+
 def serve_one_request_at_a_time(host, port):
     from werkzeug.serving import run_simple
 
@@ -477,6 +518,7 @@ def main():
     plain_values_first()
     copy_and_project_plain_values()
     scan_from_the_start_key()
+    list_the_package_once()
     serve_one_request_at_a_time(host, port)
 
 
