@@ -243,7 +243,10 @@ def seeder(stop: threading.Event, deck: str, total: int, minutes: float, model: 
     the first and last ten minutes see the same load), named as benchmarks/compare-client.py
     names its deck: the soak leaves the stack ready for the client's benchmark."""
     batch = 20
-    pause = minutes * 60 / max(1, total / batch) * 0.9  # finish a little before the end
+    # Spread over the whole run, the last ten minutes included: a stream that stopped early (it
+    # once stopped at minute 54 of 60) would leave the last window less work than the first. The
+    # end check waits for what is still processing.
+    pause = minutes * 60 / max(1, total / batch)
     n = 0
     while n < total and not stop.is_set():
         began = time.monotonic()
