@@ -17,21 +17,8 @@ fn count(item: &HashMap<String, AttributeValue>) -> i64 {
     item.get("ref_count").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
-async fn refs(stack: &Stack, deck: &str, notes: Value) -> anyhow::Result<(u16, Value)> {
-    stack.post("/v1/references", &stack.token("references"), json!({"deck": deck, "notes": notes})).await
-}
-
 async fn ref_count(stack: &Stack, hash: &str) -> anyhow::Result<Option<i64>> {
     Ok(stack.record(hash).await?.as_ref().map(count))
-}
-
-/// Upload bytes through the API and wait until they are processed.
-async fn upload(stack: &Stack, name: &str, body: &[u8]) -> anyhow::Result<Value> {
-    let items = stack.request_uploads("uploads", &[(name, body)]).await?;
-    if items[0]["status"] == "upload" {
-        assert_eq!(stack.put_upload(&items[0], body.to_vec()).await?, 200);
-    }
-    stack.wait_processed(&sha256_hex(body)).await
 }
 
 #[tokio::test]
@@ -40,14 +27,14 @@ async fn references_have_set_semantics_and_drive_the_deck_index() -> anyhow::Res
     let deck = format!("refs-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let (a, b) = (unique_png(), unique_png());
     let (ha, hb) = (sha256_hex(&a), sha256_hex(&b));
-    upload(&stack, "a.png", &a).await?;
+    stack.upload_processed("a.png", &a).await?;
 
     let notes = json!([
         {"note_id": "n1", "media": [{"filename": "a.png", "hash": ha}, {"filename": "b.png", "hash": hb}]},
         {"note_id": "n2", "media": [{"filename": "a.png", "hash": ha}]},
     ]);
-    let (status, body) = refs(&stack, &deck, notes.clone()).await?;
-    assert_eq!((status, &body), (200, &json!({"notes": 2, "added": 3, "removed": 0})));
+    let body = stack.references(&deck, notes.clone()).await?;
+    assert_eq!(body, json!({"notes": 2, "added": 3, "removed": 0}));
     assert_eq!(ref_count(&stack, &ha).await?, Some(2));
     assert_eq!(ref_count(&stack, &hb).await?, Some(1));
     // b was referenced before anyone uploaded it.
@@ -56,7 +43,7 @@ async fn references_have_set_semantics_and_drive_the_deck_index() -> anyhow::Res
     assert_eq!(info["status"], "missing");
 
     // Replaying changes nothing.
-    let (_, body) = refs(&stack, &deck, notes).await?;
+    let body = stack.references(&deck, notes).await?;
     assert_eq!(body, json!({"notes": 2, "added": 0, "removed": 0}));
     assert_eq!(ref_count(&stack, &ha).await?, Some(2));
 
@@ -109,7 +96,7 @@ async fn references_have_set_semantics_and_drive_the_deck_index() -> anyhow::Res
     assert_eq!((status, body), (200, json!({"removed": 2})));
     assert_eq!(ref_count(&stack, &ha).await?, Some(0));
     // n1 now holds only b.png; emptying it removes the note.
-    let (_, body) = refs(&stack, &deck, json!([{"note_id": "n1", "media": []}])).await?;
+    let body = stack.references(&deck, json!([{"note_id": "n1", "media": []}])).await?;
     assert_eq!(body, json!({"notes": 1, "added": 0, "removed": 1}));
     assert_eq!(ref_count(&stack, &hb).await?, Some(0));
     let (_, page) =
@@ -117,12 +104,10 @@ async fn references_have_set_semantics_and_drive_the_deck_index() -> anyhow::Res
     assert_eq!(page["files"], json!([]));
 
     // Bad input is refused whole, with the field named, and changes nothing.
-    let (status, body) = refs(
-        &stack,
-        &deck,
-        json!([{"note_id": "n3", "media": [{"filename": "ok.png", "hash": ha}, {"filename": "../x", "hash": ha}]}]),
-    )
-    .await?;
+    let notes =
+        json!([{"note_id": "n3", "media": [{"filename": "ok.png", "hash": ha}, {"filename": "../x", "hash": ha}]}]);
+    let (status, body) =
+        stack.post("/v1/references", &stack.token("references"), json!({"deck": deck, "notes": notes})).await?;
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("notes[0].media[1].filename"), "{body}");
     assert_eq!(ref_count(&stack, &ha).await?, Some(0));
@@ -144,9 +129,9 @@ async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -
     let deck = format!("sweep-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let (kept, dropped) = (unique_png(), unique_png());
     let (hk, hd) = (sha256_hex(&kept), sha256_hex(&dropped));
-    upload(&stack, "kept.png", &kept).await?;
-    upload(&stack, "dropped.png", &dropped).await?;
-    refs(&stack, &deck, json!([{"note_id": "n", "media": [{"filename": "kept.png", "hash": hk}]}])).await?;
+    stack.upload_processed("kept.png", &kept).await?;
+    stack.upload_processed("dropped.png", &dropped).await?;
+    stack.references(&deck, json!([{"note_id": "n", "media": [{"filename": "kept.png", "hash": hk}]}])).await?;
 
     // Within the grace period nothing goes.
     let now = time::OffsetDateTime::now_utc();
@@ -165,11 +150,11 @@ async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -
     assert!(stack.exists(&format!("media/{hk}")).await?);
 
     // Referencing the swept hash again makes it missing; uploading it again restores it.
-    refs(&stack, &deck, json!([{"note_id": "m", "media": [{"filename": "dropped.png", "hash": hd}]}])).await?;
+    stack.references(&deck, json!([{"note_id": "m", "media": [{"filename": "dropped.png", "hash": hd}]}])).await?;
     let (_, info) =
         stack.call(reqwest::Method::GET, &format!("/v1/media/{hd}"), Some(&stack.token("upload")), None).await?;
     assert_eq!(info["status"], "missing");
-    assert_eq!(upload(&stack, "dropped.png", &dropped).await?["status"], "ready");
+    assert_eq!(stack.upload_processed("dropped.png", &dropped).await?["status"], "ready");
     assert_eq!(ref_count(&stack, &hd).await?, Some(1));
 
     // A pending upload that never arrived is expired too.
@@ -220,7 +205,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     let pool: Vec<Vec<u8>> = (0..6).map(|_| unique_png()).collect();
     let hashes: Vec<String> = pool.iter().map(|b| sha256_hex(b)).collect();
     for (i, body) in pool.iter().take(4).enumerate() {
-        upload(&stack, &format!("p{i}.png"), body).await?;
+        stack.upload_processed(&format!("p{i}.png"), body).await?;
     }
     let ops = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -238,10 +223,9 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
                     .collect();
                 let notes = json!([{"note_id": note, "media": media}]);
                 let copies = if rng.below(4) == 0 { 2 } else { 1 };
-                let results = join_all((0..copies).map(|_| refs(&stack, &deck, notes.clone()))).await;
+                let results = join_all((0..copies).map(|_| stack.references(&deck, notes.clone()))).await;
                 for r in results {
-                    let (status, body) = r.unwrap();
-                    assert_eq!(status, 200, "{body}");
+                    r.unwrap();
                     ops.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -366,8 +350,8 @@ async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() 
     let deck = format!("disagree-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let (first, second) = (unique_png(), unique_png());
     let (h1, h2) = (sha256_hex(&first), sha256_hex(&second));
-    upload(&stack, "a.png", &first).await?;
-    upload(&stack, "a.png", &second).await?;
+    stack.upload_processed("a.png", &first).await?;
+    stack.upload_processed("a.png", &second).await?;
     let served = |names: Option<Vec<&'static str>>| {
         let (stack, deck) = (&stack, &deck);
         async move {
@@ -381,10 +365,10 @@ async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() 
         }
     };
 
-    refs(&stack, &deck, json!([{"note_id": "n1", "media": [{"filename": "a.png", "hash": h1}]}])).await?;
-    refs(&stack, &deck, json!([{"note_id": "n2", "media": [{"filename": "a.png", "hash": h2}]}])).await?;
+    stack.references(&deck, json!([{"note_id": "n1", "media": [{"filename": "a.png", "hash": h1}]}])).await?;
+    stack.references(&deck, json!([{"note_id": "n2", "media": [{"filename": "a.png", "hash": h2}]}])).await?;
     assert_eq!(served(Some(vec!["a.png"])).await?.0.as_deref(), Some(h2.as_str()), "the most recent reference");
-    refs(&stack, &deck, json!([{"note_id": "n2", "media": []}])).await?;
+    stack.references(&deck, json!([{"note_id": "n2", "media": []}])).await?;
     assert_eq!(served(Some(vec!["a.png"])).await?.0.as_deref(), Some(h1.as_str()), "the newest one left");
     assert_eq!(served(None).await?.0.as_deref(), Some(h1.as_str()));
     let (_, listing) = stack
@@ -435,11 +419,11 @@ async fn maintainer_delete_removes_every_reference() -> anyhow::Result<()> {
     let deck = format!("delete-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let png = unique_png();
     let h = sha256_hex(&png);
-    upload(&stack, "gone.png", &png).await?;
+    stack.upload_processed("gone.png", &png).await?;
     let notes: Vec<Value> =
         (0..40).map(|i| json!({"note_id": format!("n{i}"), "media": [{"filename": "gone.png", "hash": h}]})).collect();
     for chunk in notes.chunks(20) {
-        assert_eq!(refs(&stack, &deck, Value::Array(chunk.to_vec())).await?.0, 200);
+        stack.references(&deck, Value::Array(chunk.to_vec())).await?;
     }
     let token = stack.maintainer(&[&deck]);
     let (status, body) =

@@ -1,15 +1,11 @@
 //! Attacks on the API, end to end through the local gateway: forged, expired and wrongly scoped
 //! tokens on every route, and hostile filenames, which every route must treat alike.
 
-use integration_tests::{sha256_hex, unique_bytes, Stack};
+use integration_tests::{deck, sha256_hex, unique_bytes, Stack};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
 use unicode_normalization::UnicodeNormalization;
-
-fn deck(tag: &str) -> String {
-    format!("{tag}-{}", &sha256_hex(&unique_bytes(8))[..10])
-}
 
 /// A token with the given claims, signed with `secret`.
 fn forge(secret: &[u8], alg: Algorithm, sub: &str, scope: &str, decks: &[&str], exp: i64) -> String {

@@ -7,33 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use integration_tests::pg;
-use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
+use integration_tests::{deck, sha256_hex, unique_png, Stack};
 use serde_json::{json, Value};
 use shared::error::StoreError;
 use shared::hash::Sha256Hash;
 use shared::store::mirror::{Change, FileRow, Key, Mirror, Row, Snapshot};
 use sqlx::Row as _;
-
-fn deck(tag: &str) -> String {
-    format!("{tag}-{}", &sha256_hex(&unique_bytes(8))[..10])
-}
-
-async fn refs(stack: &Stack, deck: &str, notes: Value) -> anyhow::Result<()> {
-    let (status, body) =
-        stack.post("/v1/references", &stack.token("references"), json!({"deck": deck, "notes": notes})).await?;
-    anyhow::ensure!(status == 200, "references answered {status}: {body}");
-    Ok(())
-}
-
-async fn upload(stack: &Stack, name: &str, body: &[u8]) -> anyhow::Result<()> {
-    let items = stack.request_uploads("sync-uploads", &[(name, body)]).await?;
-    if items[0]["status"] == "upload" {
-        anyhow::ensure!(stack.put_upload(&items[0], body.to_vec()).await? == 200);
-    }
-    let done = stack.wait_processed(&sha256_hex(body)).await?;
-    anyhow::ensure!(done["status"] == "ready", "{done}");
-    Ok(())
-}
 
 fn media(files: &[(&str, &str)]) -> Value {
     Value::Array(files.iter().map(|(f, h)| json!({"filename": f, "hash": h})).collect())
@@ -124,8 +103,8 @@ async fn stream_duplicates_reordering_and_crashes_all_converge_to_dynamodb() -> 
     let d = deck("sync");
     let files: Vec<Vec<u8>> = (0..4).map(|_| unique_png()).collect();
     let h: Vec<String> = files.iter().map(|b| sha256_hex(b)).collect();
-    upload(&stack, "f0.png", &files[0]).await?;
-    upload(&stack, "f1.png", &files[1]).await?;
+    stack.upload_processed("f0.png", &files[0]).await?;
+    stack.upload_processed("f1.png", &files[1]).await?;
     // Rows are created, changed and removed: notes come and go, files leave the deck.
     let steps = [
         json!([{"note_id": "n1", "media": media(&[("f0.png", &h[0]), ("f1.png", &h[1])])},
@@ -136,7 +115,7 @@ async fn stream_duplicates_reordering_and_crashes_all_converge_to_dynamodb() -> 
         json!([{"note_id": "n4", "media": media(&[("f0.png", &h[0])])}, {"note_id": "n2", "media": []}]),
     ];
     for step in steps {
-        refs(&stack, &d, step).await?;
+        stack.references(&d, step).await?;
     }
     let records = pg::stream_records().await?;
     println!("{} stream records", records.len());
@@ -185,8 +164,8 @@ async fn lookup_query_answers_what_dynamodb_knows() -> anyhow::Result<()> {
     let d = deck("lookup");
     let png = unique_png();
     let hash = sha256_hex(&png);
-    upload(&stack, "cell.png", &png).await?;
-    refs(&stack, &d, json!([{"note_id": "1", "media": media(&[("cell.png", &hash)])}])).await?;
+    stack.upload_processed("cell.png", &png).await?;
+    stack.references(&d, json!([{"note_id": "1", "media": media(&[("cell.png", &hash)])}])).await?;
     let stored_key = stack.record(&hash).await?.and_then(|r| r.get("stored_key").and_then(|v| v.as_s().ok()).cloned());
     assert_eq!(stored_key.as_deref(), Some(format!("media/{hash}").as_str()));
 
@@ -217,7 +196,7 @@ async fn lookup_query_answers_what_dynamodb_knows() -> anyhow::Result<()> {
     assert_eq!(notes, 1);
 
     // Once no note uses the file, the deck no longer maps it.
-    refs(&stack, &d, json!([{"note_id": "1", "media": []}])).await?;
+    stack.references(&d, json!([{"note_id": "1", "media": []}])).await?;
     while !lookup().await?.is_empty() {
         anyhow::ensure!(Instant::now() < deadline, "the lookup still answers after the note let go of the file");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -347,13 +326,13 @@ async fn serial_backfill_and_reconcile_repair_what_differs() -> anyhow::Result<(
     // Something to mirror, whatever ran before.
     let d = deck("backfill");
     let (a, b) = (unique_png(), unique_png());
-    upload(&stack, "a.png", &a).await?;
-    refs(
-        &stack,
-        &d,
-        json!([{"note_id": "1", "media": media(&[("a.png", &sha256_hex(&a)), ("b.png", &sha256_hex(&b))])}]),
-    )
-    .await?;
+    stack.upload_processed("a.png", &a).await?;
+    stack
+        .references(
+            &d,
+            json!([{"note_id": "1", "media": media(&[("a.png", &sha256_hex(&a)), ("b.png", &sha256_hex(&b))])}]),
+        )
+        .await?;
 
     // The live mirror has converged; a backfill of an empty database gives the same rows.
     let live = pg::live().await?;

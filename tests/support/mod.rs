@@ -22,6 +22,11 @@ pub struct Stack {
     pub corpus: PathBuf,
 }
 
+/// A deck name no earlier run has used.
+pub fn deck(tag: &str) -> String {
+    format!("{tag}-{}", &sha256_hex(&unique_bytes(8))[..10])
+}
+
 pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -123,6 +128,25 @@ impl Stack {
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<(u16, Value)> {
         self.call(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// POST /v1/references for `notes` of `deck`, as the backend sends it; the body of the 200
+    /// answer, an error for any other.
+    pub async fn references(&self, deck: &str, notes: Value) -> anyhow::Result<Value> {
+        let (status, body) =
+            self.post("/v1/references", &self.token("references"), json!({"deck": deck, "notes": notes})).await?;
+        anyhow::ensure!(status == 200, "references answered {status}: {body}");
+        Ok(body)
+    }
+
+    /// Upload bytes through the API (ask; PUT unless storage has them) and wait until they are
+    /// processed: the record as `GET /v1/media/{hash}` answers it.
+    pub async fn upload_processed(&self, name: &str, body: &[u8]) -> anyhow::Result<Value> {
+        let items = self.request_uploads("uploads", &[(name, body)]).await?;
+        if items[0]["status"] == "upload" {
+            anyhow::ensure!(self.put_upload(&items[0], body.to_vec()).await? == 200, "storage refused {name}");
+        }
+        self.wait_processed(&sha256_hex(body)).await
     }
 
     /// Ask for upload URLs, failing on anything but 200.
