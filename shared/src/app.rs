@@ -62,8 +62,8 @@ pub enum InitError {
 /// Each Lambda function builds only the clients it uses (as its role allows only those): a client
 /// that is never built is also left out of the function's binary, which keeps them small and
 /// quick to start. The App holds what every function uses (DynamoDB's stores and the URL signer);
-/// the object store is built apart, by [`object_store`], for the functions that read and write
-/// objects (process-upload, sweep-orphans, the local gateway), and handed to the functions of
+/// the object store is built beside it ([`App::with_objects`], or [`object_store`] for an App
+/// built already) for the functions that read and write objects, and handed to the functions of
 /// this crate that need it.
 impl App {
     /// The API functions, the local gateway and the tests: DynamoDB, the URL signer and the token
@@ -74,11 +74,18 @@ impl App {
         Self::assemble(config, &sdk)
     }
 
-    /// Functions driven by events, not by users (process-upload, sweep-orphans, sync-postgres):
-    /// no token secret.
+    /// sync-postgres: driven by events, not by users, so no token secret.
     pub async fn without_tokens() -> Result<Self, InitError> {
         let (config, sdk) = load().await?;
         Self::assemble(config, &sdk)
+    }
+
+    /// The functions that read and write objects (process-upload, sweep-orphans): no token
+    /// secret, and the object store built from the same SDK config, loaded once at start-up.
+    pub async fn with_objects() -> Result<(Self, Arc<dyn BlobStore>), InitError> {
+        let (config, sdk) = load().await?;
+        let blobs = s3_blobs(&config, &sdk);
+        Ok((Self::assemble(config, &sdk)?, blobs))
     }
 
     fn assemble(config: Config, sdk: &SdkConfig) -> Result<Self, InitError> {
@@ -106,7 +113,7 @@ impl App {
     }
 }
 
-/// S3, for the functions that read and write objects; the bucket is the config's.
+/// S3 beside an App built already (the local gateway, tests); the bucket is the config's.
 pub async fn object_store(config: &Config) -> Arc<dyn BlobStore> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     s3_blobs(config, &sdk)

@@ -10,8 +10,7 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::without_tokens().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = App::with_objects().await?;
     let (app, blobs) = (&app, &*blobs);
     run(service_fn(move |event: LambdaEvent<S3Event>| async move {
         shared::process::handle_s3_event(app, blobs, &event.payload).await?;

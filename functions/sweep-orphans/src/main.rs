@@ -9,8 +9,7 @@ use shared::App;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let app = App::without_tokens().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = App::with_objects().await?;
     let (app, blobs) = (&app, &*blobs);
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         // This function deletes: anything but a well-formed command fails the invocation.
