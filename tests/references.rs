@@ -323,7 +323,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     let records = integration_tests::pg::stream_records().await?;
     integration_tests::pg::deliver(&live, &records, 100).await?;
     assert_eq!(live.snapshot().await?.rows, before.rows, "replaying the streams changed Postgres");
-    assert_eq!(shared::sync::reconcile_mirror(&app, &live, false).await?.differences(), 0);
+    assert_eq!(shared::sync::reconcile_mirror(&*app.media, &*app.decks, &live, false).await?.differences(), 0);
     println!(
         "Postgres equals DynamoDB: {} deck files, {} media records; {} stream records replayed",
         mirrored.files_in_dynamodb,

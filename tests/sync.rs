@@ -338,9 +338,9 @@ async fn serial_backfill_and_reconcile_repair_what_differs() -> anyhow::Result<(
     let live = pg::live().await?;
     pg::wait_converged(&app, &live).await?;
     let empty = pg::fresh("backfill").await?;
-    let first = shared::sync::reconcile_mirror(&app, &empty, true).await?;
+    let first = shared::sync::reconcile_mirror(&*app.media, &*app.decks, &empty, true).await?;
     assert!(first.missing > 0 && first.fixed == first.missing && first.extra == 0, "{first:#?}");
-    let again = shared::sync::reconcile_mirror(&app, &empty, false).await?;
+    let again = shared::sync::reconcile_mirror(&*app.media, &*app.decks, &empty, false).await?;
     assert_eq!(again.differences(), 0, "{again:#?}");
     assert_eq!(empty.snapshot().await?.rows, live.snapshot().await?.rows);
 
@@ -354,8 +354,8 @@ async fn serial_backfill_and_reconcile_repair_what_differs() -> anyhow::Result<(
     ))
     .execute(empty.pool())
     .await?;
-    let found = shared::sync::reconcile_mirror(&app, &empty, true).await?;
+    let found = shared::sync::reconcile_mirror(&*app.media, &*app.decks, &empty, true).await?;
     assert_eq!((found.missing, found.differing, found.extra, found.fixed), (1, 1, 1, 3), "{found:#?}");
-    assert_eq!(shared::sync::reconcile_mirror(&app, &empty, false).await?.differences(), 0);
+    assert_eq!(shared::sync::reconcile_mirror(&*app.media, &*app.decks, &empty, false).await?.differences(), 0);
     Ok(())
 }

@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
                 app.media.mark_ready(&hash, &stored, "t").await.unwrap();
                 set.insert(format!("file-{i:05}.png"), hash);
             }
-            set_note(&app, "big", &format!("n{note}"), &move |_| set.clone(), "t").await.unwrap();
+            set_note(&*app.refs, &*app.media, "big", &format!("n{note}"), &move |_| set.clone(), "t").await.unwrap();
         }
     });
 

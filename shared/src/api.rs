@@ -220,7 +220,7 @@ async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Respons
         Route::Downloads => {
             json_response(StatusCode::OK, &presign_downloads(app, &who, parse_json(app, body)?, now).await?)
         }
-        Route::MediaStatus => json_response(StatusCode::OK, &media_status(app, &who, param(0)).await?),
+        Route::MediaStatus => json_response(StatusCode::OK, &media_status(app.media.as_ref(), &who, param(0)).await?),
         Route::References => {
             json_response(StatusCode::OK, &apply_references(app, &who, parse_json(app, body)?, now).await?)
         }

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
 use crate::policy::{check_deck, normalize_filename};
-use crate::store::lookup;
+use crate::store::{lookup, MediaRepo};
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadRequest {
@@ -163,10 +163,10 @@ pub struct MediaInfo {
     pub height: Option<u32>,
 }
 
-pub async fn media_status(app: &App, who: &Principal, hash: &str) -> Result<MediaInfo, ApiError> {
+pub async fn media_status(media: &dyn MediaRepo, who: &Principal, hash: &str) -> Result<MediaInfo, ApiError> {
     who.require_any(&[Scope::Upload, Scope::Download])?;
     let hash = Sha256Hash::parse(hash).map_err(|_| ApiError::bad_request("hash: 64 lowercase hex characters"))?;
-    let records = lookup(app.media.as_ref(), &[hash]).await?;
+    let records = lookup(media, &[hash]).await?;
     let r = records.get(&hash).ok_or_else(|| ApiError::not_found("no such media"))?;
     Ok(MediaInfo {
         hash: hash.to_hex(),

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 use crate::app::App;
 use crate::clock::now_rfc3339;
+use crate::config::Config;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
@@ -47,8 +48,8 @@ pub struct SweepReport {
 
 /// How long after its last URL was issued a hold still waits for its upload: the URL's lifetime
 /// plus S3's event retries (up to an hour). An upload that lands is settled by processing.
-pub fn unused_hold_cutoff(app: &App, now: OffsetDateTime) -> OffsetDateTime {
-    now - time::Duration::seconds(i64::from(app.config.url_ttl_secs)) - time::Duration::hours(1)
+pub fn unused_hold_cutoff(config: &Config, now: OffsetDateTime) -> OffsetDateTime {
+    now - time::Duration::seconds(i64::from(config.url_ttl_secs)) - time::Duration::hours(1)
 }
 
 fn last_change(r: &MediaRecord) -> Option<OffsetDateTime> {
@@ -95,7 +96,7 @@ pub async fn sweep(
             report.raced += 1;
         }
     }
-    report.holds_released = app.quotas.release_unused(&now_rfc3339(unused_hold_cutoff(app, now))).await?;
+    report.holds_released = app.quotas.release_unused(&now_rfc3339(unused_hold_cutoff(&app.config, now))).await?;
     tracing::info!(
         scanned = report.scanned,
         deleted = report.deleted,
@@ -320,7 +321,9 @@ mod tests {
         app.media.ensure_record(&recent, &now_rfc3339(now)).await.unwrap();
         app.media.ensure_record(&used, long_ago).await.unwrap();
         let desired = crate::references::NoteSet::from([("u.png".to_string(), used)]);
-        crate::references::set_note(&app, "d", "n1", &|_: &_| desired.clone(), long_ago).await.unwrap();
+        crate::references::set_note(&*app.refs, &*app.media, "d", "n1", &|_: &_| desired.clone(), long_ago)
+            .await
+            .unwrap();
         let keys = &app.config.keys;
         for key in [keys.media(&old), keys.thumb(&old), keys.upload(&old)] {
             blobs.put(&key, b"x".to_vec(), "application/octet-stream", None).await.unwrap();

@@ -153,7 +153,7 @@ pub async fn remove_deck_file(
     // references and read consistently, so repeat until it says no note uses the file.
     for round in 0..REMOVE_ROUNDS {
         for r in app.refs.file_refs(deck, &filename).await? {
-            removed += set_note(app, deck, &r.note_id, &without, &now_s).await?.1;
+            removed += set_note(app.refs.as_ref(), app.media.as_ref(), deck, &r.note_id, &without, &now_s).await?.1;
         }
         if app.decks.file_notes(deck, &filename).await? <= 0 {
             return Ok(Removed { removed });
@@ -178,7 +178,7 @@ mod tests {
         let hash = crate::hash::Sha256Hash::from_digest([7; 32]);
         for i in 0..5_000 {
             let set: NoteSet = [(format!("f{i:05}.png"), hash)].into_iter().collect();
-            set_note(&app, "big", &format!("n{i}"), &|_: &NoteSet| set.clone(), "t").await.unwrap();
+            set_note(&*app.refs, &*app.media, "big", &format!("n{i}"), &|_: &NoteSet| set.clone(), "t").await.unwrap();
         }
         let token = crate::auth::mint(b"k", "m", "maintain", &["big".to_string()], 60);
         let who = app.tokens.as_ref().unwrap().verify(Some(&format!("Bearer {token}"))).unwrap();

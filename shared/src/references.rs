@@ -29,8 +29,8 @@ use crate::clock::now_rfc3339;
 use crate::error::{ApiError, StoreError};
 use crate::hash::Sha256Hash;
 use crate::policy::{check_deck, normalize_filename};
-use crate::store::lookup;
-use crate::store::refs::{Commit, RefOp, Step};
+use crate::store::refs::{Commit, RefOp, ReferenceStore, Step};
+use crate::store::{lookup, MediaRepo};
 
 /// At most this many notes per request (API.md).
 pub const MAX_NOTES: usize = 100;
@@ -143,7 +143,7 @@ pub async fn apply_references(
         wanted.push((note.note_id.clone(), desired));
     }
     let mut sets: Vec<NoteSet> = wanted.iter().map(|(_, d)| d.clone()).collect();
-    canonicalize(app, &mut sets).await?;
+    canonicalize(app.media.as_ref(), &mut sets).await?;
     for ((_, desired), set) in wanted.iter_mut().zip(sets) {
         *desired = set;
     }
@@ -154,7 +154,8 @@ pub async fn apply_references(
     let (deck, now_s) = (&req.deck, &now_s);
     let results: Vec<(usize, usize)> = stream::iter(wanted)
         .map(|(note_id, desired)| async move {
-            set_note(app, deck, &note_id, &move |_: &NoteSet| desired.clone(), now_s).await
+            set_note(app.refs.as_ref(), app.media.as_ref(), deck, &note_id, &move |_: &NoteSet| desired.clone(), now_s)
+                .await
         })
         .buffer_unordered(PARALLEL_NOTES)
         .try_collect()
@@ -167,12 +168,12 @@ pub async fn apply_references(
 }
 
 /// References point at canonical hashes: the hash of converted bytes means its original.
-async fn canonicalize(app: &App, sets: &mut [NoteSet]) -> Result<(), StoreError> {
+async fn canonicalize(media: &dyn MediaRepo, sets: &mut [NoteSet]) -> Result<(), StoreError> {
     let all: Vec<Sha256Hash> = sets.iter().flat_map(|s| s.values().copied()).collect();
     if all.is_empty() {
         return Ok(());
     }
-    let records = lookup(app.media.as_ref(), &all).await?;
+    let records = lookup(media, &all).await?;
     for hash in sets.iter_mut().flat_map(|s| s.values_mut()) {
         if let Some(r) = records.get(hash) {
             *hash = r.hash;
@@ -184,7 +185,8 @@ async fn canonicalize(app: &App, sets: &mut [NoteSet]) -> Result<(), StoreError>
 /// Make the note reference exactly what `desired` says, given what it references now (asked
 /// again after every interruption); returns the (added, removed) reference items.
 pub async fn set_note(
-    app: &App,
+    refs: &dyn ReferenceStore,
+    media: &dyn MediaRepo,
     deck: &str,
     note_id: &str,
     desired: &(dyn Fn(&NoteSet) -> NoteSet + Sync),
@@ -193,11 +195,11 @@ pub async fn set_note(
     let (mut added, mut removed) = (0, 0);
     let mut look_up_again = false;
     for attempt in 0..MAX_ATTEMPTS {
-        let current = app.refs.note_refs(deck, note_id).await?;
+        let current = refs.note_refs(deck, note_id).await?;
         let mut want = desired(&current);
         if look_up_again {
             // A hash may have become an alias since the caller looked it up.
-            canonicalize(app, std::slice::from_mut(&mut want)).await?;
+            canonicalize(media, std::slice::from_mut(&mut want)).await?;
         }
         let ops = plan(&current, &want);
         if ops.is_empty() {
@@ -205,7 +207,7 @@ pub async fn set_note(
         }
         let mut interrupted = None;
         for step in steps(ops, MAX_TRANSACTION_ITEMS) {
-            match app.refs.commit(deck, note_id, &step, now).await? {
+            match refs.commit(deck, note_id, &step, now).await? {
                 Commit::Done => {
                     for op in &step.ops {
                         match op {
@@ -313,7 +315,7 @@ mod tests {
                     let desired: NoteSet = files.iter().map(|(f, v)| (format!("f{f}.png"), h(*v))).collect();
                     let note_id = format!("n{note}");
                     let now = format!("t{i:04}");
-                    set_note(&app, "d", &note_id, &|_: &NoteSet| desired.clone(), &now).await.unwrap();
+                    set_note(&*app.refs, &*app.media, "d", &note_id, &|_: &NoteSet| desired.clone(), &now).await.unwrap();
                     let before = model.insert(note_id, desired.clone()).unwrap_or_default();
                     for (f, hash) in &desired {
                         if before.get(f) != Some(hash) {
@@ -383,7 +385,7 @@ mod tests {
             app.media.put_alias(&converted, &original, "t").await.unwrap();
             // As if the caller had looked `converted` up before the alias existed.
             let desired = BTreeMap::from([("a.png".to_string(), converted)]);
-            set_note(&app, "d", "n", &|_: &NoteSet| desired.clone(), "t1").await.unwrap();
+            set_note(&*app.refs, &*app.media, "d", "n", &|_: &NoteSet| desired.clone(), "t1").await.unwrap();
             assert_eq!(app.refs.note_refs("d", "n").await.unwrap(), BTreeMap::from([("a.png".to_string(), original)]));
             assert_eq!(app.media.get(&original).await.unwrap().map(|r| r.ref_count), Some(1));
             assert_eq!(app.media.get(&converted).await.unwrap().map(|r| r.ref_count), Some(0));

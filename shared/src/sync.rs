@@ -28,7 +28,7 @@ use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
 use crate::store::mirror::{Change, FileRow, Key, Mirror, Row, StoredRow};
-use crate::store::{deck_item, DeckFile};
+use crate::store::{deck_item, DeckFile, DeckIndex, MediaRepo};
 use crate::App;
 
 /// The deck index's item as a row; `None` when no note uses it (the API treats it as absent).
@@ -200,14 +200,19 @@ impl MirrorReport {
 const EXAMPLES: usize = 50;
 
 /// Compare Postgres with DynamoDB and, with `fix`, make Postgres equal (the backfill, too).
-pub async fn reconcile_mirror(app: &App, mirror: &dyn Mirror, fix: bool) -> Result<MirrorReport, StoreError> {
+pub async fn reconcile_mirror(
+    media: &dyn MediaRepo,
+    decks: &dyn DeckIndex,
+    mirror: &dyn Mirror,
+    fix: bool,
+) -> Result<MirrorReport, StoreError> {
     // Snapshot first, scan second: see the module comment.
     let snapshot = mirror.snapshot().await?;
-    let files = app.decks.scan_all().await?;
-    let media = app.media.scan_all().await?;
+    let files = decks.scan_all().await?;
+    let records = media.scan_all().await?;
     let mut report = MirrorReport {
         files_in_dynamodb: files.len(),
-        stored_in_dynamodb: media.len(),
+        stored_in_dynamodb: records.len(),
         legacy_rows: snapshot.legacy_rows,
         ..Default::default()
     };
@@ -215,7 +220,7 @@ pub async fn reconcile_mirror(app: &App, mirror: &dyn Mirror, fix: bool) -> Resu
     for row in files.into_iter().filter_map(file_row).map(Row::File) {
         want.insert(row.key(), row);
     }
-    for row in media.into_iter().filter_map(stored_row).map(Row::Stored) {
+    for row in records.into_iter().filter_map(stored_row).map(Row::Stored) {
         want.insert(row.key(), row);
     }
 
@@ -292,7 +297,7 @@ pub async fn handle(
             Ok(serde_json::json!({"migrated": true}))
         }
         MirrorCommand::Reconcile { fix } => {
-            let report = reconcile_mirror(app, mirror, fix).await?;
+            let report = reconcile_mirror(app.media.as_ref(), app.decks.as_ref(), mirror, fix).await?;
             tracing::info!(
                 differences = report.differences(),
                 fixed = report.fixed,

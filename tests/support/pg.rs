@@ -81,7 +81,7 @@ pub async fn deliver(mirror: &dyn Mirror, records: &[EventRecord], batch: usize)
 pub async fn wait_converged(app: &shared::App, mirror: &dyn Mirror) -> anyhow::Result<MirrorReport> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let report = shared::sync::reconcile_mirror(app, mirror, false).await?;
+        let report = shared::sync::reconcile_mirror(&*app.media, &*app.decks, mirror, false).await?;
         if report.differences() == 0 {
             return Ok(report);
         }
