@@ -383,6 +383,46 @@ mod tests {
         assert!(matches!(change_from_record(&tables(), &bad_hash), Err(SyncError::BadItem(_))));
     }
 
+    /// The backfill and the repair of drift, on the memory store and mirror: what the stack test
+    /// `serial_backfill_and_reconcile_repair_what_differs` checks against Postgres, without one.
+    #[tokio::test]
+    async fn reconcile_backfills_and_repairs_drift_on_the_memory_store() {
+        use crate::store::memory::{MemoryMirror, MemoryStore};
+        use crate::store::refs::{ReferenceStore, Step};
+        use crate::store::MediaRepo;
+
+        let store = MemoryStore::default();
+        let (h1, h2) = (Sha256Hash::parse(H).unwrap(), Sha256Hash::parse(H2).unwrap());
+        let mut step = Step::default();
+        step.add(crate::store::refs::RefOp::Add { filename: "a.png".into(), hash: h1 });
+        step.add(crate::store::refs::RefOp::Add { filename: "b.png".into(), hash: h2 });
+        let now = "2026-11-22T01:02:03Z";
+        assert_eq!(store.commit("d1", "n1", &step, now).await.unwrap(), crate::store::refs::Commit::Done);
+        let mirror = MemoryMirror::default();
+
+        // Empty Postgres: everything is missing, and the fix backfills it.
+        let first = reconcile_mirror(&store, &store, &mirror, true).await.unwrap();
+        assert_eq!((first.files_in_dynamodb, first.stored_in_dynamodb, first.missing), (2, 2, 4));
+        assert_eq!(first.fixed, 4);
+        assert_eq!(reconcile_mirror(&store, &store, &mirror, false).await.unwrap().differences(), 0);
+
+        // Drift both ways: a count changed in DynamoDB, a row Postgres has that DynamoDB does not.
+        assert!(store.set_ref_count(&h1, 1, 5, now).await.unwrap());
+        let stray = Key::File { deck: "d2".into(), filename: "x.png".into() };
+        let row =
+            Row::File(FileRow { deck: "d2".into(), filename: "x.png".into(), hash: h1, notes: 1, updated_at: None });
+        assert!(mirror.apply(&Change { key: stray.clone(), seq: "5".into(), row: Some(row) }).await.unwrap());
+        let found = reconcile_mirror(&store, &store, &mirror, false).await.unwrap();
+        assert_eq!((found.differing, found.extra, found.fixed), (1, 1, 0), "reported, not fixed");
+        let fixed = reconcile_mirror(&store, &store, &mirror, true).await.unwrap();
+        assert_eq!(fixed.fixed, 2);
+        let snapshot = mirror.snapshot().await.unwrap();
+        assert!(!snapshot.rows.contains_key(&stray));
+        let Some(Row::Stored(stored)) = snapshot.rows.get(&Key::Stored(h1)) else { panic!("h1 is mirrored") };
+        assert_eq!(stored.reference_count, 5);
+        assert_eq!(reconcile_mirror(&store, &store, &mirror, false).await.unwrap().differences(), 0);
+    }
+
     #[test]
     fn commands_parse() {
         let c: MirrorCommand = serde_json::from_str(r#"{"mode": "reconcile", "fix": true}"#).unwrap();

@@ -9,13 +9,14 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::model::MediaStatus;
+use crate::store::mirror::{Change, Key, Mirror, Row, Snapshot};
 use crate::store::refs::{Commit, FileVersions, NoteRef, RefOp, ReferenceStore, Step};
 
 #[derive(Default)]
 pub struct State {
     pub media: HashMap<Sha256Hash, MediaRecord>,
-    /// (deck, filename) → the hashes its notes use under it
-    pub decks: BTreeMap<(String, String), FileVersions>,
+    /// (deck, filename) → the hashes its notes use under it, and when a commit last changed it
+    pub decks: BTreeMap<(String, String), (FileVersions, String)>,
     /// (deck, note, filename) → hash
     pub refs: BTreeMap<(String, String, String), Sha256Hash>,
     pub blobs: HashMap<String, (Vec<u8>, String)>,
@@ -89,7 +90,11 @@ impl MediaRepo for MemoryStore {
     }
     async fn mark_rejected(&self, hash: &Sha256Hash, reason: RejectReason, now: &str) -> Result<(), StoreError> {
         let mut s = self.lock();
-        let r = s.media.entry(*hash).or_insert_with(|| MediaRecord::new(*hash, MediaStatus::Rejected));
+        let r = s.media.entry(*hash).or_insert_with(|| {
+            let mut r = MediaRecord::new(*hash, MediaStatus::Rejected);
+            r.created_at = Some(now.into());
+            r
+        });
         if !matches!(r.status, MediaStatus::Ready | MediaStatus::Deleting) {
             r.status = MediaStatus::Rejected;
             r.reason = Some(reason);
@@ -112,6 +117,7 @@ impl MediaRepo for MemoryStore {
             let mut r = MediaRecord::new(*alias, MediaStatus::Ready);
             r.alias_of = Some(*target);
             r.created_at = Some(now.into());
+            r.updated_at = Some(now.into());
             r
         });
         Ok(())
@@ -143,7 +149,10 @@ impl MediaRepo for MemoryStore {
             }
             Some(r) if r.status == MediaStatus::Deleting => {
                 let r = s.media.get_mut(hash).expect("present");
+                // A reference got in after all: the bytes are gone, so the hash is missing.
                 r.status = MediaStatus::Missing;
+                r.stored_key = None;
+                r.thumb_key = None;
                 r.updated_at = Some(now.into());
                 Ok(false)
             }
@@ -179,7 +188,7 @@ impl DeckIndex for MemoryStore {
         let s = self.lock();
         Ok(filenames
             .iter()
-            .filter_map(|f| Some((f.clone(), s.decks.get(&(deck.to_string(), f.clone()))?.resolved()?)))
+            .filter_map(|f| Some((f.clone(), s.decks.get(&(deck.to_string(), f.clone()))?.0.resolved()?)))
             .collect())
     }
     async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
@@ -188,7 +197,9 @@ impl DeckIndex for MemoryStore {
             .decks
             .iter()
             .filter(|((d, f), _)| d == deck && after.is_none_or(|a| f.as_str() > a))
-            .filter_map(|((_, f), v)| Some(DeckEntry { filename: f.clone(), hash: v.resolved()?, notes: v.notes() }))
+            .filter_map(|((_, f), (v, _))| {
+                Some(DeckEntry { filename: f.clone(), hash: v.resolved()?, notes: v.notes() })
+            })
             .take(limit + 1)
             .collect();
         let more = entries.len() > limit;
@@ -197,19 +208,19 @@ impl DeckIndex for MemoryStore {
         Ok(DeckPage { entries, next_after })
     }
     async fn file_notes(&self, deck: &str, filename: &str) -> Result<i64, StoreError> {
-        Ok(self.lock().decks.get(&(deck.to_string(), filename.to_string())).map_or(0, FileVersions::notes))
+        Ok(self.lock().decks.get(&(deck.to_string(), filename.to_string())).map_or(0, |(v, _)| v.notes()))
     }
     async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError> {
         let s = self.lock();
         Ok(s.decks
             .iter()
-            .filter_map(|((deck, filename), v)| {
+            .filter_map(|((deck, filename), (v, updated_at))| {
                 Some(DeckFile {
                     deck: deck.clone(),
                     filename: filename.clone(),
                     hash: v.resolved()?,
                     notes: v.notes(),
-                    updated_at: None,
+                    updated_at: Some(updated_at.clone()),
                 })
             })
             .collect())
@@ -271,8 +282,9 @@ impl ReferenceStore for MemoryStore {
         }
         for (filename, change) in &step.deck_files {
             let key = (deck.to_string(), filename.clone());
-            let versions = s.decks.entry(key.clone()).or_default();
+            let (versions, updated_at) = s.decks.entry(key.clone()).or_default();
             versions.apply(change, now);
+            *updated_at = now.to_string();
             if versions.notes() <= 0 {
                 s.decks.remove(&key);
             }
@@ -408,5 +420,59 @@ impl QuotaStore for MemoryStore {
     }
     async fn usage(&self, user: &str, day: &str) -> Result<(u64, u64), StoreError> {
         Ok(self.lock().usage.get(&(user.to_string(), day.to_string())).copied().unwrap_or((0, 0)))
+    }
+}
+
+/// The Postgres mirror in memory: rows and the last applied sequence number per item.
+#[derive(Default)]
+pub struct MemoryMirror(pub Mutex<Snapshot>);
+
+impl MemoryMirror {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sequence numbers are decimal digits of varying length; compare them as numbers.
+fn seq_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a).cmp(&(b.len(), b))
+}
+
+fn write(snapshot: &mut Snapshot, key: &Key, row: Option<&Row>) {
+    match row {
+        Some(row) => snapshot.rows.insert(key.clone(), row.clone()),
+        None => snapshot.rows.remove(key),
+    };
+}
+
+#[async_trait]
+impl Mirror for MemoryMirror {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn apply(&self, change: &Change) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        let item = change.key.item();
+        if s.versions.get(&item).is_some_and(|seen| seq_order(seen, &change.seq).is_ge()) {
+            return Ok(false);
+        }
+        s.versions.insert(item, change.seq.clone());
+        write(&mut s, &change.key, change.row.as_ref());
+        Ok(true)
+    }
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.lock().clone())
+    }
+    async fn repair(&self, key: &Key, seen: Option<&str>, row: Option<&Row>) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        let item = key.item();
+        if s.versions.get(&item).map_or("0", String::as_str) != seen.unwrap_or("0") {
+            return Ok(false);
+        }
+        // As in Postgres, a repaired item has version 0: below every real sequence number.
+        s.versions.entry(item).or_insert_with(|| "0".into());
+        write(&mut s, key, row);
+        Ok(true)
     }
 }

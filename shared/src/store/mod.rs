@@ -1,6 +1,8 @@
 //! Storage behind one small trait per capability, so the logic can be tested without AWS and each
 //! adapter can be tested against a real emulator.
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod contract;
 pub mod dynamo;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
