@@ -13,11 +13,13 @@ The workload, all at once, as the plugin, the AnkiCollab backend and maintainers
   note's new list every 1.5 s, twice (a retried request must change nothing), notes emptied and
   filled again;
 - downloads: every 10 s the whole of deck `soak-read` (100 files, made at the start and never
-  changed) and 50 names of the seeded deck, 3 files fetched and their bytes checked;
-- maintainers: every 15 s the first listing page of deck `soak-read` and a search in it; every 2
-  minutes a file of deck `soak` removed;
+  changed) and 50 names of the seeded deck, 10 files fetched and their bytes checked;
+- maintainers: every 15 s the first listing page of deck `soak-read` and a search in it, five
+  times each; every 2 minutes a file of deck `soak` removed;
 The rates are fixed (not as fast as the stack answers) and each read is of the same size all
-along, so that a slower last ten minutes means a slower stack, not more work;
+along, so that a slower last ten minutes means a slower stack, not more work; the reads come
+several at a time so that each ten minutes holds a few hundred of each, and their p99 is not
+just the slowest one;
 - sweeps with no grace period every 5 minutes, and the stream sync to Postgres all along.
 
 Targets (issue 18): moto and LocalStack each under 1 GB; the p99 of each route over the last ten
@@ -308,7 +310,7 @@ def prepare_read_deck(tokens: dict[str, str]) -> None:
 
 def downloader(stop: threading.Event, model: Model, tokens: dict[str, str]) -> None:
     """Work of the same size all along, so that latency compares: the whole of deck `soak-read`,
-    and 50 names of the seeded deck, of which 3 are fetched and checked."""
+    and 50 names of the seeded deck, of which 10 are fetched and checked."""
     rnd = random.Random(7)
     while not stop.is_set():
         try:
@@ -322,7 +324,7 @@ def downloader(stop: threading.Event, model: Model, tokens: dict[str, str]) -> N
                 names = rnd.sample(seeded, min(50, len(seeded)))
                 files = api("POST /v1/downloads", "POST", "/v1/downloads", tokens["download"],
                             {"deck": model.seed_deck, "filenames": names})["files"] + files
-            for f in rnd.sample(files, min(3, len(files))):
+            for f in rnd.sample(files, min(10, len(files))):
                 data = http("GET storage", "GET", f["url"])
                 if sha(data) != f["stored_hash"]:
                     STATS.error("GET storage", f"{f['filename']}: bytes differ from stored_hash")
@@ -337,8 +339,10 @@ def maintainer(stop: threading.Event, model: Model, tokens: dict[str, str]) -> N
         try:
             # The first page, as a maintainer opening the page sees it, and a search, of the deck
             # that never changes (a growing deck's search is more work each time).
-            api("GET /v1/decks/{deck}/media", "GET", f"/v1/decks/{READ_DECK}/media", tokens["maintain"])
-            api("GET /v1/decks/{deck}/media?q=", "GET", f"/v1/decks/{READ_DECK}/media?q={rounds % 10}.png", tokens["maintain"])
+            for i in range(5):
+                api("GET /v1/decks/{deck}/media", "GET", f"/v1/decks/{READ_DECK}/media", tokens["maintain"])
+                api("GET /v1/decks/{deck}/media?q=", "GET", f"/v1/decks/{READ_DECK}/media?q={(rounds * 5 + i) % 10}.png",
+                    tokens["maintain"])
             rounds += 1
             with model.lock:
                 live = sorted(f for note in model.notes.values() for f in note if f not in model.removed)
