@@ -97,6 +97,10 @@ def main() -> None:
         "S3_PUBLIC_ENDPOINT": stack["AWS_ENDPOINT_URL_S3"],
         "JWT_SECRET": stack["JWT_SECRET"],
         "DATABASE_URL": rehost(db_url, args.docker_host),
+        # The distribution is off, as by default; SAM would not evaluate the template's Fn::If.
+        "CDN_URL": "",
+        "CDN_KEY_PAIR_ID": "",
+        "CDN_PRIVATE_KEY_SECRET": "",
     }
     # Any other variable the template declares that the stack sets (MAINTAINER_PAGE_EMBED_ORIGINS…)
     # gets the stack's value, as the local gateway has it.

@@ -6,6 +6,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 use crate::auth::TokenVerifier;
+use crate::cdn::CdnSigner;
 use crate::config::{Config, ConfigError};
 use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
@@ -45,6 +46,8 @@ pub struct App {
     pub presigner: Presigner,
     pub credentials: Arc<dyn CredentialSource>,
     pub tokens: Option<TokenVerifier>,
+    /// Signs download URLs for the CloudFront distribution, when it is on; S3 signs them otherwise.
+    pub cdn: Option<CdnSigner>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum InitError {
     Endpoint(String),
     #[error("reading the token secret: {0}")]
     Secret(String),
+    #[error("the CloudFront signing key: {0}")]
+    Cdn(String),
 }
 
 /// Each Lambda function builds only the clients it uses (as its role allows only those): a client
@@ -71,7 +76,8 @@ impl App {
     pub async fn from_env() -> Result<Self, InitError> {
         let (mut config, sdk) = load().await?;
         read_token_secret(&mut config, &sdk).await?;
-        Self::assemble(config, &sdk)
+        let cdn = cdn_signer(&config, &sdk).await?;
+        Ok(Self { cdn, ..Self::assemble(config, &sdk)? })
     }
 
     /// sync-postgres: driven by events, not by users, so no token secret.
@@ -108,6 +114,7 @@ impl App {
             presigner: Presigner::new(endpoint, &config.region),
             credentials: Arc::new(SdkCredentials(creds)),
             tokens: config.jwt_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
+            cdn: None,
             config,
         })
     }
@@ -139,6 +146,26 @@ async fn read_token_secret(config: &mut Config, sdk: &SdkConfig) -> Result<(), I
         config.jwt_secret = value.secret_string().map(str::to_owned);
     }
     Ok(())
+}
+
+/// The CloudFront URL signer, when the distribution is on: its key from `CDN_PRIVATE_KEY` locally,
+/// or read once from Secrets Manager (`CDN_PRIVATE_KEY_SECRET`, a name or ARN) at start-up on AWS.
+async fn cdn_signer(config: &Config, sdk: &SdkConfig) -> Result<Option<CdnSigner>, InitError> {
+    let Some(cdn) = &config.cdn else { return Ok(None) };
+    let pem = match (&cdn.private_key, &cdn.private_key_secret) {
+        (Some(pem), _) => pem.clone(),
+        (None, Some(arn)) => aws_sdk_secretsmanager::Client::new(sdk)
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| InitError::Cdn(format!("reading {arn}: {e:?}")))?
+            .secret_string()
+            .map(str::to_owned)
+            .ok_or_else(|| InitError::Cdn(format!("{arn} holds no string")))?,
+        (None, None) => return Err(InitError::Cdn("no key configured".into())),
+    };
+    CdnSigner::new(&cdn.url, &cdn.key_pair_id, &pem).map(Some).map_err(|e| InitError::Cdn(e.to_string()))
 }
 
 fn s3_blobs(config: &Config, sdk: &SdkConfig) -> Arc<dyn BlobStore> {
@@ -185,6 +212,7 @@ impl App {
             keys: Default::default(),
             limits: Default::default(),
             embed_origins: Default::default(),
+            cdn: None,
         };
         let store = Arc::new(MemoryStore::default());
         let app = Self {
@@ -199,6 +227,7 @@ impl App {
                 session_token: Some("session".into()),
             })),
             tokens: Some(TokenVerifier::new(jwt_secret.as_bytes())),
+            cdn: None,
             config,
         };
         (app, store)

@@ -37,6 +37,32 @@ pub struct Config {
     pub limits: Limits,
     /// Who may embed the maintainer page and send it a token (`MAINTAINER_PAGE_EMBED_ORIGINS`).
     pub embed_origins: EmbedOrigins,
+    /// Downloads through CloudFront, when `CDN_URL` is set.
+    pub cdn: Option<CdnConfig>,
+}
+
+/// The CloudFront distribution downloads go through, and the key that signs its URLs.
+#[derive(Clone)]
+pub struct CdnConfig {
+    /// `CDN_URL`: `https://d111111abcdef8.cloudfront.net`.
+    pub url: String,
+    /// `CDN_KEY_PAIR_ID`: the id of the public key in the distribution's trusted key group.
+    pub key_pair_id: String,
+    /// `CDN_PRIVATE_KEY`: the private key itself (PEM), locally.
+    pub private_key: Option<String>,
+    /// `CDN_PRIVATE_KEY_SECRET`: the Secrets Manager secret (name or ARN) holding it, on AWS.
+    pub private_key_secret: Option<String>,
+}
+
+impl std::fmt::Debug for CdnConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key itself.
+        f.debug_struct("CdnConfig")
+            .field("url", &self.url)
+            .field("key_pair_id", &self.key_pair_id)
+            .field("private_key_secret", &self.private_key_secret)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads settings from a lookup (the environment, or a table in tests); an empty value counts as
@@ -85,6 +111,16 @@ impl Config {
             keys: Keys::default(),
             embed_origins: EmbedOrigins::parse(&s.var("MAINTAINER_PAGE_EMBED_ORIGINS").unwrap_or_default())
                 .map_err(|e| ConfigError::Invalid("MAINTAINER_PAGE_EMBED_ORIGINS", e))?,
+            cdn: match s.var("CDN_URL") {
+                None => None,
+                Some(url) => {
+                    let (private_key, private_key_secret) = (s.var("CDN_PRIVATE_KEY"), s.var("CDN_PRIVATE_KEY_SECRET"));
+                    if private_key.is_none() && private_key_secret.is_none() {
+                        return Err(ConfigError::Missing("CDN_PRIVATE_KEY_SECRET"));
+                    }
+                    Some(CdnConfig { url, key_pair_id: s.required("CDN_KEY_PAIR_ID")?, private_key, private_key_secret })
+                }
+            },
             limits: Limits {
                 max_image_bytes: s.number("MAX_IMAGE_BYTES", d.max_image_bytes)?,
                 max_audio_bytes: s.number("MAX_AUDIO_BYTES", d.max_audio_bytes)?,
@@ -143,6 +179,22 @@ mod tests {
         // AWS_REGION wins over AWS_DEFAULT_REGION, as the SDK reads them.
         pairs.push(("AWS_REGION", "ap-south-1"));
         assert_eq!(Config::from_lookup(lookup(&pairs)).unwrap().region, "ap-south-1");
+    }
+
+    #[test]
+    fn the_distribution_needs_a_key_id_and_a_key() {
+        assert!(Config::from_lookup(lookup(&TABLES)).unwrap().cdn.is_none(), "off unless CDN_URL is set");
+        let mut pairs = TABLES.to_vec();
+        pairs.push(("CDN_URL", "https://d1.cloudfront.net"));
+        assert!(matches!(Config::from_lookup(lookup(&pairs)), Err(ConfigError::Missing("CDN_PRIVATE_KEY_SECRET"))));
+        pairs.push(("CDN_PRIVATE_KEY_SECRET", "arn:aws:secretsmanager:eu-west-1:1:secret:cdn"));
+        assert!(matches!(Config::from_lookup(lookup(&pairs)), Err(ConfigError::Missing("CDN_KEY_PAIR_ID"))));
+        pairs.push(("CDN_KEY_PAIR_ID", "K2JCJMDEHXQW5F"));
+        let cdn = Config::from_lookup(lookup(&pairs)).unwrap().cdn.unwrap();
+        assert_eq!((cdn.url.as_str(), cdn.key_pair_id.as_str(), cdn.private_key), ("https://d1.cloudfront.net", "K2JCJMDEHXQW5F", None));
+        pairs.push(("CDN_PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----secret"));
+        let cdn = Config::from_lookup(lookup(&pairs)).unwrap().cdn.unwrap();
+        assert!(!format!("{cdn:?}").contains("BEGIN"), "the key never reaches a log");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use crate::app::App;
 use crate::auth::{Principal, Scope};
 use crate::clock::now_rfc3339;
+use crate::download_urls::GetUrls;
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
@@ -107,7 +108,8 @@ pub async fn presign_downloads(
 
     let hashes: Vec<Sha256Hash> = entries.iter().map(|(_, h)| *h).collect();
     let records = lookup(app.media.as_ref(), &hashes).await?;
-    let creds = app.credentials.credentials().await?;
+    // Every URL of a download answer is under media/: with CloudFront, one policy covers them.
+    let signer = GetUrls::for_answer(app, "media/", now).await?;
     let ttl = app.config.url_ttl_secs;
     let expires_at = now_rfc3339(now + time::Duration::seconds(i64::from(ttl)));
     // Signing is per stored key; a deck may use one file under several names.
@@ -117,8 +119,7 @@ pub async fn presign_downloads(
         let record = records.get(hash);
         match record {
             Some(r @ MediaRecord { status: MediaStatus::Ready, stored_key: Some(key), .. }) => {
-                let url =
-                    urls.entry(key.as_str()).or_insert_with(|| app.presigner.get(&creds, key, now, ttl).url).clone();
+                let url = urls.entry(key.as_str()).or_insert_with(|| signer.url(key)).clone();
                 files.push(DownloadFile {
                     filename: filename.clone(),
                     hash: hash.to_hex(),

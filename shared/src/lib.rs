@@ -1,7 +1,7 @@
 //! The AnkiCollab media server's logic. Functions' `main.rs` files are glue around this crate.
 //!
 //! - [`policy`], [`hash`], [`sniff`], [`convert`]: pure rules about files.
-//! - [`presign`], [`auth`]: URLs and tokens.
+//! - [`presign`], [`cdn`], [`download_urls`], [`auth`]: URLs and tokens.
 //! - [`store`]: storage traits and their DynamoDB/S3 adapters.
 //! - [`uploads`], [`process`], [`downloads`]: what each function does.
 //! - [`api`], [`error`]: HTTP mapping, in one place; [`maintainer_page`]: the page it serves.
@@ -9,9 +9,11 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod cdn;
 pub mod clock;
 pub mod config;
 pub mod convert;
+pub mod download_urls;
 pub mod downloads;
 pub mod error;
 pub mod hash;

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use crate::app::App;
 use crate::auth::{Principal, Scope};
 use crate::clock::now_rfc3339;
+use crate::download_urls::GetUrls;
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::MediaStatus;
@@ -102,14 +103,14 @@ pub async fn list_deck_media(
     };
     let hashes: Vec<Sha256Hash> = matches.iter().map(|e| e.hash).collect();
     let records = lookup(app.media.as_ref(), &hashes).await?;
-    let creds = app.credentials.credentials().await?;
-    let ttl = app.config.url_ttl_secs;
+    // Previews are under media/ and thumbs/: the policy covers the distribution, which serves only those.
+    let signer = GetUrls::for_answer(app, "", now).await?;
     let files = matches
         .into_iter()
         .map(|e| {
             let r = records.get(&e.hash);
             let ready = r.filter(|r| r.status == MediaStatus::Ready);
-            let sign = |key: &Option<String>| key.as_ref().map(|k| app.presigner.get(&creds, k, now, ttl).url);
+            let sign = |key: &Option<String>| key.as_deref().map(|k| signer.url(k));
             MaintainerFile {
                 filename: e.filename,
                 hash: e.hash.to_hex(),

@@ -20,7 +20,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// RFC 3986 unreserved characters stay; everything else is percent-encoded (SigV4's rule).
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 /// Same for object keys, which also keep their slashes.
-const PATH: &AsciiSet = &QUERY.remove(b'/');
+pub(crate) const PATH: &AsciiSet = &QUERY.remove(b'/');
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
