@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::app::App;
 use crate::auth::Principal;
+use crate::download_urls::GetUrls;
 use crate::downloads::{media_status, presign_downloads};
 use crate::error::ApiError;
 use crate::maintainer_page::{self, Served};
@@ -172,7 +173,7 @@ fn admin(app: &App, req: &Request, route: Route, params: &[String]) -> Result<Re
     }
     let deck = query_param(req, "deck").ok_or_else(|| ApiError::bad_request("deck: required (/admin?deck=<deck>)"))?;
     check_deck(&deck)?;
-    Ok(served_response(req, maintainer_page::page(&app.config.embed_origins, app.presigner.origin())))
+    Ok(served_response(req, maintainer_page::page(&app.config.embed_origins, GetUrls::origin(app))))
 }
 
 fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
@@ -288,6 +289,13 @@ mod tests {
         assert!(body.contains(r#"<script type="module" src="admin/app.js"></script>"#));
 
         let etag = h["etag"].to_str().unwrap().to_string();
+        // With the distribution on, previews come from it, and only from it.
+        let mut cdn_app = App::in_memory("k");
+        let key = include_str!("../testdata/cdn-test-key.pem");
+        cdn_app.cdn = Some(crate::cdn::CdnSigner::new("https://d1.cloudfront.net", "K", key).unwrap());
+        let r = handle(&cdn_app, get("/admin?deck=d1", &[]), Route::ALL).await;
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("img-src https://d1.cloudfront.net; media-src https://d1.cloudfront.net;"), "{csp}");
         let again = handle(&app, get("/admin?deck=d1", &[("if-none-match", &etag)]), Route::ALL).await;
         assert_eq!(again.status(), 304);
         assert!(again.body().is_empty());

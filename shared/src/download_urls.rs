@@ -32,6 +32,11 @@ impl GetUrls<'_> {
         }
     }
 
+    /// Where the URLs point (scheme and host): what the maintainer page's CSP lets it load.
+    pub fn origin(app: &App) -> &str {
+        app.cdn.as_ref().map_or(app.presigner.origin(), CdnSigner::base_url)
+    }
+
     pub fn url(&self, key: &str) -> String {
         match self {
             GetUrls::S3 { presigner, creds, now, ttl } => presigner.get(creds, key, *now, *ttl).url,

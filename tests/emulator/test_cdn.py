@@ -217,3 +217,7 @@ def test_maintainer_previews_come_through_the_distribution(cdn: str, cdn_gateway
                 assert status == 200, (key, data)
     policy = json.loads(cdn_emulator.cf_b64decode(params(files[0]["url"])["Policy"]))
     assert policy["Statement"][0]["Resource"] == f"{cdn}/*", "previews need media/ and thumbs/"
+    # The page may load its previews from the distribution, and from nowhere else.
+    with urllib.request.urlopen(cdn_gateway + f"/admin?deck={name}", timeout=30) as r:
+        csp = r.headers["Content-Security-Policy"]
+    assert f"img-src {cdn};" in csp and f"media-src {cdn};" in csp, csp
