@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use shared::auth::Principal;
+use shared::cdn::CdnSigner;
 use shared::downloads::{presign_downloads, DownloadRequest};
 use shared::hash::Sha256Hash;
 use shared::model::StoredMedia;
 use shared::references::set_note;
-use shared::auth::Principal;
-use shared::cdn::CdnSigner;
 use shared::App;
 
 const FILES: usize = 10_000;
@@ -51,12 +51,16 @@ fn bench(c: &mut Criterion) {
 
     // The same answers with the CloudFront distribution on: one RSA-2048 signature per answer.
     let signer = CdnSigner::new("https://d111111abcdef8.cloudfront.net", "K2JCJMDEHXQW5F", TEST_KEY).unwrap();
-    c.bench_function("downloads/one CloudFront policy signature", |b| b.iter(|| signer.grant("media/", 1_800_000_000).unwrap()));
+    c.bench_function("downloads/one CloudFront policy signature", |b| {
+        b.iter(|| signer.grant("media/", 1_800_000_000).unwrap())
+    });
     app.cdn = Some(signer);
     let (requests, urls) = rt.block_on(whole_deck(&app, &who));
     assert_eq!(urls, FILES);
     println!("with CloudFront: {requests} requests, {urls} URLs");
-    c.bench_function("downloads/whole 10k-file deck via CloudFront (all pages)", |b| b.iter(|| rt.block_on(whole_deck(&app, &who))));
+    c.bench_function("downloads/whole 10k-file deck via CloudFront (all pages)", |b| {
+        b.iter(|| rt.block_on(whole_deck(&app, &who)))
+    });
 }
 
 /// Every page of the deck, as a client asks for them: (requests, URLs).

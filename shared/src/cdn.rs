@@ -58,7 +58,8 @@ impl CdnSigner {
         if !valid {
             return Err(CdnError::Url(base_url.into()));
         }
-        let der = PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes()).map_err(|e| CdnError::Key(e.to_string()))?;
+        let der =
+            PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes()).map_err(|e| CdnError::Key(e.to_string()))?;
         let key = match &der {
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
             PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
@@ -78,8 +79,9 @@ impl CdnSigner {
         let resource = format!("{}/{prefix}*", self.base);
         // The policy is JSON CloudFront parses; its resource holds only the host and a key
         // prefix, which need no escaping.
-        let policy =
-            format!(r#"{{"Statement":[{{"Resource":"{resource}","Condition":{{"DateLessThan":{{"AWS:EpochTime":{expires}}}}}}}]}}"#);
+        let policy = format!(
+            r#"{{"Statement":[{{"Resource":"{resource}","Condition":{{"DateLessThan":{{"AWS:EpochTime":{expires}}}}}}}]}}"#
+        );
         let mut signature = vec![0; self.key.public_modulus_len()];
         self.key.sign(&RSA_PKCS1_SHA256, &self.rng, policy.as_bytes(), &mut signature).map_err(|_| CdnError::Sign)?;
         let query = format!(
@@ -119,7 +121,15 @@ mod tests {
     const TEST_KEY: &str = include_str!("../testdata/cdn-test-key.pem");
 
     fn decode(s: &str) -> Vec<u8> {
-        let standard: String = s.chars().map(|c| match c { '-' => '+', '_' => '=', '~' => '/', c => c }).collect();
+        let standard: String = s
+            .chars()
+            .map(|c| match c {
+                '-' => '+',
+                '_' => '=',
+                '~' => '/',
+                c => c,
+            })
+            .collect();
         base64::engine::general_purpose::STANDARD.decode(standard).unwrap()
     }
 

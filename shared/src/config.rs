@@ -118,7 +118,12 @@ impl Config {
                     if private_key.is_none() && private_key_secret.is_none() {
                         return Err(ConfigError::Missing("CDN_PRIVATE_KEY_SECRET"));
                     }
-                    Some(CdnConfig { url, key_pair_id: s.required("CDN_KEY_PAIR_ID")?, private_key, private_key_secret })
+                    Some(CdnConfig {
+                        url,
+                        key_pair_id: s.required("CDN_KEY_PAIR_ID")?,
+                        private_key,
+                        private_key_secret,
+                    })
                 }
             },
             limits: Limits {
@@ -191,7 +196,10 @@ mod tests {
         assert!(matches!(Config::from_lookup(lookup(&pairs)), Err(ConfigError::Missing("CDN_KEY_PAIR_ID"))));
         pairs.push(("CDN_KEY_PAIR_ID", "K2JCJMDEHXQW5F"));
         let cdn = Config::from_lookup(lookup(&pairs)).unwrap().cdn.unwrap();
-        assert_eq!((cdn.url.as_str(), cdn.key_pair_id.as_str(), cdn.private_key), ("https://d1.cloudfront.net", "K2JCJMDEHXQW5F", None));
+        assert_eq!(
+            (cdn.url.as_str(), cdn.key_pair_id.as_str(), cdn.private_key),
+            ("https://d1.cloudfront.net", "K2JCJMDEHXQW5F", None)
+        );
         pairs.push(("CDN_PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----secret"));
         let cdn = Config::from_lookup(lookup(&pairs)).unwrap().cdn.unwrap();
         assert!(!format!("{cdn:?}").contains("BEGIN"), "the key never reaches a log");
