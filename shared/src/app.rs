@@ -137,13 +137,7 @@ async fn load() -> Result<(Config, SdkConfig), InitError> {
 /// start-up. Locally `JWT_SECRET` holds it and wins.
 async fn read_token_secret(config: &mut Config, sdk: &SdkConfig) -> Result<(), InitError> {
     if let (None, Some(arn)) = (&config.jwt_secret, &config.jwt_secret_arn) {
-        let value = aws_sdk_secretsmanager::Client::new(sdk)
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .map_err(|e| InitError::Secret(format!("{e:?}")))?;
-        config.jwt_secret = value.secret_string().map(str::to_owned);
+        config.jwt_secret = Some(secret_string(sdk, arn).await.map_err(InitError::Secret)?);
     }
     Ok(())
 }
@@ -154,18 +148,21 @@ async fn cdn_signer(config: &Config, sdk: &SdkConfig) -> Result<Option<CdnSigner
     let Some(cdn) = &config.cdn else { return Ok(None) };
     let pem = match (&cdn.private_key, &cdn.private_key_secret) {
         (Some(pem), _) => pem.clone(),
-        (None, Some(arn)) => aws_sdk_secretsmanager::Client::new(sdk)
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .map_err(|e| InitError::Cdn(format!("reading {arn}: {e:?}")))?
-            .secret_string()
-            .map(str::to_owned)
-            .ok_or_else(|| InitError::Cdn(format!("{arn} holds no string")))?,
+        (None, Some(id)) => secret_string(sdk, id).await.map_err(InitError::Cdn)?,
         (None, None) => return Err(InitError::Cdn("no key configured".into())),
     };
     CdnSigner::new(&cdn.url, &cdn.key_pair_id, &pem).map(Some).map_err(|e| InitError::Cdn(e.to_string()))
+}
+
+/// A Secrets Manager secret's string value (`id`: its name or ARN).
+async fn secret_string(sdk: &SdkConfig, id: &str) -> Result<String, String> {
+    let value = aws_sdk_secretsmanager::Client::new(sdk)
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| format!("reading {id}: {e:?}"))?;
+    value.secret_string().map(str::to_owned).ok_or_else(|| format!("{id} holds no string"))
 }
 
 fn s3_blobs(config: &Config, sdk: &SdkConfig) -> Arc<dyn BlobStore> {
