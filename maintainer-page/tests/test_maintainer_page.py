@@ -20,6 +20,10 @@ from conftest import AUDIO, IMAGES, MARKUP_NAMES, MISSING, SPARE
 from stack import Stack
 
 
+# A function, not an expression: Playwright polls an expression with eval(), which the page's CSP
+# (rightly) refuses as soon as the first check is false.
+THUMBNAILS_LOADED = "() => [...document.querySelectorAll('#rows img')].every(i => i.complete && i.naturalWidth > 0)"
+
 def rows(page: Page):
     return page.locator("#rows tr")
 
@@ -78,9 +82,7 @@ def test_lists_the_deck_with_thumbnails_totals_and_a_strict_policy(page: Page, s
     # Every image's thumbnail loads (the signed URL works under the CSP); audio has none.
     images = page.locator("#rows img")
     expect(images).to_have_count(len(IMAGES))
-    page.wait_for_function(
-        "[...document.querySelectorAll('#rows img')].every(i => i.complete && i.naturalWidth > 0)", timeout=20_000
-    )
+    page.wait_for_function(THUMBNAILS_LOADED, timeout=20_000)
     # One row per file, with its name, type, sizes and note count as text.
     rocket = rows(page).filter(has=page.get_by_role("button", name="rocket.jpg", exact=True))
     expect(rocket).to_have_count(1)
@@ -171,9 +173,7 @@ def test_an_image_previews_at_full_size_with_its_facts(page: Page, stack: Stack,
         assert f["stored_hash"] in facts
     # The screenshot in the README: the seeded deck with an image previewed.
     page.set_viewport_size({"width": 1180, "height": 760})
-    page.wait_for_function(
-        "[...document.querySelectorAll('#rows img')].every(i => i.complete && i.naturalWidth > 0)", timeout=20_000
-    )
+    page.wait_for_function(THUMBNAILS_LOADED, timeout=20_000)
     shot = os.environ.get("MAINTAINER_PAGE_SCREENSHOT") or str(artifacts / "maintainer-page.jpg")
     if shot.endswith(".png"):
         page.screenshot(path=shot)
