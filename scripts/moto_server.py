@@ -56,6 +56,11 @@ these reasons, each fixed here by one function below:
 10. `list_the_package_once`: moto listed its own package directory on every request to find the
    request's backend (8 % of its time in the soak); it is listed once.
 
+Beside the fixes, `Meter` counts what DynamoDB would bill for the requests served (calls, items
+read and written, per operation and table; `GET /_meter`, `DELETE /_meter` to start again), so that
+the cost model in BENCHMARKS.md (`benchmarks/cost-model.py`) is computed from what the service
+asked for, not from a reading of its code.
+
 `tests/emulator/test_moto_server.py` checks that these keep moto's semantics: cancelled
 transactions leave items and streams exactly as they were, with their cancellation reasons;
 records arrive in order; readers keep seeing records after a rollback; memory stays flat.
@@ -64,7 +69,9 @@ import base64
 import bisect
 import copy
 import heapq
+import io
 import itertools
+import json
 import os
 import sys
 import time
@@ -498,13 +505,84 @@ def list_the_package_once():
     backends.list_of_moto_modules = lambda: modules
 
 
+class Meter:
+    """Per DynamoDB operation and table: calls, and items read or written (in a transaction, which
+    DynamoDB bills twice, items and condition checks apart). What a request costs also depends on
+    its items' sizes; the cost model sizes them from the tables themselves."""
+
+    def __init__(self, app):
+        self.app = app
+        self.counts = {}
+
+    def add(self, op, table, **fields):
+        row = self.counts.setdefault(f"{op} {table}", {})
+        for k, v in fields.items():
+            row[k] = row.get(k, 0) + v
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/_meter":
+            if environ.get("REQUEST_METHOD") == "DELETE":
+                self.counts = {}
+            body = json.dumps(self.counts, sort_keys=True).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        # What the cost model reads to size items is not the service's work.
+        if not target.startswith("DynamoDB_") or "cost-model-probe" in environ.get("HTTP_USER_AGENT", ""):
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(raw)
+        status = []
+
+        def capture(s, headers, exc_info=None):
+            status.append(s)
+            return start_response(s, headers, exc_info)
+
+        out = b"".join(self.app(environ, capture))
+        try:
+            # A write refused by its condition, or a cancelled transaction, is billed too.
+            refused = status and status[0].startswith("400") and (b"ConditionalCheckFailed" in out or b"TransactionCanceled" in out)
+            if status and (status[0].startswith("200") or refused):
+                self.count(target.split(".", 1)[1], json.loads(raw or b"{}"), json.loads(out or b"{}"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # a meter never changes an answer
+        return [out]
+
+    def count(self, op, req, resp):
+        """Reads are keyed by consistency too (`Query deck-files eventual`), since DynamoDB bills a
+        strong read twice an eventual one; a Query or Scan counts the items it read before any
+        filter (ScannedCount), as DynamoDB bills them."""
+        strong = lambda ask: "strong" if ask.get("ConsistentRead") else "eventual"  # noqa: E731
+        if op == "GetItem":
+            self.add(op, f"{req['TableName']} {strong(req)}", calls=1, items=1)
+        elif op in ("Query", "Scan"):
+            table = req["TableName"] + (f"/{req['IndexName']}" if req.get("IndexName") else "")
+            self.add(op, f"{table} {strong(req)}", calls=1, items=resp.get("ScannedCount", resp.get("Count", 0)))
+        elif op == "BatchGetItem":
+            for table, ask in req["RequestItems"].items():
+                self.add(op, f"{table} {strong(ask)}", calls=1, items=len(ask["Keys"]))
+        elif op in ("PutItem", "UpdateItem", "DeleteItem"):
+            self.add(op, req["TableName"], calls=1, items=1)
+        elif op == "BatchWriteItem":
+            for table, items in req["RequestItems"].items():
+                self.add(op, table, calls=1, items=len(items))
+        elif op in ("TransactWriteItems", "TransactGetItems"):
+            self.add(op, "*", calls=1)
+            for item in req["TransactItems"]:
+                (kind, body), = item.items()
+                self.add(op, body["TableName"], **({"checks": 1} if kind == "ConditionCheck" else {"items": 1}))
+        else:
+            self.add(op, req.get("TableName", "-"), calls=1)
+
+
 def serve_one_request_at_a_time(host, port):
     from werkzeug.serving import run_simple
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from moto.server import MotoRequestHandler
 
-    run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False,
+    run_simple(host, port, Meter(DomainDispatcherApplication(create_backend_app)), threaded=False,
                request_handler=MotoRequestHandler)
 
 

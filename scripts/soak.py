@@ -3,6 +3,7 @@
 each emulator's memory and each route's latency printed every minute, and the end state checked.
 
     scripts/soak [--minutes 60] [--out .local/soak.json]
+    python3 scripts/soak.py --table .local/soak.json     # a finished run's table, as BENCHMARKS.md has it
 
 The workload, all at once, as the plugin, the AnkiCollab backend and maintainers would send it:
 - uploads: an even stream of small distinct PNGs (10,000 over the hour, by default into deck
@@ -501,13 +502,41 @@ def check_end(model: Model, tokens: dict[str, str]) -> dict[str, object]:
             "mirror": {k: mirror.get(k) for k in ("files_in_dynamodb", "missing", "extra", "differing")}}
 
 
+def markdown(run: dict) -> str:
+    """The table BENCHMARKS.md records: every fifth minute (and the first), p50/p99 in ms per route
+    and RSS per process group, then the first and last windows' p99 and the verdict."""
+    routes = ROUTES[:7]
+    out = ["| min | load | moto MB | LocalStack MB | gateway MB | " + " | ".join(SHORT[r] for r in routes) + " |",
+           "| ---: " * (5 + len(routes)) + "|"]
+    for row in run["minutes"]:
+        if row["minute"] != 1 and row["minute"] % 5:
+            continue
+        mb = {k: (v or 0) / 1e6 for k, v in row["rss"].items()}
+        cells = []
+        for r in routes:
+            v = row["routes"].get(r)
+            cells.append(f"{v['p50'] * 1000:.0f}/{v['p99'] * 1000:.0f}" if v and v["n"] else "-")
+        out.append(f"| {row['minute']} | {row['load']:.1f} | {mb['moto']:.0f} | {mb['localstack']:.0f} | {mb['gateway']:.0f} | "
+                   + " | ".join(cells) + " |")
+    out.append("")
+    out.append("p99, first window → last: " + ", ".join(
+        f"{SHORT[r]} {v['first_p99_ms']:.0f} → {v['last_p99_ms']:.0f} ms ({v['ratio']:.2f}×)" for r, v in run["ratios"].items()) + ".")
+    out.append("")
+    out.append("Verdict: " + "; ".join(f"{k}: {'PASS' if ok else 'FAIL'}" for k, ok in run["verdict"].items()) + ".")
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=60)
     parser.add_argument("--out", default=str(LOCAL / "soak.json"))
+    parser.add_argument("--table", metavar="JSON", help="print the Markdown table of a finished run's JSON and exit")
     parser.add_argument("--seed-deck", default="bench-client-10000", help="deck the even upload stream fills ('' for none)")
     parser.add_argument("--seed-files", type=int, default=10_000)
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(pathlib.Path(args.table).read_text())))
+        return 0
 
     tokens = {"upload": token("soak-user", "upload download"), "download": token("soak-user", "upload download"),
               "references": token("ankicollab-backend", "references"), "maintain": token("soak-maintainer", "maintain", ["soak", READ_DECK]),
@@ -583,7 +612,8 @@ def main() -> int:
     pathlib.Path(args.out).write_text(json.dumps({"minutes": minutes, "ratios": ratios, "peak_rss": peak, "counts": counts,
                                                   "errors": STATS.errors, "retried": STATS.retried, "end": end,
                                                   "verdict": verdict}, indent=1, default=str))
-    print(f"written: {args.out}")
+    print(f"written: {args.out}\n")
+    print(markdown({"minutes": minutes, "ratios": ratios, "verdict": verdict}))
     return 0 if all(verdict.values()) and not STATS.errors else 1
 
 
