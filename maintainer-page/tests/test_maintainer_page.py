@@ -19,10 +19,10 @@ from playwright.sync_api import Page, expect
 from conftest import AUDIO, IMAGES, MARKUP_NAMES, MISSING, SPARE
 from stack import Stack
 
-
 # A function, not an expression: Playwright polls an expression with eval(), which the page's CSP
 # (rightly) refuses as soon as the first check is false.
 THUMBNAILS_LOADED = "() => [...document.querySelectorAll('#rows img')].every(i => i.complete && i.naturalWidth > 0)"
+
 
 def rows(page: Page):
     return page.locator("#rows tr")
@@ -197,6 +197,9 @@ def test_audio_plays_and_reports_its_duration(page: Page, stack: Stack, main_dec
         )
         duration = audio.evaluate("a => a.duration")
         assert math.isfinite(duration) and 0 < duration < 300, (name, duration)
+        # The duration the service read from the file's headers agrees with the browser's decoder.
+        shown = region.locator("div", has=page.locator("dt", has_text="Duration")).locator("dd").inner_text()
+        assert shown.endswith(" seconds") and abs(float(shown.split()[0]) - duration) <= 0.15, (name, shown, duration)
         region.get_by_role("button", name="Close preview").click()
         expect(region).to_be_hidden()
 
