@@ -128,6 +128,9 @@ async fn every_real_file_round_trips() -> anyhow::Result<()> {
 
         if content_type.starts_with("audio/") {
             assert_eq!(&stored, original, "{name}: audio must be byte-identical");
+            let info = stack.wait_processed(entry["hash"].as_str().unwrap()).await?;
+            let ms = info["duration_ms"].as_u64().with_context(|| format!("{name}: no duration: {info}"))?;
+            assert!(0 < ms && ms < 300_000, "{name}: {ms} ms");
             continue;
         }
         assert!(content_type.starts_with("image/"), "{name}: {content_type}");
@@ -694,5 +697,55 @@ async fn serial_quota_holds_settle_when_processing_finishes() -> anyhow::Result<
     let report = shared::lifecycle::sweep(&app, &*blobs, later, shared::config::DEFAULT_SWEEP_GRACE).await?;
     assert!(report.holds_released >= 1, "{report:?}");
     assert_eq!(app.quotas.usage(&user, &day).await?, (good.len() as u64, 2));
+    Ok(())
+}
+
+/// A PCM WAV of `ms` milliseconds (16-bit mono at `rate` Hz) of noise no other test makes, whose
+/// data chunk says it holds `claimed_ms`.
+fn wav(rate: u32, ms: u64, claimed_ms: u64) -> Vec<u8> {
+    let bytes_for = |ms: u64| (u64::from(rate) * 2 * ms / 1000) as usize;
+    let data = unique_bytes(bytes_for(ms));
+    let mut w = b"RIFF".to_vec();
+    w.extend_from_slice(&((36 + data.len()) as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    w.extend_from_slice(&1u16.to_le_bytes()); // mono
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * 2).to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(bytes_for(claimed_ms) as u32).to_le_bytes());
+    w.extend(data);
+    w
+}
+
+#[tokio::test]
+async fn audio_durations_are_read_and_limited() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    // Read from the headers, reported by GET /v1/media/{hash} and to maintainers.
+    let clip = wav(8000, 2500, 2500);
+    let info = stack.upload_processed("clip.wav", &clip).await?;
+    assert_eq!((info["status"].as_str(), info["duration_ms"].as_u64()), (Some("ready"), Some(2500)), "{info}");
+    let deck = integration_tests::deck("durations");
+    let hash = sha256_hex(&clip);
+    stack.references(&deck, json!([{"note_id": "1", "media": [{"filename": "clip.wav", "hash": hash}]}])).await?;
+    let (status, listing) = stack
+        .call(reqwest::Method::GET, &format!("/v1/decks/{deck}/media"), Some(&stack.maintainer(&[&deck])), None)
+        .await?;
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["files"][0]["duration_ms"], 2500, "{listing}");
+
+    // Five minutes is the limit; a second more is refused, and nothing is stored.
+    let long = wav(2000, 301_000, 301_000);
+    let info = stack.upload_processed("long.wav", &long).await?;
+    assert_eq!((info["status"].as_str(), info["reason"].as_str()), (Some("rejected"), Some("too_long")), "{info}");
+    assert!(stack.object(&format!("media/{}", sha256_hex(&long))).await?.is_none());
+
+    // A header announcing ten hours over a second of samples: a truncated file, not a long one.
+    let cut = wav(8000, 1000, 36_000_000);
+    let info = stack.upload_processed("cut.wav", &cut).await?;
+    assert_eq!((info["status"].as_str(), info["reason"].as_str()), (Some("rejected"), Some("corrupt_media")), "{info}");
     Ok(())
 }

@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
                     stored_hash: hash,
                     width: Some(64),
                     height: Some(64),
+                    duration_ms: None,
                 };
                 app.media.mark_ready(&hash, &stored, "t").await.unwrap();
                 set.insert(format!("file-{i:05}.png"), hash);

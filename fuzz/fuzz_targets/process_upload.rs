@@ -1,5 +1,6 @@
-//! process-upload's content path on arbitrary bytes: sniff → (audio: stored as is) | (image:
-//! header pixel check → decode within limits → orient → WebP or stripped original → thumbnail).
+//! process-upload's content path on arbitrary bytes: sniff → (audio: duration from the container,
+//! length limit, stored as is) | (image: header pixel check → decode within limits → orient →
+//! WebP or stripped original → thumbnail).
 //!
 //! A crash here is a finding: a panic (process-upload would catch it on its blocking thread and
 //! reject the file as corrupt_media, but a panic in a codec is still a bug worth knowing), an
@@ -8,7 +9,7 @@
 //! picture is within the pixel limit.
 #![no_main]
 
-use ankicollab_media_fuzz::{process_upload_bytes, Stored};
+use ankicollab_media_fuzz::process_upload_bytes;
 use libfuzzer_sys::fuzz_target;
 use shared::policy::Limits;
 use shared::sniff::{sniff, Sniffed};
@@ -24,36 +25,32 @@ fuzz_target!(|data: &[u8]| {
     let outcome = process_upload_bytes(data, &limits);
     if print() {
         match &outcome {
-            Ok(Stored::Image(i)) => eprintln!(
-                "outcome: stored {} bytes of {} ({}x{}, {:?}), thumbnail {} bytes",
-                i.bytes.len(),
-                i.content_type,
-                i.width,
-                i.height,
-                i.encoding,
-                i.thumbnail.len()
+            Ok(c) => eprintln!(
+                "outcome: stored {} bytes of {} ({:?}x{:?}, {:?} ms), thumbnail {:?} bytes",
+                c.stored.len(),
+                c.content_type,
+                c.width,
+                c.height,
+                c.duration_ms,
+                c.thumbnail.as_ref().map(Vec::len)
             ),
-            Ok(Stored::Audio { content_type }) => eprintln!("outcome: stored as uploaded ({content_type})"),
             Err(reason) => eprintln!("outcome: rejected {}", reason.code()),
         }
     }
-    match outcome {
-        Err(_) | Ok(Stored::Audio { .. }) => {}
-        Ok(Stored::Image(img)) => {
-            assert!(img.width > 0 && img.height > 0, "accepted an empty picture");
-            assert!(
-                u64::from(img.width) * u64::from(img.height) <= limits.max_pixels,
-                "accepted {}x{} pixels",
-                img.width,
-                img.height
-            );
-            match sniff(&img.bytes) {
-                Sniffed::Image(kind) => {
-                    assert_eq!(kind.content_type(), img.content_type, "stored bytes do not sniff as their content type")
-                }
-                other => panic!("stored bytes sniff as {other:?}, stored as {}", img.content_type),
-            }
-            assert_eq!(sniff(&img.thumbnail), Sniffed::Image(shared::sniff::ImageKind::WebP), "thumbnail is not WebP");
+    let Ok(c) = outcome else { return };
+    match (sniff(&c.stored), &c.thumbnail) {
+        (Sniffed::Audio(kind), None) => {
+            assert_eq!(kind.content_type(), c.content_type, "stored audio does not sniff as its content type");
+            let ms = c.duration_ms.expect("audio without a duration");
+            assert!(ms <= limits.max_audio_seconds * 1000, "accepted {ms} ms of audio");
         }
+        (Sniffed::Image(kind), Some(thumb)) => {
+            let (w, h) = (c.width.unwrap_or(0), c.height.unwrap_or(0));
+            assert!(w > 0 && h > 0, "accepted an empty picture");
+            assert!(u64::from(w) * u64::from(h) <= limits.max_pixels, "accepted {w}x{h} pixels");
+            assert_eq!(kind.content_type(), c.content_type, "stored bytes do not sniff as their content type");
+            assert_eq!(sniff(thumb), Sniffed::Image(shared::sniff::ImageKind::WebP), "thumbnail is not WebP");
+        }
+        (other, thumb) => panic!("stored bytes sniff as {other:?} (thumbnail: {}), stored as {}", thumb.is_some(), c.content_type),
     }
 });

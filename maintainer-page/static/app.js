@@ -3,7 +3,7 @@
 // set by the DOM, never as HTML; the CSP also refuses inline script and HTML sinks.
 
 import { listAll, removeFile } from "./api.js";
-import { formatBytes, fromApi, isAudio, isImage, kind, plural, totals, view } from "./model.js";
+import { formatBytes, formatDuration, fromApi, isAudio, isImage, kind, plural, totals, view } from "./model.js";
 
 const PAGE_SIZE = 100;
 const SEARCH_DELAY_MS = 150;
@@ -350,6 +350,7 @@ function openPreview(filename) {
   fact(dl, "Original size", exactBytes(f.size));
   fact(dl, "Stored size", exactBytes(f.storedSize));
   if (f.width != null && f.height != null) fact(dl, "Dimensions", `${f.width} × ${f.height} pixels`);
+  if (f.durationMs != null) fact(dl, "Duration", formatDuration(f.durationMs));
   fact(dl, "SHA-256", f.hash);
   if (f.storedHash && f.storedHash !== f.hash) fact(dl, "SHA-256 of the stored file", f.storedHash);
   ui.preview.hidden = false;

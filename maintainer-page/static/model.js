@@ -23,6 +23,7 @@ export function fromApi(f) {
     contentType: f.content_type == null ? null : String(f.content_type),
     width: typeof f.width === "number" ? f.width : null,
     height: typeof f.height === "number" ? f.height : null,
+    durationMs: typeof f.duration_ms === "number" ? f.duration_ms : null,
     notes: typeof f.notes === "number" ? f.notes : 0,
     url: typeof f.url === "string" ? f.url : null,
     thumbnailUrl: typeof f.thumbnail_url === "string" ? f.thumbnail_url : null,
@@ -77,6 +78,14 @@ export function formatBytes(n) {
     i += 1;
   }
   return `${v.toFixed(v < 10 ? 1 : 0)} ${UNITS[i]}`;
+}
+
+/** A playing time: "2.6 seconds" under a minute, else minutes and seconds ("4:05"). */
+export function formatDuration(ms) {
+  if (ms == null) return "–";
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} seconds`;
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
 export function plural(n, one, many) {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { formatBytes, fromApi, kind, normalizeQuery, totals, view } from "../static/model.js";
+import { formatBytes, formatDuration, fromApi, kind, normalizeQuery, totals, view } from "../static/model.js";
 
 const file = (filename, extra = {}) =>
   fromApi({ filename, hash: "0".repeat(64), status: "ready", size: 100, stored_size: 80, notes: 1, ...extra });
@@ -49,4 +49,13 @@ test("what the API sends is kept as data, whatever its type", () => {
   assert.equal(f.notes, 0);
   assert.equal(f.size, null);
   assert.equal(f.url, null);
+});
+
+test("durations: seconds under a minute, else minutes and seconds; absent for images", () => {
+  assert.equal(formatDuration(2612), "2.6 seconds");
+  assert.equal(formatDuration(59_949), "59.9 seconds");
+  assert.equal(formatDuration(245_000), "4:05");
+  assert.equal(formatDuration(null), "–");
+  assert.equal(file("a.mp3", { duration_ms: 1500 }).durationMs, 1500);
+  assert.equal(file("a.png").durationMs, null);
 });

@@ -129,6 +129,7 @@ impl Config {
             limits: Limits {
                 max_image_bytes: s.number("MAX_IMAGE_BYTES", d.max_image_bytes)?,
                 max_audio_bytes: s.number("MAX_AUDIO_BYTES", d.max_audio_bytes)?,
+                max_audio_seconds: s.number("MAX_AUDIO_SECONDS", d.max_audio_seconds)?,
                 max_pixels: s.number("MAX_PIXELS", d.max_pixels)?,
                 max_animation_pixels: s.number("MAX_ANIMATION_PIXELS", d.max_animation_pixels)?,
                 daily_upload_bytes: s.number("DAILY_UPLOAD_BYTES", d.daily_upload_bytes)?,

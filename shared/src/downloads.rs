@@ -162,6 +162,9 @@ pub struct MediaInfo {
     pub width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// Playing time of audio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 pub async fn media_status(media: &dyn MediaRepo, who: &Principal, hash: &str) -> Result<MediaInfo, ApiError> {
@@ -179,5 +182,6 @@ pub async fn media_status(media: &dyn MediaRepo, who: &Principal, hash: &str) ->
         stored_hash: (r.status == MediaStatus::Ready).then(|| r.stored_hash.unwrap_or(r.hash).to_hex()),
         width: r.width,
         height: r.height,
+        duration_ms: r.duration_ms,
     })
 }

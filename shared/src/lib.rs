@@ -1,6 +1,6 @@
 //! The AnkiCollab media server's logic. Functions' `main.rs` files are glue around this crate.
 //!
-//! - [`policy`], [`hash`], [`sniff`], [`convert`]: pure rules about files.
+//! - [`policy`], [`hash`], [`sniff`], [`convert`], [`audio`]: pure rules about files.
 //! - [`presign`], [`cdn`], [`download_urls`], [`auth`]: URLs and tokens.
 //! - [`store`]: storage traits and their DynamoDB/S3 adapters.
 //! - [`uploads`], [`process`], [`downloads`]: what each function does.
@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audio;
 pub mod auth;
 pub mod cdn;
 pub mod clock;

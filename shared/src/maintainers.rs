@@ -37,6 +37,8 @@ pub struct MaintainerFile {
     /// Pixel size of a stored image.
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// Playing time of stored audio.
+    pub duration_ms: Option<u64>,
     /// SHA-256 of the stored bytes (equal to `hash` when stored as uploaded); null until stored.
     pub stored_hash: Option<String>,
     pub notes: i64,
@@ -120,6 +122,7 @@ pub async fn list_deck_media(
                 content_type: r.and_then(|r| r.content_type.clone()),
                 width: r.and_then(|r| r.width),
                 height: r.and_then(|r| r.height),
+                duration_ms: r.and_then(|r| r.duration_ms),
                 stored_hash: ready.and_then(|r| r.stored_hash).map(|h| h.to_hex()),
                 notes: e.notes,
                 url: ready.and_then(|r| sign(&r.stored_key)),

@@ -31,6 +31,9 @@ pub enum RejectReason {
     UnsupportedType,
     #[error("too_many_pixels")]
     TooManyPixels,
+    /// Audio that plays longer than the limit (`Limits::max_audio_seconds`).
+    #[error("too_long")]
+    TooLong,
     #[error("corrupt_media")]
     CorruptMedia,
     #[error("hash_mismatch")]
@@ -56,6 +59,7 @@ impl RejectReason {
             RejectReason::EmptyFile => "empty_file",
             RejectReason::UnsupportedType => "unsupported_type",
             RejectReason::TooManyPixels => "too_many_pixels",
+            RejectReason::TooLong => "too_long",
             RejectReason::CorruptMedia => "corrupt_media",
             RejectReason::HashMismatch => "hash_mismatch",
             RejectReason::BadHash => "bad_hash",
@@ -99,6 +103,9 @@ pub struct MediaRecord {
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// Playing time of audio, read from its container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<RejectReason>,
     /// Key of the final object, set when ready.
@@ -135,6 +142,7 @@ impl MediaRecord {
             content_type: None,
             width: None,
             height: None,
+            duration_ms: None,
             reason: None,
             stored_key: None,
             thumb_key: None,
@@ -160,6 +168,7 @@ pub struct StoredMedia {
     pub stored_hash: Sha256Hash,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    pub duration_ms: Option<u64>,
 }
 
 /// Keys in the bucket, derived from the hash: one place, so no two modules disagree.

@@ -7,6 +7,8 @@ use unicode_normalization::UnicodeNormalization;
 pub struct Limits {
     pub max_image_bytes: u64,
     pub max_audio_bytes: u64,
+    /// Audio playing longer than this is refused (`too_long`).
+    pub max_audio_seconds: u64,
     pub max_pixels: u64,
     /// Decoded pixels across all frames of an animation.
     pub max_animation_pixels: u64,
@@ -26,6 +28,7 @@ impl Default for Limits {
         Self {
             max_image_bytes: 10 * 1024 * 1024,
             max_audio_bytes: 25 * 1024 * 1024,
+            max_audio_seconds: 300,
             max_pixels: 50_000_000,
             max_animation_pixels: 50_000_000,
             max_upload_batch: 500,

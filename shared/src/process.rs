@@ -7,6 +7,7 @@ use aws_lambda_events::s3::S3Event;
 use time::OffsetDateTime;
 
 use crate::app::App;
+use crate::audio;
 use crate::clock::now_rfc3339;
 use crate::convert::process_image;
 use crate::error::StoreError;
@@ -94,52 +95,73 @@ enum Read {
 }
 
 /// The bytes to store and what they are.
-struct Converted {
-    stored: Vec<u8>,
-    content_type: String,
-    size: u64,
-    width: Option<u32>,
-    height: Option<u32>,
-    thumbnail: Option<Vec<u8>>,
+#[derive(Debug)]
+pub struct Converted {
+    pub stored: Vec<u8>,
+    pub content_type: String,
+    /// Bytes of the original.
+    pub size: u64,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub duration_ms: Option<u64>,
+    pub thumbnail: Option<Vec<u8>>,
 }
 
-/// Sniff and convert verified bytes: pure work on the content, so its failures are reasons to
-/// refuse the file, not storage errors.
-async fn convert(hash: &Sha256Hash, bytes: Vec<u8>, limits: &Limits) -> Result<Converted, RejectReason> {
+/// What process-upload stores for verified bytes, or why it refuses them: pure work on the
+/// content (no storage), so the fuzz target runs exactly this. CPU-bound on hostile input: call
+/// it off the async threads.
+pub fn content(bytes: Vec<u8>, limits: &Limits) -> Result<Converted, RejectReason> {
     let size = bytes.len() as u64;
     match sniff(&bytes) {
         Sniffed::Unsupported(what) => {
-            tracing::info!(%hash, what, "refused by magic bytes");
+            tracing::info!(what, "refused by magic bytes");
             Err(RejectReason::UnsupportedType)
         }
         Sniffed::Audio(_) if size > limits.max_audio_bytes => Err(RejectReason::TooLarge),
-        Sniffed::Audio(kind) => Ok(Converted {
-            stored: bytes,
-            content_type: kind.content_type().to_string(),
-            size,
-            width: None,
-            height: None,
-            thumbnail: None,
-        }),
-        Sniffed::Image(kind) => {
-            let limits = limits.clone();
-            // Decoding is CPU-bound and touches hostile input: keep it off the async threads, and
-            // treat a panic in a codec as a corrupt file rather than a crash.
-            match tokio::task::spawn_blocking(move || process_image(kind, &bytes, &limits)).await {
-                Ok(Ok(p)) => Ok(Converted {
-                    stored: p.bytes,
-                    content_type: p.content_type.to_string(),
-                    size,
-                    width: Some(p.width),
-                    height: Some(p.height),
-                    thumbnail: Some(p.thumbnail),
-                }),
-                Ok(Err(reason)) => Err(reason),
-                Err(e) => {
-                    tracing::error!(%hash, error = %e, "image processing panicked");
-                    Err(RejectReason::CorruptMedia)
-                }
+        Sniffed::Audio(kind) => {
+            // Read from the container's headers: bounded by the file's size, whatever they claim.
+            let duration_ms = audio::duration_ms(kind, &bytes).map_err(|e| {
+                tracing::info!(error = %e, "audio without a readable duration");
+                RejectReason::CorruptMedia
+            })?;
+            if duration_ms > limits.max_audio_seconds.saturating_mul(1000) {
+                tracing::info!(duration_ms, "audio too long");
+                return Err(RejectReason::TooLong);
             }
+            Ok(Converted {
+                stored: bytes,
+                content_type: kind.content_type().to_string(),
+                size,
+                width: None,
+                height: None,
+                duration_ms: Some(duration_ms),
+                thumbnail: None,
+            })
+        }
+        Sniffed::Image(kind) => {
+            let p = process_image(kind, &bytes, limits)?;
+            Ok(Converted {
+                stored: p.bytes,
+                content_type: p.content_type.to_string(),
+                size,
+                width: Some(p.width),
+                height: Some(p.height),
+                duration_ms: None,
+                thumbnail: Some(p.thumbnail),
+            })
+        }
+    }
+}
+
+/// [`content`] on a blocking thread, a panic in a codec taken as a corrupt file, not a crash.
+async fn convert(hash: &Sha256Hash, bytes: Vec<u8>, limits: &Limits) -> Result<Converted, RejectReason> {
+    let limits = limits.clone();
+    let span = tracing::info_span!("content", %hash);
+    match tokio::task::spawn_blocking(move || span.in_scope(|| content(bytes, &limits))).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(%hash, error = %e, "processing panicked");
+            Err(RejectReason::CorruptMedia)
         }
     }
 }
@@ -203,6 +225,7 @@ impl Upload<'_> {
             stored_hash,
             width: c.width,
             height: c.height,
+            duration_ms: c.duration_ms,
         };
         self.blobs.put(&info.stored_key, c.stored, &info.content_type, Some(CACHE_CONTROL)).await?;
         if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, c.thumbnail) {

@@ -15,6 +15,7 @@ pub enum AudioKind {
     Mp3,
     Ogg,
     Wav,
+    Flac,
     M4a,
 }
 
@@ -56,6 +57,7 @@ impl AudioKind {
             AudioKind::Mp3 => "audio/mpeg",
             AudioKind::Ogg => "audio/ogg",
             AudioKind::Wav => "audio/wav",
+            AudioKind::Flac => "audio/flac",
             AudioKind::M4a => "audio/mp4",
         }
     }
@@ -87,6 +89,9 @@ pub fn sniff(b: &[u8]) -> Sniffed {
     }
     if is_bmp(b) {
         return Image(ImageKind::Bmp);
+    }
+    if b.starts_with(b"fLaC") {
+        return Audio(AudioKind::Flac);
     }
     if b.starts_with(b"OggS") {
         return if ogg_codec_allowed(b) { Audio(AudioKind::Ogg) } else { Unsupported("ogg-other") };
@@ -135,8 +140,19 @@ fn ogg_codec_allowed(b: &[u8]) -> bool {
     payload.starts_with(b"\x01vorbis") || payload.starts_with(b"OpusHead") || payload.starts_with(b"\x7fFLAC")
 }
 
-/// Length of the MPEG audio frame whose header starts `h`, or None if it is not a valid header.
-fn mpeg_frame_len(h: &[u8]) -> Option<usize> {
+/// What an MPEG audio frame header says about its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MpegFrame {
+    /// Bytes, header included.
+    pub len: usize,
+    pub samples: u32,
+    pub rate: u32,
+    pub mpeg1: bool,
+    pub mono: bool,
+}
+
+/// The MPEG audio frame whose header starts `h`, or None if it is not a valid header.
+pub(crate) fn mpeg_frame(h: &[u8]) -> Option<MpegFrame> {
     if h.len() < 4 || h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
         return None;
     }
@@ -171,7 +187,12 @@ fn mpeg_frame_len(h: &[u8]) -> Option<usize> {
         (2, v) if v != 3 => 72 * kbps * 1000 / rate + padding,
         _ => 144 * kbps * 1000 / rate + padding,
     };
-    (len >= 4).then_some(len)
+    let samples = match (layer_row, version) {
+        (0, _) => 384,
+        (2, v) if v != 3 => 576,
+        _ => 1152,
+    };
+    (len >= 4).then_some(MpegFrame { len, samples, rate: rate as u32, mpeg1: version == 3, mono: h[3] >> 6 == 3 })
 }
 
 fn is_mp3(b: &[u8]) -> bool {
@@ -187,11 +208,11 @@ fn is_mp3(b: &[u8]) -> bool {
         }
     }
     // Two consecutive valid frame headers (or one that ends exactly at the end of the file).
-    let Some(len) = mpeg_frame_len(&b[start..]) else {
+    let Some(first) = mpeg_frame(&b[start..]) else {
         return false;
     };
-    let next = start + len;
-    next == b.len() || mpeg_frame_len(b.get(next..).unwrap_or_default()).is_some()
+    let next = start + first.len;
+    next == b.len() || mpeg_frame(b.get(next..).unwrap_or_default()).is_some()
 }
 
 fn looks_like_markup(b: &[u8]) -> bool {
@@ -210,6 +231,7 @@ mod tests {
         assert_eq!(sniff(b"GIF89a...."), Sniffed::Image(ImageKind::Gif));
         assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Sniffed::Image(ImageKind::WebP));
         assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), Sniffed::Audio(AudioKind::Wav));
+        assert_eq!(sniff(b"fLaC\x80\0\0\x22"), Sniffed::Audio(AudioKind::Flac));
         assert_eq!(sniff(b"  <svg onload=alert(1)>"), Sniffed::Unsupported("markup"));
         assert_eq!(sniff(b"\x7fELF\x02\x01"), Sniffed::Unsupported("executable"));
         assert_eq!(sniff(b"PK\x03\x04"), Sniffed::Unsupported("zip"));

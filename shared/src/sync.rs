@@ -64,6 +64,7 @@ pub fn stored_row(r: MediaRecord) -> Option<StoredRow> {
         content_type: r.content_type,
         width: r.width.and_then(|v| i32::try_from(v).ok()),
         height: r.height.and_then(|v| i32::try_from(v).ok()),
+        duration_ms: r.duration_ms.and_then(|v| i64::try_from(v).ok()),
         stored_hash: r.stored_hash.map(|h| h.to_hex()),
         thumb_key: r.thumb_key,
         reject_reason: r.reason.map(|reason| reason.code().to_string()),

@@ -309,6 +309,7 @@ mod tests {
                     stored_hash: hb,
                     width: None,
                     height: None,
+                    duration_ms: None,
                 },
                 "t",
             )

@@ -60,6 +60,7 @@ fn stored(hash: &Sha256Hash) -> StoredMedia {
         stored_hash: Sha256Hash::of(hash.as_bytes()),
         width: Some(640),
         height: Some(480),
+        duration_ms: None,
     }
 }
 
@@ -73,7 +74,7 @@ async fn record(repo: &dyn MediaRepo, hash: &Sha256Hash) -> Result<MediaRecord, 
 pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
     let ids = Fresh::new("media");
     let mut t = Ticks::new();
-    let [a, b, c, d, e, f, g] = [0, 1, 2, 3, 4, 5, 6].map(|i| ids.hash(i));
+    let [a, b, c, d, e, f, g, h] = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| ids.hash(i));
 
     assert_eq!(repo.get(&a).await?, None);
     assert!(repo.get_many(&[a, b]).await?.is_empty());
@@ -117,6 +118,21 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
     );
     assert_eq!((&m.stored_key, &m.thumb_key, m.stored_hash), (&ready.stored_key, &ready.thumb_key, ready.stored_hash));
     assert_eq!((m.width, m.height, m.reason, m.alias_of), (ready.width, ready.height, None, None));
+
+    // Audio: a duration and no pixels, through both reads.
+    assert_eq!(repo.begin_upload(&begin(h, 1000, &t.next())).await?, BeginUpload::Started);
+    let clip = StoredMedia {
+        thumb_key: None,
+        content_type: "audio/mpeg".into(),
+        width: None,
+        height: None,
+        duration_ms: Some(2612),
+        ..stored(&h)
+    };
+    assert!(repo.mark_ready(&h, &clip, &t.next()).await?);
+    assert_eq!((record(repo, &h).await?.duration_ms, record(repo, &h).await?.width), (Some(2612), None));
+    assert_eq!(repo.get_many(&[h]).await?[&h].duration_ms, Some(2612));
+    assert_eq!(ready.duration_ms, None, "images have none");
 
     // Rejections: a retryable one lets the hash be uploaded again; a final one does not.
     assert_eq!(repo.begin_upload(&begin(b, 5, &t.next())).await?, BeginUpload::Started);
@@ -220,6 +236,7 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
         (c, MediaStatus::Rejected),
         (d, MediaStatus::Pending),
         (f, MediaStatus::Pending),
+        (h, MediaStatus::Ready),
     ]);
     assert_eq!(all, expected);
 
@@ -517,6 +534,7 @@ pub async fn mirror(m: &dyn Mirror) -> Result<(), StoreError> {
         content_type: Some("image/webp".into()),
         width: Some(640),
         height: Some(480),
+        duration_ms: Some(2612),
         stored_hash: Some(h2.to_hex()),
         thumb_key: Some(format!("thumbs/{h1}.webp")),
         reject_reason: None,

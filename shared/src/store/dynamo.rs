@@ -18,7 +18,7 @@ const BATCH_GET: usize = 100;
 const PARALLEL: usize = 8;
 /// What `get_many` reads of a media record: what answers to clients use. Parsing the SDK's
 /// attribute maps is most of a bulk download's CPU (BENCHMARKS.md), so the rest stays behind.
-const ANSWER_FIELDS: [&str; 12] = [
+const ANSWER_FIELDS: [&str; 13] = [
     "hash",
     "status",
     "size",
@@ -26,6 +26,7 @@ const ANSWER_FIELDS: [&str; 12] = [
     "content_type",
     "width",
     "height",
+    "duration_ms",
     "reason",
     "stored_key",
     "thumb_key",
@@ -250,6 +251,12 @@ impl MediaRepo for DynamoMedia {
                 .expression_attribute_names("#h", "height")
                 .expression_attribute_values(":w", n(w))
                 .expression_attribute_values(":h", n(h));
+        }
+        if let Some(d) = st.duration_ms {
+            set.push("#duration = :duration");
+            req = req
+                .expression_attribute_names("#duration", "duration_ms")
+                .expression_attribute_values(":duration", n(d));
         }
         // Only onto a live record: one the sweeper is deleting (or has deleted) must not turn
         // ready, since its object may be gone.

@@ -85,6 +85,7 @@ impl MediaRepo for MemoryStore {
         r.stored_hash = Some(st.stored_hash);
         r.width = st.width;
         r.height = st.height;
+        r.duration_ms = st.duration_ms;
         r.updated_at = Some(now.into());
         Ok(true)
     }

@@ -51,6 +51,7 @@ pub struct StoredRow {
     pub content_type: Option<String>,
     pub width: Option<i32>,
     pub height: Option<i32>,
+    pub duration_ms: Option<i64>,
     pub stored_hash: Option<String>,
     pub thumb_key: Option<String>,
     pub reject_reason: Option<String>,

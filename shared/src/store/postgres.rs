@@ -116,14 +116,14 @@ async fn write(tx: &mut Transaction<'_, Postgres>, key: &Key, row: Option<&Row>)
             sqlx::query(
                 "INSERT INTO anki.stored_media_files
                    (hash, s3_key, reference_count, status, size, stored_size, content_type, width, height,
-                    stored_hash, thumb_key, reject_reason, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                    stored_hash, thumb_key, reject_reason, updated_at, duration_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
                  ON CONFLICT (hash) DO UPDATE SET
                    s3_key = excluded.s3_key, reference_count = excluded.reference_count, status = excluded.status,
                    size = excluded.size, stored_size = excluded.stored_size, content_type = excluded.content_type,
                    width = excluded.width, height = excluded.height, stored_hash = excluded.stored_hash,
                    thumb_key = excluded.thumb_key, reject_reason = excluded.reject_reason,
-                   updated_at = excluded.updated_at",
+                   updated_at = excluded.updated_at, duration_ms = excluded.duration_ms",
             )
             .bind(r.hash.to_hex())
             .bind(&r.s3_key)
@@ -138,6 +138,7 @@ async fn write(tx: &mut Transaction<'_, Postgres>, key: &Key, row: Option<&Row>)
             .bind(&r.thumb_key)
             .bind(&r.reject_reason)
             .bind(r.updated_at)
+            .bind(r.duration_ms)
             .execute(&mut **tx)
             .await
             .map_err(err)?;
@@ -228,6 +229,7 @@ impl Mirror for PgMirror {
                 content_type: r.try_get("content_type").map_err(err)?,
                 width: r.try_get("width").map_err(err)?,
                 height: r.try_get("height").map_err(err)?,
+                duration_ms: r.try_get("duration_ms").map_err(err)?,
                 stored_hash: r.try_get("stored_hash").map_err(err)?,
                 thumb_key: r.try_get("thumb_key").map_err(err)?,
                 reject_reason: r.try_get("reject_reason").map_err(err)?,
