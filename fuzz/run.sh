@@ -17,8 +17,9 @@ seeds="$(cd "$here/../.." && pwd)/shared/corpus"
 opts=(-max_total_time="$secs" -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$artifacts/")
 case "$target" in
   process_upload)
-    # Every hostile file, and the real files up to 256 KiB (bigger ones only slow the loop down).
-    cp -n "$seeds"/hostile/* "$corpus/" 2>/dev/null || true
+    # Every hostile file, small containers of each audio kind the corpus lacks (WAV, FLAC, M4A,
+    # Opus), and the real files up to 256 KiB (bigger ones only slow the loop down).
+    cp -n "$seeds"/hostile/* "$here"/seeds/process_upload/* "$corpus/" 2>/dev/null || true
     find "$seeds/real" -type f -size -257k -exec cp -n {} "$corpus/" \;
     opts+=(-max_len=262144 -timeout=30) ;;
   api_request)

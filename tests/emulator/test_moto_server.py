@@ -367,3 +367,29 @@ def test_answers_are_on_the_wire_as_stock_moto_gives_them() -> None:
         ours.stop()
         stock.terminate()
         stock.wait(10)
+
+
+def test_a_scan_comes_in_short_pages_that_hold_every_item_once(moto: Moto) -> None:
+    """A page evaluates at most 500 items (MOTO_SCAN_PAGE_ITEMS), filters after the limit as
+    DynamoDB does, and following LastEvaluatedKey yields every item exactly once."""
+    moto.table("big")
+    with_many = [{"PutRequest": {"Item": {"pk": {"S": f"k{i:05d}"}, "n": {"N": str(i % 3)}}}} for i in range(1234)]
+    for i in range(0, len(with_many), 25):
+        moto.ddb.batch_write_item(RequestItems={"big": with_many[i:i + 25]})
+
+    def pages(**kw: object) -> list[list[str]]:
+        out, start = [], None
+        while True:
+            page = moto.ddb.scan(TableName="big", **({"ExclusiveStartKey": start} if start else {}), **kw)
+            out.append([i["pk"]["S"] for i in page["Items"]])
+            assert page["ScannedCount"] <= 500, page["ScannedCount"]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return out
+
+    every = pages()
+    assert len(every) >= 3 and all(len(p) <= 500 for p in every)
+    assert sorted(k for p in every for k in p) == [f"k{i:05d}" for i in range(1234)]
+    zeros = pages(FilterExpression="n = :z", ExpressionAttributeValues={":z": {"N": "0"}})
+    assert sorted(k for p in zeros for k in p) == [f"k{i:05d}" for i in range(1234) if i % 3 == 0]
+    assert [len(p) for p in pages(Limit=100)][:3] == [100, 100, 100], "a smaller Limit is kept"
