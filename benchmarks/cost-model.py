@@ -224,7 +224,7 @@ def calls(counts: dict[str, dict[str, int]]) -> int:
 
 @contextmanager
 def gateway(**overrides: str) -> Iterator[str]:
-    port = soak_free_port()
+    port = free_port()
     env = {**os.environ, **ENV, "GATEWAY_ADDR": f"127.0.0.1:{port}", "DOWNLOAD_PAGE_SIZE": "2000",
            # Not the stack's queue: this gateway must not take the stack's upload events.
            "UPLOAD_QUEUE_URL": ENV["UPLOAD_QUEUE_URL"] + "-absent-for-the-cost-model", **overrides}
@@ -244,7 +244,7 @@ def gateway(**overrides: str) -> Iterator[str]:
         proc.wait(10)
 
 
-def soak_free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:

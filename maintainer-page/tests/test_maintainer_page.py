@@ -181,7 +181,7 @@ def test_an_image_previews_at_full_size_with_its_facts(page: Page, stack: Stack,
         page.screenshot(path=shot, type="jpeg", quality=82)
 
 
-def test_audio_plays_and_reports_its_duration(page: Page, stack: Stack, main_deck: str):
+def test_audio_plays_and_reports_its_duration(page: Page, stack: Stack, main_deck: str, artifacts: Path):
     open_page(page, stack, main_deck, stack.token("maintain", [main_deck]))
     loaded(page, len(stack.listing(main_deck)))
     for name in AUDIO:
@@ -200,6 +200,7 @@ def test_audio_plays_and_reports_its_duration(page: Page, stack: Stack, main_dec
         # The duration the service read from the file's headers agrees with the browser's decoder.
         shown = region.locator("div", has=page.locator("dt", has_text="Duration")).locator("dd").inner_text()
         assert shown.endswith(" seconds") and abs(float(shown.split()[0]) - duration) <= 0.15, (name, shown, duration)
+        page.screenshot(path=str(artifacts / f"maintainer-page-{name}.png"))
         region.get_by_role("button", name="Close preview").click()
         expect(region).to_be_hidden()
 
