@@ -130,7 +130,8 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
         ..stored(&h)
     };
     assert!(repo.mark_ready(&h, &clip, &t.next()).await?);
-    assert_eq!((record(repo, &h).await?.duration_ms, record(repo, &h).await?.width), (Some(2612), None));
+    let r = record(repo, &h).await?;
+    assert_eq!((r.duration_ms, r.width), (Some(2612), None));
     assert_eq!(repo.get_many(&[h]).await?[&h].duration_ms, Some(2612));
     assert_eq!(ready.duration_ms, None, "images have none");
 
