@@ -393,3 +393,100 @@ def test_a_scan_comes_in_short_pages_that_hold_every_item_once(moto: Moto) -> No
     zeros = pages(FilterExpression="n = :z", ExpressionAttributeValues={":z": {"N": "0"}})
     assert sorted(k for p in zeros for k in p) == [f"k{i:05d}" for i in range(1234) if i % 3 == 0]
     assert [len(p) for p in pages(Limit=100)][:3] == [100, 100, 100], "a smaller Limit is kept"
+
+
+def stock_moto() -> tuple[subprocess.Popen, str]:
+    """Stock `python -m moto.server`, for comparing answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            raw(url, "ListTables", {})
+            break
+        except Exception:
+            time.sleep(0.1)
+    return proc, url
+
+
+def test_index_queries_follow_every_kind_of_write_as_stock_moto_does() -> None:
+    """Fix 12 keeps each table's items by the value of an index's key, brought up to date from the
+    keys that writes touch. A random sequence of every kind of write (puts that add, change or drop
+    the indexed value, updates that SET or REMOVE it, deletes, batches, transactions that commit
+    and transactions that are cancelled and roll back) on a table with a range key and on one
+    without, each followed by an index Query, must answer as stock moto does; MOTO_CHECK_INDEXES
+    also makes the server compare its map with a pass over the table on every Query."""
+    import random
+
+    ours = Moto(MOTO_CHECK_INDEXES="1")
+    stock, stock_url = stock_moto()
+    urls = [f"http://127.0.0.1:{ours.port}", stock_url]
+    tables = {  # name → (key attributes, index key attribute)
+        "holds": (["pk"], "pending"),
+        "refs": (["note", "filename"], "deck_file"),
+    }
+    try:
+        for url in urls:
+            for name, (keys, indexed) in tables.items():
+                raw(url, "CreateTable", {
+                    "TableName": name, "BillingMode": "PAY_PER_REQUEST",
+                    "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ["HASH", "RANGE"])],
+                    "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in [*keys, indexed, "at"]],
+                    "GlobalSecondaryIndexes": [{"IndexName": "ix", "Projection": {"ProjectionType": "ALL"}, "KeySchema": [
+                        {"AttributeName": indexed, "KeyType": "HASH"}, {"AttributeName": "at", "KeyType": "RANGE"}]}]})
+        rng = random.Random(12)
+        values = ["v0", "v1", "v2"]
+
+        def key(name: str) -> dict:
+            return {k: {"S": rng.choice(["a", "b", "c", "d"])} for k in tables[name][0]}
+
+        def item(name: str) -> dict:
+            out = {**key(name), "at": {"S": rng.choice(["1", "2"])}, "n": {"N": str(rng.randint(0, 3))}}
+            if rng.random() < 0.7:
+                out[tables[name][1]] = {"S": rng.choice(values)}
+            return out
+
+        def write(name: str) -> tuple[str, dict]:
+            indexed = tables[name][1]
+            kind = rng.choice(["put", "set", "remove", "delete", "batch", "commit", "cancel"])
+            if kind == "put":
+                return "PutItem", {"TableName": name, "Item": item(name)}
+            if kind in ("set", "remove"):
+                expr = "SET #i = :v, #at = :at" if kind == "set" else "REMOVE #i"
+                body = {"TableName": name, "Key": key(name), "UpdateExpression": expr, "ExpressionAttributeNames": {"#i": indexed}}
+                if kind == "set":
+                    body["ExpressionAttributeNames"]["#at"] = "at"
+                    body["ExpressionAttributeValues"] = {":v": {"S": rng.choice(values)}, ":at": {"S": "3"}}
+                return "UpdateItem", body
+            if kind == "delete":
+                return "DeleteItem", {"TableName": name, "Key": key(name)}
+            if kind == "batch":
+                keys = {json_key(k): k for k in (item(name) for _ in range(3))}  # a batch may not repeat a key
+                return "BatchWriteItem", {"RequestItems": {name: [{"PutRequest": {"Item": i}} for i in keys.values()]}}
+            first, second = item(name), item(name)
+            while all(first[k] == second[k] for k in tables[name][0]):
+                second = item(name)
+            ops = [{"Put": {"TableName": name, "Item": first}},
+                   {"Update": {"TableName": name, "Key": {k: second[k] for k in tables[name][0]},
+                               "UpdateExpression": "SET #i = :v", "ExpressionAttributeNames": {"#i": indexed},
+                               "ExpressionAttributeValues": {":v": {"S": rng.choice(values)}}}}]
+            if kind == "cancel":  # the last item's condition fails: both writes roll back
+                ops[1]["Update"]["ConditionExpression"] = "attribute_exists(never)"
+            return "TransactWriteItems", {"TransactItems": ops}
+
+        def json_key(i: dict) -> str:
+            return repr(sorted((k, v["S"]) for k, v in i.items() if k in ("pk", "note", "filename")))
+
+        for step in range(300):
+            name = rng.choice(list(tables))
+            op, body = write(name)
+            query = {"TableName": name, "IndexName": "ix", "KeyConditionExpression": "#i = :v",
+                     "ExpressionAttributeNames": {"#i": tables[name][1]}, "ExpressionAttributeValues": {":v": {"S": rng.choice(values)}}}
+            mine, theirs = [[raw(url, op, body)["status"], raw(url, "Query", query)] for url in urls]
+            assert mine == theirs, (step, op, body)
+        assert sum(raw(urls[0], "Scan", {"TableName": n})["body"]["Count"] for n in tables) > 8, "the tables filled"
+    finally:
+        ours.stop()
+        stock.terminate()
+        stock.wait(10)
