@@ -749,3 +749,140 @@ async fn audio_durations_are_read_and_limited() -> anyhow::Result<()> {
     assert_eq!((info["status"].as_str(), info["reason"].as_str()), (Some("rejected"), Some("corrupt_media")), "{info}");
     Ok(())
 }
+
+/// Runs a command of the audio tools that `scripts/bootstrap` installs (sox, espeak-ng, lame).
+fn tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("{program} is needed (scripts/bootstrap installs it)"))?;
+    anyhow::ensure!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// A 16-bit PCM WAV's rate, channel count and interleaved samples.
+fn pcm16(wav: &[u8]) -> anyhow::Result<(u32, usize, Vec<i16>)> {
+    let (mut at, mut format) = (12, None);
+    while at + 8 <= wav.len() {
+        let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into()?) as usize;
+        let body = &wav[at + 8..(at + 8 + size).min(wav.len())];
+        match &wav[at..at + 4] {
+            b"fmt " => {
+                format =
+                    Some((u16::from_le_bytes([body[2], body[3]]) as usize, u32::from_le_bytes(body[4..8].try_into()?)))
+            }
+            b"data" => {
+                let (channels, rate) = format.context("data before fmt")?;
+                return Ok((rate, channels, body.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]])).collect()));
+            }
+            _ => {}
+        }
+        at += 8 + size + (size & 1);
+    }
+    anyhow::bail!("no data chunk")
+}
+
+/// Pearson correlation and SNR (dB) of `got` against `want`, channel by channel (the worst),
+/// over the frames both have.
+fn closeness(want: &[i16], got: &[i16], channels: usize) -> (f64, f64) {
+    let frames = want.len().min(got.len()) / channels;
+    let (mut worst_r, mut worst_snr) = (f64::MAX, f64::MAX);
+    for c in 0..channels {
+        let w: Vec<f64> = (0..frames).map(|i| f64::from(want[i * channels + c])).collect();
+        let g: Vec<f64> = (0..frames).map(|i| f64::from(got[i * channels + c])).collect();
+        let (mw, mg) = (w.iter().sum::<f64>() / frames as f64, g.iter().sum::<f64>() / frames as f64);
+        let cov: f64 = w.iter().zip(&g).map(|(a, b)| (a - mw) * (b - mg)).sum();
+        let (vw, vg): (f64, f64) = (w.iter().map(|a| (a - mw).powi(2)).sum(), g.iter().map(|b| (b - mg).powi(2)).sum());
+        let noise: f64 = w.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum();
+        worst_r = worst_r.min(cov / (vw * vg).sqrt());
+        worst_snr = worst_snr.min(10.0 * (w.iter().map(|a| a * a).sum::<f64>() / noise).log10());
+    }
+    (worst_r, worst_snr)
+}
+
+#[tokio::test]
+async fn uncompressed_audio_is_stored_as_a_smaller_mp3_that_plays_the_same() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let dir = std::env::temp_dir().join(format!("ankicollab-audio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // Speech (espeak-ng: 22.05 kHz mono) and a stereo tone of a different pitch in each ear, each as
+    // WAV, FLAC and AIFF. A pid-dependent pitch keeps the files new on a stack that has seen them.
+    let pitch = 300 + std::process::id() % 200;
+    tool(
+        "espeak-ng",
+        &["-w", &path("speech.wav"), "Pronunciation practice: the quick brown fox jumps over the lazy dog."],
+    )?;
+    tool(
+        "sox",
+        &[
+            "-n",
+            "-r",
+            "44100",
+            "-c",
+            "2",
+            "-b",
+            "16",
+            &path("tone.wav"),
+            "synth",
+            "3",
+            "sine",
+            &pitch.to_string(),
+            "sine",
+            &(pitch * 3 / 2).to_string(),
+            "gain",
+            "-6",
+        ],
+    )?;
+    for source in ["speech", "tone"] {
+        tool("sox", &[&path(&format!("{source}.wav")), &path(&format!("{source}.flac"))])?;
+        tool("sox", &[&path(&format!("{source}.wav")), &path(&format!("{source}.aiff"))])?;
+    }
+    for name in ["speech.wav", "speech.flac", "speech.aiff", "tone.wav", "tone.flac", "tone.aiff"] {
+        let original = std::fs::read(path(name))?;
+        let info = stack.upload_processed(name, &original).await?;
+        assert_eq!(info["status"], "ready", "{name}: {info}");
+        assert_eq!(info["content_type"], "audio/mpeg", "{name}: {info}");
+        let hash = sha256_hex(&original);
+        let (stored, meta) = stack.object(&format!("media/{hash}")).await?.context("stored object")?;
+        assert_eq!(meta["content-type"], "audio/mpeg", "{name}");
+        assert_eq!(info["stored_size"].as_u64(), Some(stored.len() as u64), "{name}");
+        assert_eq!(info["stored_hash"].as_str(), Some(sha256_hex(&stored).as_str()), "{name}");
+
+        // Decoded by LAME's own decoder (which trims the encoder's delay and padding, as the tag
+        // says) against the original decoded by sox, both as 16-bit PCM.
+        std::fs::write(path("stored.mp3"), &stored)?;
+        tool("lame", &["--quiet", "--decode", &path("stored.mp3"), &path("decoded.wav")])?;
+        tool("sox", &[&path(name), "-b", "16", &path("reference.wav")])?;
+        let (rate, channels, want) = pcm16(&std::fs::read(path("reference.wav"))?)?;
+        let (got_rate, got_channels, got) = pcm16(&std::fs::read(path("decoded.wav"))?)?;
+        assert_eq!((got_rate, got_channels), (rate, channels), "{name}: rate and channels kept");
+        let ms = |samples: usize| (samples / channels) as f64 * 1000.0 / f64::from(rate);
+        let (want_ms, got_ms) = (ms(want.len()), ms(got.len()));
+        assert!((want_ms - got_ms).abs() <= 50.0, "{name}: {got_ms:.0} ms decoded, {want_ms:.0} ms uploaded");
+        let frames = (want.len() / channels) as u64;
+        assert_eq!(info["duration_ms"].as_u64(), Some(frames * 1000 / u64::from(rate)), "{name}: {info}");
+        let (r, snr) = closeness(&want, &got, channels);
+        println!(
+            "{name}: {} → {} bytes ({:.3}×), correlation {r:.4}, SNR {snr:.1} dB",
+            original.len(),
+            stored.len(),
+            stored.len() as f64 / original.len() as f64
+        );
+        assert!(stored.len() * 3 < original.len(), "{name}: {} of {} bytes", stored.len(), original.len());
+        assert!(r >= 0.97, "{name}: correlation {r:.4} (SNR {snr:.1} dB)");
+    }
+
+    // Truncated: a WAV cut in its data is refused, as is one longer than the limit.
+    let speech = std::fs::read(path("speech.wav"))?;
+    let info = stack.upload_processed("cut.wav", &speech[..speech.len() / 2]).await?;
+    assert_eq!((info["status"].as_str(), info["reason"].as_str()), (Some("rejected"), Some("corrupt_media")), "{info}");
+    tool(
+        "sox",
+        &["-n", "-r", "8000", "-c", "1", "-b", "16", &path("long.flac"), "synth", "301", "sine", &pitch.to_string()],
+    )?;
+    let info = stack.upload_processed("long.flac", &std::fs::read(path("long.flac"))?).await?;
+    assert_eq!((info["status"].as_str(), info["reason"].as_str()), (Some("rejected"), Some("too_long")), "{info}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! process-upload's content path on arbitrary bytes: sniff → (audio: duration from the container,
-//! length limit, stored as is) | (image: header pixel check → decode within limits → orient →
+//! length limit; WAV/AIFF/FLAC decoded and encoded as MP3 when smaller) | (image: header pixel check → decode within limits → orient →
 //! WebP or stripped original → thumbnail).
 //!
 //! A crash here is a finding: a panic (process-upload would catch it on its blocking thread and
@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(kind.content_type(), c.content_type, "stored audio does not sniff as its content type");
             let ms = c.duration_ms.expect("audio without a duration");
             assert!(ms <= limits.max_audio_seconds * 1000, "accepted {ms} ms of audio");
+            assert!(c.stored.len() <= data.len(), "stored audio is larger than the upload");
         }
         (Sniffed::Image(kind), Some(thumb)) => {
             let (w, h) = (c.width.unwrap_or(0), c.height.unwrap_or(0));

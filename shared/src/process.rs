@@ -14,7 +14,7 @@ use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason, StoredMedia};
 use crate::policy::Limits;
-use crate::sniff::{sniff, Sniffed};
+use crate::sniff::{sniff, AudioKind, Sniffed};
 use crate::store::{BlobStore, ReadBlob, Settlement};
 
 pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
@@ -128,9 +128,19 @@ pub fn content(bytes: Vec<u8>, limits: &Limits) -> Result<Converted, RejectReaso
                 tracing::info!(duration_ms, "audio too long");
                 return Err(RejectReason::TooLong);
             }
+            // Uncompressed audio is stored as MP3 when that is smaller; lossy audio as uploaded
+            // (re-encoding it would only lose quality).
+            let (stored, content_type) = match audio::to_mp3(kind, &bytes, duration_ms) {
+                Ok(Some(mp3)) => (mp3.bytes, AudioKind::Mp3.content_type()),
+                Ok(None) => (bytes, kind.content_type()),
+                Err(e) => {
+                    tracing::info!(error = %e, "audio that does not decode");
+                    return Err(RejectReason::CorruptMedia);
+                }
+            };
             Ok(Converted {
-                stored: bytes,
-                content_type: kind.content_type().to_string(),
+                stored,
+                content_type: content_type.to_string(),
                 size,
                 width: None,
                 height: None,

@@ -15,6 +15,7 @@ pub enum AudioKind {
     Mp3,
     Ogg,
     Wav,
+    Aiff,
     Flac,
     M4a,
 }
@@ -57,6 +58,7 @@ impl AudioKind {
             AudioKind::Mp3 => "audio/mpeg",
             AudioKind::Ogg => "audio/ogg",
             AudioKind::Wav => "audio/wav",
+            AudioKind::Aiff => "audio/aiff",
             AudioKind::Flac => "audio/flac",
             AudioKind::M4a => "audio/mp4",
         }
@@ -92,6 +94,9 @@ pub fn sniff(b: &[u8]) -> Sniffed {
     }
     if b.starts_with(b"fLaC") {
         return Audio(AudioKind::Flac);
+    }
+    if b.len() >= 12 && &b[..4] == b"FORM" && matches!(&b[8..12], b"AIFF" | b"AIFC") {
+        return Audio(AudioKind::Aiff);
     }
     if b.starts_with(b"OggS") {
         return if ogg_codec_allowed(b) { Audio(AudioKind::Ogg) } else { Unsupported("ogg-other") };
@@ -232,6 +237,9 @@ mod tests {
         assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Sniffed::Image(ImageKind::WebP));
         assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), Sniffed::Audio(AudioKind::Wav));
         assert_eq!(sniff(b"fLaC\x80\0\0\x22"), Sniffed::Audio(AudioKind::Flac));
+        assert_eq!(sniff(b"FORM\0\0\0\x20AIFFCOMM"), Sniffed::Audio(AudioKind::Aiff));
+        assert_eq!(sniff(b"FORM\0\0\0\x20AIFCFVER"), Sniffed::Audio(AudioKind::Aiff));
+        assert_eq!(sniff(b"FORM\0\0\0\x208SVXVHDR"), Sniffed::Unsupported("unknown"));
         assert_eq!(sniff(b"  <svg onload=alert(1)>"), Sniffed::Unsupported("markup"));
         assert_eq!(sniff(b"\x7fELF\x02\x01"), Sniffed::Unsupported("executable"));
         assert_eq!(sniff(b"PK\x03\x04"), Sniffed::Unsupported("zip"));

@@ -18,6 +18,7 @@ pub fn duration_ms(kind: AudioKind, b: &[u8]) -> Result<u64, Corrupt> {
         AudioKind::Mp3 => mp3(b),
         AudioKind::Ogg => ogg(b),
         AudioKind::Wav => wav(b),
+        AudioKind::Aiff => aiff(b),
         AudioKind::Flac => flac(b),
         AudioKind::M4a => m4a(b),
     }
@@ -191,6 +192,78 @@ fn wav(b: &[u8]) -> Result<u64, Corrupt> {
     Err(Corrupt("no data chunk"))
 }
 
+/// AIFF and AIFF-C: the `COMM` chunk's frame count at its sample rate (an 80-bit float), checked
+/// against the sound data that is there when the samples are uncompressed.
+fn aiff(b: &[u8]) -> Result<u64, Corrupt> {
+    if b.len() < 12 || &b[..4] != b"FORM" || !matches!(&b[8..12], b"AIFF" | b"AIFC") {
+        return Err(Corrupt("not FORM/AIFF"));
+    }
+    let (mut at, mut comm, mut sound) = (12usize, None, None);
+    while at + 8 <= b.len() {
+        let size = u32_be(b, at + 4).ok_or(Corrupt("short chunk"))? as usize;
+        let body = at + 8;
+        let chunk = b.get(body..body.saturating_add(size)).ok_or(Corrupt("chunk longer than the file"))?;
+        match &b[at..at + 4] {
+            b"COMM" => comm = Some(chunk),
+            b"SSND" => sound = Some(chunk.len().saturating_sub(8) as u64), // after offset and block size
+            _ => {}
+        }
+        at = body.checked_add(size + (size & 1)).ok_or(Corrupt("chunk size"))?;
+    }
+    let comm = comm.ok_or(Corrupt("no COMM chunk"))?;
+    let (channels, frames, bits) = match (comm.get(..2), u32_be(comm, 2), comm.get(6..8)) {
+        (Some(c), Some(f), Some(s)) => (u16::from_be_bytes([c[0], c[1]]), f, u16::from_be_bytes([s[0], s[1]])),
+        _ => return Err(Corrupt("short COMM chunk")),
+    };
+    let rate = comm.get(8..18).and_then(extended_to_u64).ok_or(Corrupt("sample rate"))?;
+    if frames > 0 {
+        // AIFF-C's compressed types hold fewer bytes than frames × channels × sample size.
+        let uncompressed = &b[8..12] == b"AIFF" || matches!(comm.get(18..22), Some(b"NONE" | b"sowt" | b"twos"));
+        let need = u64::from(frames) * u64::from(channels) * u64::from(bits).div_ceil(8);
+        if uncompressed && need > sound.ok_or(Corrupt("no SSND chunk"))? {
+            return Err(Corrupt("fewer samples than COMM says"));
+        }
+    }
+    ms(u64::from(frames), rate)
+}
+
+/// An IEEE 754 80-bit extended float (AIFF's sample rate) as a whole number, if it is one from
+/// 1 to 2^32: the exponent's bias is 16383 and the 64-bit mantissa has an explicit leading one.
+fn extended_to_u64(x: &[u8]) -> Option<u64> {
+    let exponent = i32::from(u16::from_be_bytes([x[0], x[1]]) & 0x7FFF) - 16383;
+    let mantissa = u64_be(x, 2)?;
+    if x[0] & 0x80 != 0 || !(0..32).contains(&exponent) {
+        return None;
+    }
+    Some(mantissa >> (63 - exponent))
+}
+
+/// The channel count a WAV's `fmt ` or an AIFF's `COMM` chunk gives (FLAC's is 1 to 8 by
+/// construction), read before a decoder sees the file: decoders multiply it by other fields.
+pub(crate) fn channel_count(kind: AudioKind, b: &[u8]) -> Option<u16> {
+    let (id, little_endian) = match kind {
+        AudioKind::Wav => (b"fmt ", true),
+        AudioKind::Aiff => (b"COMM", false),
+        AudioKind::Flac => return b.get(20).map(|x| u16::from((x >> 1) & 7) + 1),
+        _ => return None,
+    };
+    let mut at = 12usize;
+    while at + 8 <= b.len() {
+        let size = if little_endian { u32_le(b, at + 4)? } else { u32_be(b, at + 4)? } as usize;
+        if &b[at..at + 4] == id {
+            let offset = if little_endian { at + 10 } else { at + 8 };
+            let c = b.get(offset..offset + 2)?;
+            return Some(if little_endian {
+                u16::from_le_bytes([c[0], c[1]])
+            } else {
+                u16::from_be_bytes([c[0], c[1]])
+            });
+        }
+        at = at.checked_add(8 + size + (size & 1))?;
+    }
+    None
+}
+
 struct StreamInfo {
     rate: u64,
     samples: u64,
@@ -254,7 +327,7 @@ fn child<'a>(b: &'a [u8], name: &[u8; 4]) -> Option<&'a [u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn riff(chunks: &[(&[u8; 4], Vec<u8>)], declared: Option<u32>) -> Vec<u8> {
@@ -310,6 +383,40 @@ mod tests {
         let mut huge = b"RIFF\0\0\0\0WAVEjunk".to_vec();
         huge.extend_from_slice(&(u32::MAX - 1).to_le_bytes());
         assert!(duration_ms(AudioKind::Wav, &huge).is_err());
+    }
+
+    /// An AIFF of 16-bit samples; `frames` is what COMM says, `sound` the bytes of SSND.
+    pub(crate) fn aiff_file(rate: u32, channels: u16, frames: u32, sound: usize) -> Vec<u8> {
+        // 80-bit extended: exponent 16383 + the position of the rate's top bit, mantissa left-aligned.
+        let top = 31 - rate.leading_zeros();
+        let mut extended = ((16383 + top) as u16).to_be_bytes().to_vec();
+        extended.extend_from_slice(&(u64::from(rate) << (63 - top)).to_be_bytes());
+        let mut comm = channels.to_be_bytes().to_vec();
+        comm.extend_from_slice(&frames.to_be_bytes());
+        comm.extend_from_slice(&16u16.to_be_bytes());
+        comm.extend(extended);
+        let mut body = b"AIFF".to_vec();
+        for (id, data) in [(b"COMM", comm), (b"SSND", [vec![0; 8], vec![0; sound]].concat())] {
+            body.extend_from_slice(id);
+            body.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            body.extend(data);
+        }
+        [b"FORM".to_vec(), (body.len() as u32).to_be_bytes().to_vec(), body].concat()
+    }
+
+    #[test]
+    fn aiff_duration_is_comm_s_frames_at_its_rate_and_checked_against_the_sound() {
+        assert_eq!(duration_ms(AudioKind::Aiff, &aiff_file(44_100, 2, 22_050, 22_050 * 4)), Ok(500));
+        assert_eq!(duration_ms(AudioKind::Aiff, &aiff_file(8_000, 1, 8_000, 16_000)), Ok(1000));
+        // Ten hours announced in a few bytes of sound.
+        let lying = aiff_file(8_000, 1, 10 * 3600 * 8000, 100);
+        assert_eq!(duration_ms(AudioKind::Aiff, &lying), Err(Corrupt("fewer samples than COMM says")));
+        let mut cut = aiff_file(8_000, 1, 8_000, 16_000);
+        cut.truncate(100);
+        assert_eq!(duration_ms(AudioKind::Aiff, &cut), Err(Corrupt("chunk longer than the file")));
+        let mut no_rate = aiff_file(8_000, 1, 8_000, 16_000);
+        no_rate[28..38].fill(0); // COMM's rate: header 12, chunk header 8, channels/frames/bits 8
+        assert_eq!(duration_ms(AudioKind::Aiff, &no_rate), Err(Corrupt("sample rate")));
     }
 
     /// One MPEG-1 Layer III frame header at 128 kbps, 44.1 kHz, stereo: 417 bytes, 1152 samples.
