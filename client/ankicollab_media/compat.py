@@ -36,7 +36,7 @@ T = TypeVar("T")
 #: What the plugin accepts (and the server takes).
 ALLOWED_EXTENSIONS = {
     ".jpg", ".jpeg", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff",
-    ".mp3", ".ogg", ".oga", ".opus", ".wav", ".m4a", ".flac",
+    ".mp3", ".ogg", ".oga", ".opus", ".wav", ".m4a", ".flac", ".aif", ".aiff", ".aifc",
 }  # fmt: skip
 FloatProgress = Callable[[float], None]
 

@@ -68,7 +68,7 @@ pub fn class_from_filename(filename: &str) -> Option<MediaClass> {
     let ext = filename.rsplit_once('.')?.1.to_ascii_lowercase();
     match ext.as_str() {
         "png" | "jpg" | "jpeg" | "jfif" | "gif" | "webp" | "bmp" | "tif" | "tiff" => Some(MediaClass::Image),
-        "mp3" | "ogg" | "oga" | "opus" | "wav" | "m4a" => Some(MediaClass::Audio),
+        "mp3" | "ogg" | "oga" | "opus" | "wav" | "flac" | "aif" | "aiff" | "aifc" | "m4a" => Some(MediaClass::Audio),
         _ => None,
     }
 }
@@ -188,6 +188,8 @@ mod tests {
     fn classes() {
         assert_eq!(class_from_filename("a.PNG"), Some(MediaClass::Image));
         assert_eq!(class_from_filename("a.oga"), Some(MediaClass::Audio));
+        assert_eq!(class_from_filename("a.Flac"), Some(MediaClass::Audio));
+        assert_eq!(class_from_filename("a.aiff"), Some(MediaClass::Audio));
         assert_eq!(class_from_filename("a.svg"), None);
         assert_eq!(class_from_filename("noext"), None);
     }
