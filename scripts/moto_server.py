@@ -310,7 +310,7 @@ def query_one_partition():
                 candidates = [bucket]
         elif index_name is not None and len(conditions) == 1:
             ((name, value),) = conditions
-            candidates = ItemsByValue.of(table).items_with(name, value)
+            candidates = watcher(table, ItemsByValue).items_with(name, value)
             if CHECK_INDEXES:
                 test = equals(value)
                 expected = [item for item in every_item(table) if test(item.attrs.get(name))]
@@ -335,6 +335,12 @@ def query_one_partition():
 def every_item(table):
     return (item for bucket in table.items.values()
             for item in (bucket.values() if table.range_key_attr else (bucket,)))
+
+
+def item_at(table, hash_key, range_key):
+    """The item under a key, or None."""
+    bucket = table.items.get(hash_key)
+    return bucket if range_key is None or bucket is None else bucket.get(range_key)
 
 
 def watcher(table, cls):
@@ -368,23 +374,14 @@ class ItemsByValue:
         self.values = {}  # attribute → {(hash key, range key): value}
         self.touched = set()
 
-    @classmethod
-    def of(cls, table):
-        return watcher(table, cls)
-
     def items_with(self, name, value):
         if name not in self.keys:
             self.keys[name], self.values[name] = {}, {}
             for item in every_item(self.table):
                 self._add(name, (item.hash_key, item.range_key), item)
         self._catch_up()
-        found = []
-        for hash_key, range_key in self.keys[name].get(value, ()):
-            bucket = self.table.items.get(hash_key)
-            item = bucket if range_key is None or bucket is None else bucket.get(range_key)
-            if item is not None:
-                found.append(item)
-        return found
+        found = (item_at(self.table, *key) for key in self.keys[name].get(value, ()))
+        return [item for item in found if item is not None]
 
     def _add(self, name, key, item):
         value = item.attrs.get(name)
@@ -395,9 +392,7 @@ class ItemsByValue:
     def _catch_up(self):
         touched, self.touched = self.touched, set()
         for key in touched:
-            hash_key, range_key = key
-            bucket = self.table.items.get(hash_key)
-            item = bucket if range_key is None or bucket is None else bucket.get(range_key)
+            item = item_at(self.table, *key)
             for name, by_value in self.keys.items():
                 old = self.values[name].pop(key, None)
                 if old is not None:
@@ -424,17 +419,13 @@ class ScanOrder:
         plain = (hash_key.cast_value, range_key.cast_value) if self.ranged else hash_key.cast_value
         return plain, hash_key, range_key
 
-    def _item(self, hash_key, range_key):
-        bucket = self.table.items.get(hash_key)
-        return bucket if not self.ranged or bucket is None else bucket.get(range_key)
-
     def page(self, after, count):
         """Up to `count` items (None: all) from just after the plain key `after` (None: from the
         start)."""
         touched, self.touched = self.touched, set()
         for hash_key, range_key in touched:
             entry = self._entry(hash_key, range_key)
-            exists = self._item(hash_key, range_key) is not None
+            exists = item_at(self.table, hash_key, range_key) is not None
             if exists and entry[0] not in self.present:
                 bisect.insort(self.order, entry)
                 self.present.add(entry[0])
@@ -443,7 +434,7 @@ class ScanOrder:
                 self.present.discard(entry[0])
         start = 0 if after is None else bisect.bisect_right(self.order, (after, MAX))
         end = None if count is None else start + count
-        return [self._item(h, r) for _, h, r in self.order[start:end]]
+        return [item_at(self.table, h, r) for _, h, r in self.order[start:end]]
 
 
 class _Max:
