@@ -330,7 +330,7 @@ fn child<'a>(b: &'a [u8], name: &[u8; 4]) -> Option<&'a [u8]> {
 pub(crate) mod tests {
     use super::*;
 
-    fn riff(chunks: &[(&[u8; 4], Vec<u8>)], declared: Option<u32>) -> Vec<u8> {
+    pub(crate) fn riff(chunks: &[(&[u8; 4], Vec<u8>)], declared: Option<u32>) -> Vec<u8> {
         let mut body = b"WAVE".to_vec();
         for (id, data) in chunks {
             body.extend_from_slice(*id);
@@ -347,7 +347,7 @@ pub(crate) mod tests {
         out
     }
 
-    fn fmt_pcm(rate: u32, channels: u16, bits: u16) -> Vec<u8> {
+    pub(crate) fn fmt_pcm(rate: u32, channels: u16, bits: u16) -> Vec<u8> {
         let align = channels * bits / 8;
         let mut f = Vec::new();
         f.extend_from_slice(&1u16.to_le_bytes());

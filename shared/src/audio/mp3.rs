@@ -163,6 +163,7 @@ fn corrupt(e: &DecodeError) -> Corrupt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::duration::tests::{aiff_file, fmt_pcm, riff};
 
     /// `seconds` of a 440 Hz tone, 16-bit PCM WAV.
     fn tone_wav(rate: u32, channels: u16, seconds: f64) -> Vec<u8> {
@@ -174,20 +175,7 @@ mod tests {
                 data.extend_from_slice(&v.to_le_bytes());
             }
         }
-        let align = channels * 2;
-        let mut fmt = 1u16.to_le_bytes().to_vec();
-        fmt.extend_from_slice(&channels.to_le_bytes());
-        fmt.extend_from_slice(&rate.to_le_bytes());
-        fmt.extend_from_slice(&(rate * u32::from(align)).to_le_bytes());
-        fmt.extend_from_slice(&align.to_le_bytes());
-        fmt.extend_from_slice(&16u16.to_le_bytes());
-        let mut body = b"WAVEfmt ".to_vec();
-        body.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
-        body.extend(fmt);
-        body.extend_from_slice(b"data");
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend(data);
-        [b"RIFF".to_vec(), (body.len() as u32).to_le_bytes().to_vec(), body].concat()
+        riff(&[(b"fmt ", fmt_pcm(rate, channels, 16)), (b"data", data)], None)
     }
 
     #[test]
@@ -208,13 +196,13 @@ mod tests {
 
     #[test]
     fn an_aiff_becomes_an_mp3_and_one_cut_short_is_corrupt() {
-        let aiff = crate::audio::duration::tests::aiff_file(22_050, 1, 44_100, 88_200);
+        let aiff = aiff_file(22_050, 1, 44_100, 88_200);
         let mp3 = to_mp3(AudioKind::Aiff, &aiff, 2_000).unwrap().expect("smaller");
         assert_eq!((mp3.sample_rate, mp3.channels), (22_050, 1));
         assert!(mp3.bytes.len() * 10 < aiff.len());
         // COMM promises two seconds, SSND holds one: the header check refuses it first, and the
         // decoder would too.
-        let short = crate::audio::duration::tests::aiff_file(22_050, 1, 44_100, 44_100);
+        let short = aiff_file(22_050, 1, 44_100, 44_100);
         assert!(duration_ms(AudioKind::Aiff, &short).is_err());
         assert!(to_mp3(AudioKind::Aiff, &short, 2_000).is_err());
     }
