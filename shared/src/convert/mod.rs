@@ -1,6 +1,7 @@
 //! Image processing: decode within limits, orient, drop metadata, pick the smallest good encoding,
 //! and make a thumbnail. Pure CPU work with no I/O; callers run it on a blocking thread.
 
+mod libwebp;
 mod ssim;
 mod strip;
 
@@ -16,8 +17,8 @@ use crate::sniff::ImageKind;
 pub use ssim::{ssim, Picture};
 pub use strip::{jpeg_is_complete, strip_metadata};
 
-/// Quality of lossy WebP: what the AnkiCollab plugin has always used (Pillow's `quality=85`, the
-/// same libwebp and method). Every image's q85 encoding is its quality floor: whatever is stored
+/// Quality of lossy WebP: what the AnkiCollab plugin has always used (Pillow's `quality=85`, with
+/// the same libwebp, 1.6.0, and method). Every image's q85 encoding is its quality floor: whatever is stored
 /// instead must score at least its SSIM.
 pub const PHOTO_QUALITY: f32 = 85.0;
 pub const THUMBNAIL_QUALITY: f32 = 70.0;
@@ -34,9 +35,9 @@ pub const GRAPHIC_MAX_COLOURS: usize = 1024;
 pub enum Effort {
     /// One lossy encoding at the plugin's settings (and lossless for graphics).
     Fast,
-    /// Also the encodings of [`LADDER`], keeping the smallest that scores at least the q85
-    /// encoding's SSIM: about 10% fewer bytes on the benchmark corpus, for several encodings' time
-    /// (BENCHMARKS.md, "Conversion"). Bytes are paid at every download, the time once.
+    /// Also searches each image for the smallest lossy encoding that scores at least its q85
+    /// encoding's SSIM ([`SearchPlan`]), for a few encodings' time (BENCHMARKS.md,
+    /// "Conversion"). Bytes are paid at every download, the time once.
     #[default]
     Smallest,
 }
@@ -74,8 +75,21 @@ pub struct ProcessedImage {
     pub thumbnail: Vec<u8>,
     /// The WebP encoding that was stored, or that the original beat.
     pub webp: WebpSettings,
-    /// When the ladder ran: the SSIM of the q85 floor and of the lossy encoding it kept.
+    /// When the search ran: the SSIM of the q85 floor and of the lossy encoding it kept.
     pub ssim: Option<(f64, f64)>,
+    /// When the search ran: how it went.
+    pub search: Option<SearchStats>,
+}
+
+/// How one image's search went (benchmarks report it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Searched on a sample, then checked on the whole picture.
+    pub sampled: bool,
+    /// Encodings scored during the search (of the sample when sampled), the floor's not counted.
+    pub probes: u32,
+    /// The whole-picture check failed the sample's pick and tried a higher quality.
+    pub retried: bool,
 }
 
 /// What libwebp was asked for (libwebp's defaults unless said otherwise); benchmarks replay it
@@ -91,8 +105,12 @@ pub struct WebpSettings {
     pub sns_strength: i32,
     /// Segments, 1 to 4 (default 4).
     pub segments: i32,
+    /// Loop filter strength, 0 to 100 (default 60).
+    pub filter_strength: i32,
     /// Loop filter sharpness, 0 to 7 (default 0).
     pub filter_sharpness: i32,
+    /// Let libwebp choose the loop filter strength per picture (`autofilter`).
+    pub autofilter: bool,
     /// Pre-processing: 0 none (default), 1 segment-smooth.
     pub preprocessing: i32,
 }
@@ -104,31 +122,71 @@ const LOSSY: WebpSettings = WebpSettings {
     sharp_yuv: false,
     sns_strength: 50,
     segments: 4,
+    filter_strength: 60,
     filter_sharpness: 0,
+    autofilter: false,
     preprocessing: 0,
 };
 const LOSSLESS: WebpSettings = WebpSettings { lossless: true, quality: 100.0, ..LOSSY };
 
-/// The lossy encodings [`Effort::Smallest`] tries after the q85 floor: families of settings, each
-/// from its highest quality down, for as long as the result keeps the floor's SSIM. Sharp YUV
-/// keeps colour edges through 4:2:0 chroma, which lets smooth photos drop to q70-80; strong noise
-/// shaping with three segments, a sharper loop filter and pre-processing suits large graphics and
-/// gradients; libwebp's slowest method at the plugin's quality finds a few percent on detailed
-/// photos. A family stops at its first step that scores below the bar (lower qualities would
-/// score lower still); a step no smaller than the best so far is skipped unscored. Chosen by a search over the benchmark corpus
-/// (BENCHMARKS.md, "Conversion"); the SSIM check makes them safe on anything else.
-pub const LADDER: [(WebpSettings, &[f32]); 3] = [
-    (WebpSettings { sharp_yuv: true, ..LOSSY }, &[83.0, 82.0, 80.0, 75.0, 70.0]),
-    (WebpSettings { sns_strength: 100, segments: 3, filter_sharpness: 7, preprocessing: 1, ..LOSSY }, &[82.0, 76.0]),
-    (WebpSettings { method: 6, ..LOSSY }, &[85.0]),
-];
+/// How [`Effort::Smallest`] searches each image for a smaller encoding at the q85 floor's score.
+/// Nothing here is a per-image constant: every family is searched for the lowest quality at which
+/// this image still keeps its floor, so what is found depends on the image alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPlan {
+    /// Setting families, each searched for its lowest passing quality (all libwebp defaults
+    /// except what the family changes; `quality` is ignored).
+    pub families: Vec<WebpSettings>,
+    /// No family goes below this quality.
+    pub lowest_quality: f32,
+    /// Larger pictures are searched on a sample of whole macroblock tiles from a grid over the
+    /// picture, about this share of its pixels (at least [`Self::min_sample_pixels`], at most
+    /// [`Self::max_sample_pixels`]); the pick is then encoded and scored on the whole picture.
+    /// 1 searches every picture whole.
+    pub sample_share: f64,
+    pub min_sample_pixels: u64,
+    pub max_sample_pixels: u64,
+    /// A family's search stops once the step still open would save less than this share of its
+    /// bytes.
+    pub stop_share: f64,
+    /// How far below the floor's SSIM a candidate may score: 0 in the service, which never stores
+    /// worse than q85; benchmarks raise it to trace bytes against score.
+    pub ssim_slack: f64,
+}
 
-/// Pictures above this size get one encoding whatever the effort: the ladder costs about ten
-/// encodings' time, and at 50 Mpx that would approach process-upload's timeout.
-pub const LADDER_MAX_PIXELS: u64 = 24_000_000;
+impl Default for SearchPlan {
+    fn default() -> Self {
+        Self {
+            // Chosen on the fit half of the wide corpus (BENCHMARKS.md, "Conversion"): of 17
+            // candidate families, the one that saved most within the time budget: sharp YUV,
+            // libwebp's SSIM-guided loop filter strength, no spatial noise shaping.
+            families: vec![WebpSettings { sharp_yuv: true, autofilter: true, sns_strength: 0, ..LOSSY }],
+            lowest_quality: 50.0,
+            sample_share: 0.125,
+            min_sample_pixels: 65_536,
+            max_sample_pixels: 262_144,
+            stop_share: 0.01,
+            ssim_slack: 0.0,
+        }
+    }
+}
+
+impl SearchPlan {
+    /// The q85 floor's settings, which every family starts from.
+    pub const fn floor() -> WebpSettings {
+        LOSSY
+    }
+}
+
+/// Pictures above this size get one encoding whatever the effort, to stay well inside
+/// process-upload's timeout.
+pub const SEARCH_MAX_PIXELS: u64 = 24_000_000;
 
 /// A candidate must beat the floor's SSIM by this much, so that rounding can never make it worse.
 const SSIM_MARGIN: f64 = 1e-5;
+/// Sampled pictures are cut into tiles of this edge: whole 16-pixel macroblocks, so that a tile is
+/// encoded on the same block grid as in the picture.
+const TILE: usize = 128;
 
 fn decode_limits(limits: &Limits) -> image::Limits {
     let mut l = image::Limits::default();
@@ -155,6 +213,16 @@ fn check_pixels(w: u32, h: u32, limits: &Limits) -> Result<(), RejectReason> {
 /// Turn uploaded image bytes into what we store. Never returns something larger than `bytes`
 /// unless the original cannot be kept (wrong orientation, BMP/TIFF, or a payload after the image).
 pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<ProcessedImage, RejectReason> {
+    process_image_with(kind, bytes, limits, &SearchPlan::default())
+}
+
+/// [`process_image`] with another search plan (benchmarks compare plans).
+pub fn process_image_with(
+    kind: ImageKind,
+    bytes: &[u8],
+    limits: &Limits,
+    plan: &SearchPlan,
+) -> Result<ProcessedImage, RejectReason> {
     if bytes.len() as u64 > limits.max_image_bytes {
         return Err(RejectReason::TooLarge);
     }
@@ -178,30 +246,33 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
     let (width, height) = (img.width(), img.height());
     let area = u64::from(width) * u64::from(height);
     let tiny = area < TINY_PIXELS;
-    // Consumes the decoded image, so that one full-size copy of the pixels is alive (the ladder
+    // Consumes the decoded image, so that one full-size copy of the pixels is alive (the search
     // decodes one candidate at a time beside it).
     let pixels = Pixels::from_image(img);
     let floor = pixels.encode(&LOSSY)?;
-    let mut ssim = None;
+    // Few colours (screenshots, text, diagrams): lossless is exact and sometimes smaller, but
+    // grayscale photos and anti-aliased text are often three times smaller lossy.
+    let lossless = if kind != ImageKind::Jpeg && pixels.is_graphic() { Some(pixels.encode(&LOSSLESS)?) } else { None };
+    // What a searched encoding must be smaller than to be worth keeping.
+    let limit = lossless.as_ref().map_or(floor.len(), |l| l.len().min(floor.len()));
+    let (mut ssim, mut search) = (None, None);
     let (mut settings, mut webp) = match limits.effort {
-        Effort::Smallest if !tiny && area <= LADDER_MAX_PIXELS => match pixels.smaller_than(&floor)? {
+        Effort::Smallest if !tiny && area <= SEARCH_MAX_PIXELS => match pixels.smaller_than(&floor, limit, plan)? {
             None => (LOSSY, floor),
-            Some(Search { bar, best: None }) => {
-                ssim = Some((bar, bar));
+            Some(Search { bar, best: None, stats }) => {
+                (ssim, search) = (Some((bar, bar)), Some(stats));
                 (LOSSY, floor)
             }
-            Some(Search { bar, best: Some((settings, bytes, score)) }) => {
-                ssim = Some((bar, score));
-                (settings, bytes)
+            Some(Search { bar, best: Some(found), stats }) => {
+                (ssim, search) = (Some((bar, found.score)), Some(stats));
+                (found.settings, found.bytes)
             }
         },
         _ => (LOSSY, floor),
     };
-    if kind != ImageKind::Jpeg && pixels.is_graphic() {
-        // Few colours (screenshots, text, diagrams): lossless is exact and sometimes smaller, but
-        // grayscale photos and anti-aliased text are often three times smaller lossy. Tiny images
-        // stay lossless: a few hundred bytes saved are not worth 4:2:0 chroma on ten pixels.
-        let lossless = pixels.encode(&LOSSLESS)?;
+    if let Some(lossless) = lossless {
+        // Tiny images stay lossless: a few hundred bytes saved are not worth 4:2:0 chroma on ten
+        // pixels.
         if lossless.len() <= webp.len() || tiny {
             (settings, webp) = (LOSSLESS, lossless);
         }
@@ -221,6 +292,7 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
             thumbnail,
             webp: settings,
             ssim,
+            search,
         },
         _ => ProcessedImage {
             bytes: webp,
@@ -231,6 +303,7 @@ pub fn process_image(kind: ImageKind, bytes: &[u8], limits: &Limits) -> Result<P
             thumbnail,
             webp: settings,
             ssim,
+            search,
         },
     })
 }
@@ -298,11 +371,29 @@ fn decode_float_tiff(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, Reje
     img.ok_or(RejectReason::CorruptMedia)
 }
 
-/// What the ladder found: the floor's SSIM, and the smallest passing encoding with its score.
+/// What the search found: the floor's SSIM, and the smallest passing encoding.
 struct Search {
     bar: f64,
-    best: Option<(WebpSettings, Vec<u8>, f64)>,
+    best: Option<Found>,
+    stats: SearchStats,
 }
+
+/// A lossy encoding that keeps the floor, with its score.
+struct Found {
+    settings: WebpSettings,
+    bytes: Vec<u8>,
+    score: f64,
+}
+
+/// One encoding tried by a family's search.
+struct Probe {
+    quality: f32,
+    bytes: Vec<u8>,
+    score: f64,
+}
+
+/// Probes per family after its q85 one: enough to interpolate to within a quality step.
+const MAX_PROBES: usize = 5;
 
 /// 8-bit pixels ready for libwebp, without an alpha channel when every pixel is opaque.
 struct Pixels {
@@ -310,6 +401,8 @@ struct Pixels {
     width: u32,
     height: u32,
     alpha: bool,
+    /// Encodings scored by [`Pixels::probe`].
+    probes: std::cell::Cell<u32>,
 }
 
 impl Pixels {
@@ -319,18 +412,33 @@ impl Pixels {
         if img.color().has_alpha() {
             let rgba = img.into_rgba8();
             if rgba.pixels().any(|p| p.0[3] != 255) {
-                return Self { data: rgba.into_raw(), width, height, alpha: true };
+                return Self::new(rgba.into_raw(), width, height, true);
             }
-            return Self { data: DynamicImage::ImageRgba8(rgba).into_rgb8().into_raw(), width, height, alpha: false };
+            return Self::new(DynamicImage::ImageRgba8(rgba).into_rgb8().into_raw(), width, height, false);
         }
-        Self { data: img.into_rgb8().into_raw(), width, height, alpha: false }
+        Self::new(img.into_rgb8().into_raw(), width, height, false)
+    }
+
+    fn new(data: Vec<u8>, width: u32, height: u32, alpha: bool) -> Self {
+        Self { data, width, height, alpha, probes: std::cell::Cell::new(0) }
+    }
+
+    fn channels(&self) -> usize {
+        if self.alpha {
+            4
+        } else {
+            3
+        }
+    }
+
+    fn area(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
     }
 
     /// Few distinct colours: screenshots, diagrams, text, palette images.
     fn is_graphic(&self) -> bool {
-        let step = if self.alpha { 4 } else { 3 };
         let mut seen = HashSet::with_capacity(GRAPHIC_MAX_COLOURS + 1);
-        for px in self.data.chunks_exact(step) {
+        for px in self.data.chunks_exact(self.channels()) {
             let key = px.iter().fold(0u32, |acc, &c| (acc << 8) | u32::from(c));
             if seen.insert(key) && seen.len() > GRAPHIC_MAX_COLOURS {
                 return false;
@@ -343,62 +451,210 @@ impl Pixels {
         Picture { data: &self.data, width: self.width as usize, height: self.height as usize, alpha: self.alpha }
     }
 
+    /// About `want` pixels of this picture as a mosaic of [`TILE`]-pixel tiles, taken from an even
+    /// grid over it and kept in their order, so the sample holds the picture's mix of flat and
+    /// detailed regions. `None` when the picture is too narrow for a grid of tiles.
+    fn sample(&self, want: u64) -> Option<Pixels> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (across, down) = (w / TILE, h / TILE);
+        let tiles = (want as usize).div_ceil(TILE * TILE).max(1);
+        if across == 0 || down == 0 || across * down <= tiles {
+            return None;
+        }
+        // A grid with the picture's aspect ratio.
+        let gx = ((tiles as f64 * across as f64 / down as f64).sqrt().round() as usize).clamp(1, across);
+        let gy = tiles.div_ceil(gx).clamp(1, down);
+        let n = self.channels();
+        let (sw, sh) = (gx * TILE, gy * TILE);
+        let mut data = vec![0u8; sw * sh * n];
+        // Tile i of g starts near the centre of its g-th of the picture, on a macroblock edge.
+        let start = |i: usize, g: usize, len: usize| {
+            ((((2 * i + 1) * len) / (2 * g)).saturating_sub(TILE / 2) & !15).min(len - TILE)
+        };
+        for ty in 0..gy {
+            let y0 = start(ty, gy, h);
+            for tx in 0..gx {
+                let x0 = start(tx, gx, w);
+                for row in 0..TILE {
+                    let src = ((y0 + row) * w + x0) * n;
+                    let dst = ((ty * TILE + row) * sw + tx * TILE) * n;
+                    data[dst..dst + TILE * n].copy_from_slice(&self.data[src..src + TILE * n]);
+                }
+            }
+        }
+        Some(Pixels::new(data, sw as u32, sh as u32, self.alpha))
+    }
+
     /// SSIM of an encoding of these pixels against them; `None` if the picture is smaller than
     /// SSIM's window.
     fn ssim_of(&self, webp: &[u8]) -> Result<Option<f64>, RejectReason> {
-        let decoded = webp::Decoder::new(webp).decode().ok_or_else(|| corrupt("our own WebP did not decode"))?;
+        let decoded = libwebp::decode(webp).ok_or_else(|| corrupt("our own WebP did not decode"))?;
         let other = Picture {
-            data: &decoded,
-            width: decoded.width() as usize,
-            height: decoded.height() as usize,
-            alpha: decoded.is_alpha(),
+            data: &decoded.pixels,
+            width: decoded.width as usize,
+            height: decoded.height as usize,
+            alpha: decoded.alpha,
         };
         Ok(ssim(&self.picture(), &other))
     }
 
-    /// The smallest encoding of [`LADDER`] that is smaller than `floor` (the q85 encoding) and
-    /// scores at least its SSIM, if any; `None` when the picture is too small to score.
-    fn smaller_than(&self, floor: &[u8]) -> Result<Option<Search>, RejectReason> {
+    /// The smallest encoding the plan finds that is smaller than `limit` (at most the size of
+    /// `floor`, the q85 encoding) and scores at least the floor's SSIM, if any; `None` when the
+    /// picture is too small to score. Large pictures are searched on a sample, and the pick is
+    /// encoded and scored whole.
+    fn smaller_than(&self, floor: &[u8], limit: usize, plan: &SearchPlan) -> Result<Option<Search>, RejectReason> {
         let Some(bar) = self.ssim_of(floor)? else { return Ok(None) };
-        let mut best: Option<(WebpSettings, Vec<u8>, f64)> = None;
-        for (family, qualities) in LADDER {
-            for &quality in qualities {
-                let settings = WebpSettings { quality, ..family };
-                let bytes = self.encode(&settings)?;
-                if bytes.len() >= best.as_ref().map_or(floor.len(), |(_, b, _)| b.len()) {
-                    continue; // not smaller; a lower quality may be
+        let slack = plan.ssim_slack;
+        let area = self.area();
+        let want = ((area as f64 * plan.sample_share) as u64).clamp(plan.min_sample_pixels, plan.max_sample_pixels);
+        let sample = if plan.sample_share < 1.0 && want * 10 < area * 7 { self.sample(want) } else { None };
+        let mut stats = SearchStats { sampled: sample.is_some(), ..SearchStats::default() };
+        let best = match sample {
+            None => self.search(limit, bar - slack, plan)?,
+            Some(sample) => {
+                let sample_floor = sample.encode(&LOSSY)?;
+                let pick = match sample.ssim_of(&sample_floor)? {
+                    None => None,
+                    Some(sample_bar) => sample.search(sample_floor.len(), sample_bar - slack, plan)?,
+                };
+                stats.probes = sample.probes.get();
+                // The pick shrinks the sample by about what it would shrink the picture: a pick
+                // that would not get under the limit is not worth a whole-picture encoding.
+                let expected = |pick: &Found| pick.bytes.len() as f64 / sample_floor.len() as f64 * floor.len() as f64;
+                match pick {
+                    Some(pick) if expected(&pick) < limit as f64 => {
+                        self.confirm(pick.settings, limit, bar - slack, &mut stats.retried)?
+                    }
+                    _ => None,
                 }
-                match self.ssim_of(&bytes)? {
-                    Some(score) if score >= bar + SSIM_MARGIN => best = Some((settings, bytes, score)),
-                    // Lower qualities of this family would score lower still.
-                    _ => break,
+            }
+        };
+        stats.probes += self.probes.get();
+        Ok(Some(Search { bar, best, stats }))
+    }
+
+    /// The smallest of each family's lowest passing encoding, if any is smaller than `limit`.
+    fn search(&self, limit: usize, bar: f64, plan: &SearchPlan) -> Result<Option<Found>, RejectReason> {
+        let mut best: Option<Found> = None;
+        for family in &plan.families {
+            let limit = best.as_ref().map_or(limit, |b| b.bytes.len());
+            if let Some(found) = self.lowest_passing(family, bar, plan)? {
+                if found.bytes.len() < limit {
+                    best = Some(found);
                 }
             }
         }
-        Ok(Some(Search { bar, best }))
+        Ok(best)
+    }
+
+    fn probe(&self, family: &WebpSettings, quality: f32) -> Result<Probe, RejectReason> {
+        self.probes.set(self.probes.get() + 1);
+        let bytes = self.encode(&WebpSettings { quality, ..*family })?;
+        let score = self.ssim_of(&bytes)?.unwrap_or(f64::NEG_INFINITY);
+        Ok(Probe { quality, bytes, score })
+    }
+
+    /// The lowest quality of `family` that scores at least `bar`, assuming the score falls as the
+    /// quality does: q85 first, then ten lower, then steps that interpolate (or, while every probe
+    /// passes, extrapolate) the score linearly to the bar, rounded towards passing. Stops when the
+    /// open step is one quality wide or would save less than `plan.stop_share` of the bytes.
+    fn lowest_passing(
+        &self,
+        family: &WebpSettings,
+        bar: f64,
+        plan: &SearchPlan,
+    ) -> Result<Option<Found>, RejectReason> {
+        let target = bar + SSIM_MARGIN;
+        let mut pass = self.probe(family, PHOTO_QUALITY)?;
+        if pass.score < target {
+            return Ok(None); // loses quality even at the floor's own setting
+        }
+        let mut above: Option<(f32, f64)> = None; // the passing probe before `pass`
+        let mut fail: Option<Probe> = None;
+        let mut quality = (PHOTO_QUALITY - 10.0).max(plan.lowest_quality);
+        for _ in 0..MAX_PROBES {
+            if quality >= pass.quality {
+                break;
+            }
+            let p = self.probe(family, quality)?;
+            if p.score >= target {
+                above = Some((pass.quality, pass.score));
+                pass = p;
+            } else {
+                fail = Some(p);
+            }
+            quality = match &fail {
+                Some(f) => {
+                    let saving = pass.bytes.len().saturating_sub(f.bytes.len()) as f64;
+                    if pass.quality - f.quality <= 1.0 || saving < plan.stop_share * pass.bytes.len() as f64 {
+                        break;
+                    }
+                    let t = ((target - f.score) / (pass.score - f.score)).clamp(0.0, 1.0) as f32;
+                    (f.quality + t * (pass.quality - f.quality)).ceil().clamp(f.quality + 1.0, pass.quality - 1.0)
+                }
+                None => {
+                    if pass.quality <= plan.lowest_quality {
+                        break;
+                    }
+                    let (q_above, s_above) = above.unwrap_or((PHOTO_QUALITY, pass.score));
+                    let slope = (s_above - pass.score) / f64::from(q_above - pass.quality).max(1.0);
+                    let drop = if slope > 0.0 { ((pass.score - target) / slope) as f32 } else { 10.0 };
+                    (pass.quality - drop.floor().max(1.0)).max(plan.lowest_quality)
+                }
+            };
+        }
+        Ok(Some(Found {
+            settings: WebpSettings { quality: pass.quality, ..*family },
+            bytes: pass.bytes,
+            score: pass.score,
+        }))
+    }
+
+    /// Encode the whole picture at what its sample picked and score it; if the sample was
+    /// optimistic, once more halfway back to the floor's quality.
+    fn confirm(
+        &self,
+        mut settings: WebpSettings,
+        limit: usize,
+        bar: f64,
+        retried: &mut bool,
+    ) -> Result<Option<Found>, RejectReason> {
+        for attempt in 0..2 {
+            *retried = attempt > 0;
+            let bytes = self.encode(&settings)?;
+            if bytes.len() >= limit {
+                return Ok(None);
+            }
+            if let Some(score) = self.ssim_of(&bytes)? {
+                if score >= bar + SSIM_MARGIN {
+                    return Ok(Some(Found { settings, bytes, score }));
+                }
+            }
+            if settings.quality >= PHOTO_QUALITY {
+                break;
+            }
+            settings.quality =
+                (settings.quality + ((PHOTO_QUALITY - settings.quality) / 2.0).ceil()).min(PHOTO_QUALITY);
+        }
+        Ok(None)
     }
 
     fn encode(&self, settings: &WebpSettings) -> Result<Vec<u8>, RejectReason> {
-        let encoder = if self.alpha {
-            webp::Encoder::from_rgba(&self.data, self.width, self.height)
-        } else {
-            webp::Encoder::from_rgb(&self.data, self.width, self.height)
-        };
-        let config = webp_config(settings)?;
-        let out = encoder.encode_advanced(&config).map_err(|e| corrupt(format!("{e:?}")))?;
-        Ok(out.to_vec())
+        libwebp::encode(&self.data, self.width, self.height, self.alpha, &webp_config(settings)?).map_err(corrupt)
     }
 }
 
-fn webp_config(settings: &WebpSettings) -> Result<webp::WebPConfig, RejectReason> {
-    let mut config = webp::WebPConfig::new().map_err(|_| corrupt("libwebp config"))?;
+fn webp_config(settings: &WebpSettings) -> Result<libwebp_sys::WebPConfig, RejectReason> {
+    let mut config = libwebp::config().ok_or_else(|| corrupt("libwebp config"))?;
     config.lossless = i32::from(settings.lossless);
     config.quality = settings.quality;
     config.method = settings.method;
     config.use_sharp_yuv = i32::from(settings.sharp_yuv);
     config.sns_strength = settings.sns_strength;
     config.segments = settings.segments;
+    config.filter_strength = settings.filter_strength;
     config.filter_sharpness = settings.filter_sharpness;
+    config.autofilter = i32::from(settings.autofilter);
     config.preprocessing = settings.preprocessing;
     // Keep invisible pixels' colours out of the file; they cost bytes and can carry data.
     config.exact = 0;
@@ -492,6 +748,7 @@ fn encode_animation(
             thumbnail,
             webp: settings,
             ssim: None,
+            search: None,
         },
         _ => ProcessedImage {
             bytes: webp,
@@ -502,20 +759,21 @@ fn encode_animation(
             thumbnail,
             webp: settings,
             ssim: None,
+            search: None,
         },
     })
 }
 
 fn encode_frames(frames: &[Frame], width: u32, height: u32, settings: &WebpSettings) -> Result<Vec<u8>, RejectReason> {
     let config = webp_config(settings)?;
-    let mut encoder = webp::AnimEncoder::new(width, height, &config);
     let mut timestamp = 0i32;
+    let mut timed = Vec::with_capacity(frames.len());
     for frame in frames {
-        encoder.add_frame(webp::AnimFrame::from_rgba(frame.buffer().as_raw(), width, height, timestamp));
+        timed.push((frame.buffer().as_raw().as_slice(), timestamp));
         let (num, den) = frame.delay().numer_denom_ms();
         timestamp = timestamp.saturating_add((num / den.max(1)).max(1) as i32);
     }
-    Ok(encoder.try_encode().map_err(|e| corrupt(format!("{e:?}")))?.to_vec())
+    libwebp::encode_animation(timed, width, height, timestamp, &config).map_err(corrupt)
 }
 
 #[cfg(test)]
@@ -534,39 +792,133 @@ mod tests {
         Limits { effort, ..Limits::default() }
     }
 
-    /// SSIM of stored WebP bytes against the original's pixels, decoded by the image crate.
-    fn score(original: &Pixels, webp: &[u8]) -> f64 {
-        let decoded = image::load_from_memory(webp).unwrap();
-        let data = if original.alpha { decoded.to_rgba8().into_raw() } else { decoded.to_rgb8().into_raw() };
-        let picture = Picture { data: &data, ..original.picture() };
-        ssim(&original.picture(), &picture).unwrap()
+    /// The upright pixels process_image starts from.
+    fn upright(kind: ImageKind, input: &[u8]) -> Pixels {
+        let (mut img, orientation) = decode_still(kind, input, &Limits::default()).unwrap();
+        img.apply_orientation(orientation);
+        Pixels::from_image(img)
     }
 
-    /// The ladder's promise, checked from the outside: what `smallest` stores is no larger than
-    /// what `fast` stores, and a lossy result scores at least the q85 encoding's SSIM, computed
-    /// here again from the stored bytes rather than taken from the result.
+    /// SSIM the plain way, sharing nothing with `ssim.rs` or libwebp: WebP decoded by the image
+    /// crate's own decoder, alpha composited on white in f64, each channel's means, variances
+    /// and covariance filtered whole by a separable Gaussian (σ 1.5, 11 taps), averaged over the
+    /// picture less the 5-pixel border and over the three channels.
+    fn reference_ssim(original: &Pixels, webp: &[u8]) -> f64 {
+        let decoded = image::load_from_memory_with_format(webp, image::ImageFormat::WebP).unwrap().to_rgba8();
+        let (w, h) = (original.width as usize, original.height as usize);
+        assert_eq!((decoded.width() as usize, decoded.height() as usize), (w, h));
+        let n = original.channels();
+        let on_white = |v: u8, a: u8| f64::from(v) * f64::from(a) / 255.0 + 255.0 * (1.0 - f64::from(a) / 255.0);
+        let k: Vec<f64> = (0..11).map(|i| (-0.5 * (i as f64 - 5.0).powi(2) / 2.25).exp()).collect();
+        let sum: f64 = k.iter().sum();
+        let k: Vec<f64> = k.iter().map(|x| x / sum).collect();
+        // Valid-region Gaussian filter: out[y][x] for the window centred at (y + 5, x + 5).
+        let blur = |p: &[f64]| -> Vec<f64> {
+            let (ow, oh) = (w - 10, h - 10);
+            let rows: Vec<f64> = (0..h)
+                .flat_map(|y| (0..ow).map(move |x| (y, x)))
+                .map(|(y, x)| (0..11).map(|i| k[i] * p[y * w + x + i]).sum())
+                .collect();
+            (0..oh)
+                .flat_map(|y| (0..ow).map(move |x| (y, x)))
+                .map(|(y, x)| (0..11).map(|i| k[i] * rows[(y + i) * ow + x]).sum())
+                .collect()
+        };
+        let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+        let mut total = 0.0;
+        for c in 0..3 {
+            let mut a = Vec::with_capacity(w * h);
+            let mut b = Vec::with_capacity(w * h);
+            for (i, px) in original.data.chunks_exact(n).enumerate() {
+                let q = decoded.as_raw()[i * 4..i * 4 + 4].to_vec();
+                if original.alpha {
+                    a.push(on_white(px[c], px[3]));
+                    b.push(on_white(q[c], q[3]));
+                } else {
+                    a.push(f64::from(px[c]));
+                    b.push(f64::from(q[c]));
+                }
+            }
+            let (ma, mb) = (blur(&a), blur(&b));
+            let sq = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).collect::<Vec<f64>>();
+            let (aa, bb, ab) = (blur(&sq(&a, &a)), blur(&sq(&b, &b)), blur(&sq(&a, &b)));
+            let mut s = 0.0;
+            for i in 0..ma.len() {
+                let (va, vb, cov) = (aa[i] - ma[i] * ma[i], bb[i] - mb[i] * mb[i], ab[i] - ma[i] * mb[i]);
+                s += ((2.0 * ma[i] * mb[i] + c1) * (2.0 * cov + c2))
+                    / ((ma[i] * ma[i] + mb[i] * mb[i] + c1) * (va + vb + c2));
+            }
+            total += s / ma.len() as f64;
+        }
+        total / 3.0
+    }
+
+    /// The search's promise, checked from the outside on a sample of the corpus (photos, a
+    /// drawing, text, an icon with alpha, a screenshot, a rotated phone photo, and a picture
+    /// large enough to be searched on a sample): what `smallest` stores is no larger than what
+    /// `fast` stores, and when it is WebP it scores at least the q85 encoding, both scored again
+    /// here from the bytes by [`reference_ssim`].
     #[test]
     fn smallest_is_no_larger_and_no_worse_than_q85() {
-        for (name, kind) in [("Minduka_Present_Blue_Pack.png", ImageKind::Png), ("grace_hopper.jpg", ImageKind::Jpeg)] {
+        let sample = [
+            ("Minduka_Present_Blue_Pack.png", ImageKind::Png),
+            ("grace_hopper.jpg", ImageKind::Jpeg),
+            ("chelsea.png", ImageKind::Png),
+            ("text.png", ImageKind::Png),
+            ("logo.png", ImageKind::Png),
+            ("screenshot-1.bmp", ImageKind::Bmp),
+            ("phone-exif-rotated-1.jpg", ImageKind::Jpeg),
+            ("retina.jpg", ImageKind::Jpeg),
+        ];
+        let mut sampled = false;
+        for (name, kind) in sample {
             let input = corpus(name);
             let fast = process_image(kind, &input, &with(Effort::Fast)).unwrap();
             let small = process_image(kind, &input, &with(Effort::Smallest)).unwrap();
-            assert_eq!(fast.ssim, None, "{name}");
+            assert_eq!((fast.ssim, fast.search), (None, None), "{name}");
             assert!(small.bytes.len() <= fast.bytes.len(), "{name}: {} > {}", small.bytes.len(), fast.bytes.len());
+            let stats = small.search.expect("the search ran");
+            sampled |= stats.sampled;
 
-            let pixels = Pixels::from_image(image::load_from_memory(&input).unwrap());
-            let floor = score(&pixels, &pixels.encode(&LOSSY).unwrap());
-            let (reported_floor, kept) = small.ssim.expect("the ladder ran");
-            assert!((floor - reported_floor).abs() < 1e-9, "{name}: {floor} vs {reported_floor}");
-            if small.encoding == Encoding::Lossy {
-                let stored = score(&pixels, &small.bytes);
-                assert!((stored - kept).abs() < 1e-9, "{name}: reported {kept}, stored scores {stored}");
-                assert!(stored >= floor, "{name}: {stored} < {floor}");
+            let pixels = upright(kind, &input);
+            let floor = reference_ssim(&pixels, &pixels.encode(&LOSSY).unwrap());
+            if small.content_type == "image/webp" {
+                let stored = reference_ssim(&pixels, &small.bytes);
+                assert!(stored >= floor, "{name}: stored {stored} < q85 floor {floor} ({:?})", small.webp);
             }
+            let (reported_floor, kept) = small.ssim.unwrap();
+            assert!((reported_floor - floor).abs() < 1e-4, "{name}: ssim.rs {reported_floor}, reference {floor}");
+            assert!(kept >= reported_floor, "{name}");
         }
+        assert!(sampled, "no picture was large enough to be searched on a sample");
     }
 
-    /// A drawing the ladder shrinks (BENCHMARKS.md): `smallest` must find a smaller lossy
+    /// A sample is whole tiles of the picture, each where the grid puts it.
+    #[test]
+    fn a_sample_is_tiles_of_the_picture() {
+        let (w, h) = (1000u32, 700u32);
+        let data: Vec<u8> = (0..w * h).flat_map(|i| [(i % 251) as u8, (i / 7 % 253) as u8, (i % 13) as u8]).collect();
+        let pixels = Pixels::new(data, w, h, false);
+        let sample = pixels.sample(100_000).unwrap();
+        assert_eq!(sample.width as usize % TILE, 0);
+        assert_eq!(sample.height as usize % TILE, 0);
+        let area = u64::from(sample.width) * u64::from(sample.height);
+        assert!((100_000..200_000).contains(&area), "{area}");
+        // Every tile row is a run of the picture's row at a macroblock-aligned column.
+        for row in sample.data.chunks_exact(TILE * 3) {
+            let found = pixels
+                .data
+                .chunks_exact(w as usize * 3)
+                .any(|src| (0..=(w as usize - TILE)).step_by(16).any(|x| &src[x * 3..(x + TILE) * 3] == row));
+            assert!(found, "a tile row that is not in the picture");
+        }
+        assert!(
+            Pixels::new(vec![0; 100 * 5000 * 3], 100, 5000, false).sample(65_536).is_none(),
+            "too narrow for tiles"
+        );
+    }
+
+    /// A drawing the search shrinks (BENCHMARKS.md): `smallest` must find a smaller lossy
     /// encoding here, or it has stopped working.
     #[test]
     fn smallest_finds_a_smaller_encoding_for_a_graphic() {
