@@ -64,6 +64,13 @@ def secs(rows: dict[str, dict]) -> float:
     return sum(r["secs"] for r in rows.values())
 
 
+def table(title: str, columns: list[str]) -> None:
+    """A Markdown heading and table header; the first column is text, the rest numbers."""
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("| " + " | ".join(["---"] + ["---:"] * (len(columns) - 1)) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=os.path.expanduser("~/.cache/ankicollab-media/wide-corpus/fit"))
@@ -90,6 +97,9 @@ def main() -> None:
     print(f"{args.corpus}: {len(files)} pictures, {mpx:.1f} Mpx, fast stores {total(fast):,} B" + (f"; not images: {failed}" if failed else ""))
 
     chosen = args.plan.split(",") if args.plan else choose(binary, files, fast, args)
+    if not chosen:
+        print("\nno family saves enough on these pictures: nothing to sample or trace")
+        return
     shares(binary, files, fast, chosen, args)
     frontier(binary, files, fast, chosen, args)
 
@@ -97,9 +107,8 @@ def main() -> None:
 def choose(binary: str, files: list[str], fast: dict[str, dict], args: argparse.Namespace) -> list[str]:
     base = total(fast)
     fast_secs = secs(fast)
-    print(f"\n## 1. Each family alone (sample share {args.share})\n")
-    print("| family | bytes | / fast | pictures it shrinks | time / fast's |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    table(f"1. Each family alone (sample share {args.share})",
+          ["family", "bytes", "/ fast", "pictures it shrinks", "time / fast's"])
     alone: dict[str, dict[str, dict]] = {}
     cost: dict[str, float] = {}
     for fam in args.families.split(","):
@@ -140,9 +149,9 @@ def choose(binary: str, files: list[str], fast: dict[str, dict], args: argparse.
 
 def shares(binary: str, files: list[str], fast: dict[str, dict], chosen: list[str], args: argparse.Namespace) -> None:
     base = total(fast)
-    print("\n## 3. Sample shares, with the chosen families\n")
-    print("| sample share | bytes | / fast | time / fast's | pictures sampled | sample's pick undone by the whole-picture check |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    table("3. Sample shares, with the chosen families",
+          ["sample share", "bytes", "/ fast", "time / fast's", "pictures sampled",
+           "sample's pick undone by the whole-picture check"])
     for share in args.shares.split(","):
         rows = sweep(binary, files, ["--effort", "smallest", "--families", ",".join(chosen), "--sample-share", share],
                      args.repeat, args.jobs)
@@ -154,9 +163,8 @@ def shares(binary: str, files: list[str], fast: dict[str, dict], chosen: list[st
 
 def frontier(binary: str, files: list[str], fast: dict[str, dict], chosen: list[str], args: argparse.Namespace) -> None:
     base = total(fast)
-    print("\n## 4. Bytes against score: the SSIM bar lowered\n")
-    print("| SSIM slack | bytes | / fast | mean run-time SSIM, kept − floor | pictures kept below the floor |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    table("4. Bytes against score: the SSIM bar lowered",
+          ["SSIM slack", "bytes", "/ fast", "mean run-time SSIM, kept − floor", "pictures kept below the floor"])
     for slack in args.slacks.split(","):
         rows = sweep(binary, files, ["--effort", "smallest", "--families", ",".join(chosen),
                                      "--sample-share", args.share, "--ssim-slack", slack],
