@@ -7,8 +7,8 @@ half, which nothing was chosen on.
 1. Every candidate family alone, at the service's sample share (--share): per family the bytes
    against `fast` (one q85 encoding, or lossless for graphics when smaller) and the time.
 2. Families chosen greedily among those that keep the set within --max-time of fast's time: the
-   one that saves most, then the one that adds most to it, while the addition saves at least
-   --min-gain of the bytes. A plan searching several families keeps,
+   one that saves most (or the cheapest of those within --min-gain of it), then the one that adds
+   most to it, while the addition saves at least --min-gain of the bytes. A plan searching several families keeps,
    per picture, the smallest passing encoding of any, so a set's bytes are the per-picture minimum.
 3. The chosen families at each --shares sample share: bytes, how often the whole-picture check
    undid the sample's pick, and time per Mpx against `fast`'s.
@@ -135,7 +135,10 @@ def choose(binary: str, files: list[str], fast: dict[str, dict], args: argparse.
         if not trials:
             print("- no other family fits the time budget")
             break
-        f, b = min(trials.items(), key=lambda kv: kv[1])
+        # The cheapest of those within --min-gain of the best: more time must buy more bytes.
+        least = min(trials.values())
+        f, b = min(((g, t) for g, t in trials.items() if t <= least + args.min_gain * base),
+                   key=lambda kv: set_cost(chosen + [kv[0]]))
         gain = (current - b) / base
         print(f"- adding {f}: {b / base:.3f} of fast (saves {gain:.3%} more), about {set_cost(chosen + [f]):.2f}× fast's time")
         if gain < args.min_gain:
