@@ -159,7 +159,7 @@ def shares(binary: str, files: list[str], fast: dict[str, dict], chosen: list[st
         rows = sweep(binary, files, ["--effort", "smallest", "--families", ",".join(chosen), "--sample-share", share],
                      args.repeat, args.jobs)
         sampled = sum(1 for r in rows.values() if (r.get("search") or {}).get("sampled"))
-        undone = sum(1 for r in rows.values() if (r.get("search") or {}).get("undone"))
+        undone = sum(1 for r in rows.values() if (r.get("search") or {}).get("retried"))
         print(f"| {share} | {total(rows):,} | {total(rows) / base:.3f} | {secs(rows) / secs(fast):.2f}× | {sampled} | {undone} |",
               flush=True)
 

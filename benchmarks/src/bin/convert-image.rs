@@ -83,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         },
                         "ssim_floor": img.ssim.map(|s| s.0),
                         "ssim_kept": img.ssim.map(|s| s.1),
-                        "search": img.search.map(|s| json!({"sampled": s.sampled, "probes": s.probes, "undone": s.retried})),
+                        "search": img.search.map(|s| json!({"sampled": s.sampled, "probes": s.probes, "retried": s.retried})),
                     })
                 );
             }

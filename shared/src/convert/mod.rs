@@ -18,8 +18,8 @@ pub use ssim::{ssim, Picture};
 pub use strip::{jpeg_is_complete, strip_metadata};
 
 /// Quality of lossy WebP: what the AnkiCollab plugin has always used (Pillow's `quality=85`, with
-/// the same libwebp, 1.6.0, and method). Every image's q85 encoding is its quality floor: whatever is stored
-/// instead must score at least its SSIM.
+/// the same libwebp, 1.6.0, and method). Every image's q85 encoding is its quality floor: whatever
+/// is stored instead must score at least its SSIM.
 pub const PHOTO_QUALITY: f32 = 85.0;
 pub const THUMBNAIL_QUALITY: f32 = 70.0;
 /// libwebp's effort, 0 (fast) to 6 (smallest).
