@@ -1,6 +1,7 @@
 //! Image processing: decode within limits, orient, drop metadata, pick the smallest good encoding,
 //! and make a thumbnail. Pure CPU work with no I/O; callers run it on a blocking thread.
 
+mod jpeg;
 mod libwebp;
 mod ssim;
 mod strip;
@@ -313,6 +314,9 @@ fn decode_still(
     bytes: &[u8],
     limits: &Limits,
 ) -> Result<(DynamicImage, image::metadata::Orientation), RejectReason> {
+    if kind == ImageKind::Jpeg {
+        return jpeg::decode(bytes, limits);
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), kind.image_format());
     reader.limits(decode_limits(limits));
     let mut decoder = reader.into_decoder().map_err(corrupt)?;

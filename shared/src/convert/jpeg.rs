@@ -1,0 +1,300 @@
+//! JPEG decoding by libjpeg-turbo, the decoder Pillow and cwebp use (through `mozjpeg-sys`, whose
+//! decoder is libjpeg-turbo's, statically linked). Its integer IDCT, fancy upsampling and colour
+//! conversion give the AnkiCollab plugin's pixels to the bit, so an image's q85 encoding here is
+//! byte for byte the plugin's and its quality floor is the plugin's own. zune-jpeg (the `image`
+//! crate's decoder) differed by up to 5 levels on up to 14% of the pixels, enough for a q85
+//! encoding of its pixels to score below Pillow's (BENCHMARKS.md, "Conversion").
+//!
+//! libjpeg reports a fatal error by calling `error_exit`, which must not return: ours unwinds to
+//! [`decode`] (the C is built with `-fexceptions` for that, mozjpeg-sys's `unwinding` feature) with
+//! a payload that becomes `corrupt_media`, without the panic hook's log line. Hostile files are
+//! bounded as the other decoders are: the header's pixel count is checked before anything is
+//! allocated, libjpeg's whole-image buffers (progressive and multi-scan files) are capped, a file
+//! may not have more than [`MAX_SCANS`] scans (each scan of a progressive file walks every block,
+//! so thousands of tiny scans would make a small file decode for minutes), and running out of data
+//! is an error rather than libjpeg's grey fill.
+
+use std::ffi::{c_int, c_long, c_ulong, CStr};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, RgbImage};
+use mozjpeg_sys as sys;
+
+use super::{check_pixels, corrupt};
+use crate::model::RejectReason;
+use crate::policy::Limits;
+
+/// Progressive files have about 10 scans (libjpeg's default script) and rarely more than 20.
+pub const MAX_SCANS: c_int = 100;
+/// Rows handed to libjpeg per call (its own row groups are at most 16 tall).
+const ROWS_PER_CALL: usize = 16;
+const APP1: c_int = 0xE1;
+
+/// What `error_exit` unwinds with: libjpeg's message.
+struct Failure(String);
+
+/// libjpeg's state for one decode. Boxed, because libjpeg keeps pointers to the error and
+/// progress managers, which must not move.
+struct Decompress {
+    cinfo: sys::jpeg_decompress_struct,
+    err: sys::jpeg_error_mgr,
+    progress: sys::jpeg_progress_mgr,
+}
+
+impl Drop for Decompress {
+    fn drop(&mut self) {
+        // SAFETY: frees what libjpeg allocated; a no-op when creation never got that far (its
+        // memory manager is still null), and allowed after an error exit.
+        unsafe { sys::jpeg_destroy_decompress(&mut self.cinfo) }
+    }
+}
+
+/// The pixels of a JPEG as Pillow decodes them (RGB, grayscale, or CMYK converted to RGB as
+/// Pillow converts it), and the orientation its Exif asks for.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, Orientation), RejectReason> {
+    // SAFETY: every field is an integer, a nullable pointer or an `Option` of a function pointer,
+    // for which all-zero is valid; libjpeg initialises the rest.
+    let mut d: Box<Decompress> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY (the closure): `d` outlives the decode and is not moved while libjpeg holds pointers
+    // into it; `bytes` outlives it too. If libjpeg unwinds, `d` is only destroyed afterwards.
+    match catch_unwind(AssertUnwindSafe(|| unsafe { d.decode(bytes, limits) })) {
+        Ok(result) => result,
+        Err(payload) => Err(match payload.downcast::<Failure>() {
+            Ok(failure) => corrupt(format_args!("libjpeg: {}", failure.0)),
+            Err(_) => corrupt("libjpeg decoder panicked"),
+        }),
+    }
+}
+
+impl Decompress {
+    unsafe fn decode(&mut self, bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, Orientation), RejectReason> {
+        self.cinfo.common.err = sys::jpeg_std_error(&mut self.err);
+        self.err.error_exit = Some(error_exit);
+        self.err.emit_message = Some(emit_message);
+        self.err.output_message = Some(silent);
+        self.progress.progress_monitor = Some(progress_monitor);
+        sys::jpeg_create_decompress(&mut self.cinfo);
+        self.cinfo.common.progress = &mut self.progress;
+        // Whole-image coefficient buffers, as the `image` decoders' allocation limit.
+        (*self.cinfo.common.mem).max_memory_to_use =
+            c_long::try_from(super::decode_limits(limits).max_alloc.unwrap_or(0)).unwrap_or(c_long::MAX);
+        sys::jpeg_save_markers(&mut self.cinfo, APP1, 0xFFFF);
+        sys::jpeg_mem_src(&mut self.cinfo, bytes.as_ptr(), bytes.len() as c_ulong);
+        sys::jpeg_read_header(&mut self.cinfo, 1);
+
+        let (width, height) = (self.cinfo.image_width, self.cinfo.image_height);
+        check_pixels(width, height, limits)?;
+        let orientation = self.orientation();
+        use sys::J_COLOR_SPACE::*;
+        let channels = match self.cinfo.jpeg_color_space {
+            JCS_GRAYSCALE => 1,
+            JCS_CMYK | JCS_YCCK => 4,
+            _ => 3,
+        };
+        self.cinfo.out_color_space = match channels {
+            1 => JCS_GRAYSCALE,
+            4 => JCS_CMYK,
+            _ => JCS_RGB,
+        };
+        sys::jpeg_start_decompress(&mut self.cinfo);
+        let (w, h) = (self.cinfo.output_width as usize, self.cinfo.output_height as usize);
+        if (w, h) != (width as usize, height as usize) || self.cinfo.output_components != channels as c_int {
+            return Err(corrupt("libjpeg's output is not the header's size"));
+        }
+
+        let stride = w * channels;
+        let mut pixels = vec![0u8; stride * h];
+        while (self.cinfo.output_scanline as usize) < h {
+            let first = self.cinfo.output_scanline as usize;
+            let mut rows: Vec<*mut u8> =
+                pixels[first * stride..].chunks_exact_mut(stride).take(ROWS_PER_CALL).map(<[u8]>::as_mut_ptr).collect();
+            // With the whole file in memory libjpeg never suspends, so every call makes progress.
+            if sys::jpeg_read_scanlines(&mut self.cinfo, rows.as_mut_ptr(), rows.len() as u32) == 0 {
+                return Err(corrupt("libjpeg returned no rows"));
+            }
+        }
+
+        let image = match channels {
+            1 => GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8),
+            4 => RgbImage::from_raw(width, height, cmyk_to_rgb(&pixels)).map(DynamicImage::ImageRgb8),
+            _ => RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8),
+        };
+        Ok((image.ok_or_else(|| corrupt("pixel buffer size"))?, orientation))
+    }
+
+    /// The orientation in the first Exif APP1 segment, if any.
+    unsafe fn orientation(&self) -> Orientation {
+        let mut marker = self.cinfo.marker_list;
+        while let Some(m) = marker.as_ref() {
+            if c_int::from(m.marker) == APP1 && !m.data.is_null() {
+                let data = std::slice::from_raw_parts(m.data, m.data_length as usize);
+                if let Some(exif) = data.strip_prefix(b"Exif\0\0") {
+                    return Orientation::from_exif_chunk(exif).unwrap_or(Orientation::NoTransforms);
+                }
+            }
+            marker = m.next;
+        }
+        Orientation::NoTransforms
+    }
+}
+
+/// Pillow's CMYK to RGB, after reading JPEG's CMYK as Adobe's inverted samples (what Pillow
+/// assumes of every CMYK JPEG): each channel is K' × (1 − C'), in Pillow's integer arithmetic.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let mul_div_255 = |a: u32, b: u32| {
+        let t = a * b + 128;
+        ((t >> 8) + t) >> 8
+    };
+    cmyk.chunks_exact(4)
+        .flat_map(|p| {
+            // Inverted samples: the ink is 255 − stored, and 255 − ink of K is the stored K.
+            let nk = u32::from(p[3]);
+            [0, 1, 2].map(|i| nk.saturating_sub(mul_div_255(255 - u32::from(p[i]), nk)) as u8)
+        })
+        .collect()
+}
+
+fn message(cinfo: &mut sys::jpeg_common_struct) -> String {
+    let buffer = [0u8; 80];
+    // SAFETY: `err` was set before libjpeg could report anything; format_message writes a
+    // NUL-terminated message of at most 80 bytes into the buffer.
+    unsafe {
+        if let Some(format) = (*cinfo.err).format_message {
+            format(cinfo, &buffer);
+        }
+    }
+    CStr::from_bytes_until_nul(&buffer).map_or_else(|_| "unknown error".into(), |m| m.to_string_lossy().into_owned())
+}
+
+/// Never returns: unwinds to [`decode`]. `resume_unwind` skips the panic hook, so a corrupt
+/// upload is one log line (`corrupt`'s), not a panic report.
+unsafe extern "C-unwind" fn error_exit(cinfo: &mut sys::jpeg_common_struct) {
+    resume_unwind(Box::new(Failure(message(cinfo))))
+}
+
+/// Warnings are counted and ignored as Pillow ignores them (corrupt entropy data decodes as
+/// best it can), except the data ending early, which Pillow refuses as a truncated file.
+unsafe extern "C-unwind" fn emit_message(cinfo: &mut sys::jpeg_common_struct, level: c_int) {
+    if level < 0 {
+        (*cinfo.err).num_warnings += 1;
+        if (*cinfo.err).msg_code == sys::JWRN_JPEG_EOF as c_int {
+            error_exit(cinfo);
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn silent(_: &mut sys::jpeg_common_struct) {}
+
+/// Called by libjpeg as it reads: stops files with more than [`MAX_SCANS`] scans.
+unsafe extern "C-unwind" fn progress_monitor(cinfo: &mut sys::jpeg_common_struct) {
+    // SAFETY: only ever installed on a decompressor, whose struct starts with the common one.
+    let scans = (*(cinfo as *mut sys::jpeg_common_struct).cast::<sys::jpeg_decompress_struct>()).input_scan_number;
+    if scans > MAX_SCANS {
+        resume_unwind(Box::new(Failure(format!("more than {MAX_SCANS} scans"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jpeg");
+
+    fn corpus_dir() -> String {
+        std::env::var("CORPUS").unwrap_or_else(|_| format!("{}/../../shared/corpus", env!("CARGO_MANIFEST_DIR")))
+    }
+
+    fn orientation_code(o: Orientation) -> u8 {
+        use Orientation::*;
+        match o {
+            NoTransforms => 1,
+            FlipHorizontal => 2,
+            Rotate180 => 3,
+            FlipVertical => 4,
+            Rotate90FlipH => 5,
+            Rotate90 => 6,
+            Rotate270FlipH => 7,
+            Rotate270 => 8,
+        }
+    }
+
+    /// Every fixture (each subsampling, grayscale, CMYK, RGB, progressive, arithmetic, restart
+    /// markers, Exif orientation) and every JPEG of the shared corpus decodes to exactly the
+    /// pixels Pillow decodes it to (`testdata/jpeg/expected.txt`, made by `make-fixtures.py`), with
+    /// the orientation Pillow reads.
+    #[test]
+    fn decodes_every_pixel_as_pillow_does() {
+        let expected = std::fs::read_to_string(format!("{FIXTURES}/expected.txt")).unwrap();
+        let mut checked = 0;
+        for line in expected.lines().filter(|l| !l.starts_with('#')) {
+            let [name, sha, orientation] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{line}") };
+            let fixture = format!("{FIXTURES}/{name}");
+            let path =
+                if std::path::Path::new(&fixture).exists() { fixture } else { format!("{}/real/{name}", corpus_dir()) };
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let (img, o) = decode(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let rgb = img.into_rgb8();
+            assert_eq!(hex::encode(Sha256::digest(rgb.as_raw())), sha, "{name}: not Pillow's pixels");
+            assert_eq!(orientation_code(o).to_string(), orientation, "{name}: orientation");
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} files in expected.txt");
+    }
+
+    /// A file whose data ends early is refused (libjpeg would fill the rest with grey), as are
+    /// garbage after the SOI marker and an empty buffer; none of them panics.
+    #[test]
+    fn refuses_truncated_and_garbage() {
+        let whole = std::fs::read(format!("{FIXTURES}/420.jpg")).unwrap();
+        for cut in [whole.len() / 2, whole.len() - 2, 200, 2, 0] {
+            assert_eq!(
+                decode(&whole[..cut], &Limits::default()).unwrap_err(),
+                RejectReason::CorruptMedia,
+                "cut at {cut}"
+            );
+        }
+        let mut garbage = vec![0xFF, 0xD8];
+        garbage.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        assert_eq!(decode(&garbage, &Limits::default()).unwrap_err(), RejectReason::CorruptMedia);
+    }
+
+    /// The header's size is checked before any pixel is allocated.
+    #[test]
+    fn refuses_too_many_pixels_from_the_header() {
+        let bytes = std::fs::read(format!("{FIXTURES}/420.jpg")).unwrap();
+        let limits = Limits { max_pixels: 121 * 87 - 1, ..Limits::default() };
+        assert_eq!(decode(&bytes, &limits).unwrap_err(), RejectReason::TooManyPixels);
+        let limits = Limits { max_pixels: 121 * 87, ..Limits::default() };
+        assert!(decode(&bytes, &limits).is_ok());
+    }
+
+    /// A progressive file whose first scan is repeated until it has more than [`MAX_SCANS`]
+    /// scans (each a walk over every block) is refused; one scan fewer than the limit decodes.
+    #[test]
+    fn refuses_more_than_max_scans() {
+        let bytes = std::fs::read(format!("{FIXTURES}/progressive.jpg")).unwrap();
+        // The first scan: its SOS marker up to the next marker that is not a stuffed or RST byte.
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let header = usize::from(u16::from_be_bytes([bytes[sos + 2], bytes[sos + 3]]));
+        let mut end = sos + 2 + header;
+        while !(bytes[end] == 0xFF && bytes[end + 1] != 0 && !(0xD0..=0xD7).contains(&bytes[end + 1])) {
+            end += 1;
+        }
+        let with_scans = |extra: usize| {
+            let mut out = bytes[..end].to_vec();
+            for _ in 0..extra {
+                out.extend_from_slice(&bytes[sos..end]);
+            }
+            out.extend_from_slice(&bytes[end..]);
+            out
+        };
+        let scans = bytes.windows(2).filter(|w| w == &[0xFF, 0xDA]).count();
+        assert!(decode(&with_scans(MAX_SCANS as usize - scans), &Limits::default()).is_ok());
+        assert_eq!(
+            decode(&with_scans(MAX_SCANS as usize + 1 - scans), &Limits::default()).unwrap_err(),
+            RejectReason::CorruptMedia
+        );
+    }
+}
