@@ -324,7 +324,33 @@ fn decode_still(
     let (w, h) = decoder.dimensions();
     check_pixels(w, h, limits)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    Ok((DynamicImage::from_decoder(decoder).map_err(corrupt)?, orientation))
+    Ok((high_bytes(DynamicImage::from_decoder(decoder).map_err(corrupt)?), orientation))
+}
+
+/// 16-bit samples (PNG, TIFF) to 8 bits by their high byte, as Pillow reads 16-bit colour, so
+/// that the pixels we encode are the plugin's; the `image` crate's own conversion rounds, which
+/// moves about half the samples by one level. (Pillow turns 16-bit grayscale white above 1/256
+/// of full scale; the high byte is what it means.)
+fn high_bytes(img: DynamicImage) -> DynamicImage {
+    fn high<P: image::Pixel<Subpixel = u8>>(
+        samples: &[u16],
+        width: u32,
+        height: u32,
+    ) -> image::ImageBuffer<P, Vec<u8>> {
+        let mut out = image::ImageBuffer::<P, Vec<u8>>::new(width, height);
+        for (to, from) in out.iter_mut().zip(samples) {
+            *to = (from >> 8) as u8;
+        }
+        out
+    }
+    let (w, h) = (img.width(), img.height());
+    match img {
+        DynamicImage::ImageLuma16(i) => DynamicImage::ImageLuma8(high(&i, w, h)),
+        DynamicImage::ImageLumaA16(i) => DynamicImage::ImageLumaA8(high(&i, w, h)),
+        DynamicImage::ImageRgb16(i) => DynamicImage::ImageRgb8(high(&i, w, h)),
+        DynamicImage::ImageRgba16(i) => DynamicImage::ImageRgba8(high(&i, w, h)),
+        other => other,
+    }
 }
 
 /// Floating-point TIFFs (scientific images, e.g. from scikit-image), which the `image` crate does
@@ -931,6 +957,26 @@ mod tests {
         let small = process_image(ImageKind::Png, &input, &with(Effort::Smallest)).unwrap();
         assert_ne!(small.webp, LOSSY, "kept q85");
         assert!(small.bytes.len() < fast.bytes.len() * 95 / 100, "{} vs {}", small.bytes.len(), fast.bytes.len());
+    }
+
+    /// 16-bit PNGs are read as Pillow reads them: each sample's high byte, not its rounding.
+    #[test]
+    fn sixteen_bit_samples_keep_their_high_byte() {
+        use image::{codecs::png::PngEncoder, ExtendedColorType, ImageEncoder};
+        let values: Vec<u16> = vec![0, 127, 128, 255, 256, 383, 384, 32767, 32768, 65407, 65408, 65535];
+        let width = values.len() as u32;
+        for (colour, channels) in
+            [(ExtendedColorType::L16, 1), (ExtendedColorType::Rgb16, 3), (ExtendedColorType::Rgba16, 4)]
+        {
+            let samples: Vec<u16> = values.iter().flat_map(|&v| std::iter::repeat_n(v, channels)).collect();
+            let raw: Vec<u8> = samples.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            let mut png = Vec::new();
+            PngEncoder::new(&mut png).write_image(&raw, width, 1, colour).unwrap();
+            let (img, _) = decode_still(ImageKind::Png, &png, &Limits::default()).unwrap();
+            let got: Vec<u8> = img.into_rgba8().pixels().map(|p| p.0[0]).collect();
+            let want: Vec<u8> = values.iter().map(|v| (v >> 8) as u8).collect();
+            assert_eq!(got, want, "{colour:?}");
+        }
     }
 
     #[test]
