@@ -198,6 +198,7 @@ unsafe extern "C-unwind" fn progress_monitor(cinfo: &mut sys::jpeg_common_struct
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use sha2::{Digest, Sha256};
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jpeg");
@@ -296,5 +297,33 @@ mod tests {
             decode(&with_scans(MAX_SCANS as usize + 1 - scans), &Limits::default()).unwrap_err(),
             RejectReason::CorruptMedia
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Damaged files (bytes overwritten, cut out or repeated anywhere in a fixture of each
+        /// kind, headers included) decode or are refused with a reason; libjpeg's errors come
+        /// back as `corrupt_media`, never as a panic or an abort.
+        #[test]
+        fn damaged_files_never_panic(
+            fixture in prop::sample::select(vec!["420.jpg", "progressive.jpg", "arithmetic.jpg", "cmyk.jpg", "restart.jpg", "411.jpg"]),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>(), 1usize..64), 1..6),
+        ) {
+            let mut bytes = std::fs::read(format!("{FIXTURES}/{fixture}")).unwrap();
+            for (at, op, value, len) in edits {
+                let i = at.index(bytes.len());
+                let end = (i + len).min(bytes.len());
+                match op {
+                    0 => bytes[i..end].fill(value),
+                    1 => { bytes.drain(i..end); }
+                    _ => { let run = bytes[i..end].to_vec(); bytes.splice(i..i, run); }
+                }
+                if bytes.is_empty() { break; }
+            }
+            match decode(&bytes, &Limits::default()) {
+                Ok((img, _)) => prop_assert!(img.width() > 0 && img.height() > 0),
+                Err(reason) => prop_assert!(matches!(reason, RejectReason::CorruptMedia | RejectReason::TooManyPixels), "{reason:?}"),
+            }
+        }
     }
 }
