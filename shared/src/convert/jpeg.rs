@@ -203,10 +203,6 @@ mod tests {
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jpeg");
 
-    fn corpus_dir() -> String {
-        std::env::var("CORPUS").unwrap_or_else(|_| format!("{}/../../shared/corpus", env!("CARGO_MANIFEST_DIR")))
-    }
-
     fn orientation_code(o: Orientation) -> u8 {
         use Orientation::*;
         match o {
@@ -231,10 +227,9 @@ mod tests {
         let mut checked = 0;
         for line in expected.lines().filter(|l| !l.starts_with('#')) {
             let [name, sha, orientation] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{line}") };
-            let fixture = format!("{FIXTURES}/{name}");
-            let path =
-                if std::path::Path::new(&fixture).exists() { fixture } else { format!("{}/real/{name}", corpus_dir()) };
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // A fixture, else a file of the shared corpus.
+            let bytes =
+                std::fs::read(format!("{FIXTURES}/{name}")).unwrap_or_else(|_| super::super::tests::corpus(name));
             let (img, o) = decode(&bytes, &Limits::default()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
             let rgb = img.into_rgb8();
             assert_eq!(hex::encode(Sha256::digest(rgb.as_raw())), sha, "{name}: not Pillow's pixels");

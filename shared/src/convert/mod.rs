@@ -811,7 +811,7 @@ mod tests {
     use super::*;
 
     /// A corpus file: from $CORPUS as the test scripts set it, else ../shared/corpus.
-    fn corpus(name: &str) -> Vec<u8> {
+    pub(super) fn corpus(name: &str) -> Vec<u8> {
         let dir =
             std::env::var("CORPUS").unwrap_or_else(|_| format!("{}/../../shared/corpus", env!("CARGO_MANIFEST_DIR")));
         let path = format!("{dir}/real/{name}");
