@@ -18,8 +18,9 @@ opts=(-max_total_time="$secs" -rss_limit_mb=1024 -print_final_stats=1 -artifact_
 case "$target" in
   process_upload)
     # Every hostile file, small containers of each audio kind the corpus lacks (WAV, FLAC, M4A,
-    # Opus), and the real files up to 256 KiB (bigger ones only slow the loop down).
-    cp -n "$seeds"/hostile/* "$here"/seeds/process_upload/* "$corpus/" 2>/dev/null || true
+    # Opus), the JPEG decoder's fixtures (each subsampling, CMYK, progressive, arithmetic...), and
+    # the real files up to 256 KiB (bigger ones only slow the loop down).
+    cp -n "$seeds"/hostile/* "$here"/seeds/process_upload/* "$here"/../shared/testdata/jpeg/*.jpg "$corpus/" 2>/dev/null || true
     find "$seeds/real" -type f -size -257k -exec cp -n {} "$corpus/" \;
     opts+=(-max_len=262144 -timeout=30) ;;
   api_request)
