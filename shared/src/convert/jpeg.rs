@@ -11,8 +11,9 @@
 //! bounded as the other decoders are: the header's pixel count is checked before anything is
 //! allocated, libjpeg's whole-image buffers (progressive and multi-scan files) are capped, a file
 //! may not have more than [`MAX_SCANS`] scans (each scan of a progressive file walks every block,
-//! so thousands of tiny scans would make a small file decode for minutes), and running out of data
-//! is an error rather than libjpeg's grey fill.
+//! so thousands of tiny scans would make a small file decode for minutes), running out of data
+//! is an error rather than libjpeg's grey fill, and libjpeg saves no markers (its list of them is
+//! quadratic in their number): the Exif orientation is read from the bytes ([`super::strip::jpeg_exif`]).
 
 use std::ffi::{c_int, c_long, c_ulong, CStr};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -29,7 +30,6 @@ use crate::policy::Limits;
 pub const MAX_SCANS: c_int = 100;
 /// Rows handed to libjpeg per call (its own row groups are at most 16 tall).
 const ROWS_PER_CALL: usize = 16;
-const APP1: c_int = 0xE1;
 
 /// What `error_exit` unwinds with: libjpeg's message.
 struct Failure(String);
@@ -51,41 +51,55 @@ impl Drop for Decompress {
 }
 
 /// The pixels of a JPEG as Pillow decodes them (RGB, grayscale, or CMYK converted to RGB as
-/// Pillow converts it), and the orientation its Exif asks for.
+/// Pillow converts it), and the orientation its first Exif segment asks for (as browsers read it:
+/// Pillow also falls back to XMP, which browsers ignore).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, Orientation), RejectReason> {
     // SAFETY: every field is an integer, a nullable pointer or an `Option` of a function pointer,
     // for which all-zero is valid; libjpeg initialises the rest.
     let mut d: Box<Decompress> = Box::new(unsafe { std::mem::zeroed() });
     // SAFETY (the closure): `d` outlives the decode and is not moved while libjpeg holds pointers
     // into it; `bytes` outlives it too. If libjpeg unwinds, `d` is only destroyed afterwards.
-    match catch_unwind(AssertUnwindSafe(|| unsafe { d.decode(bytes, limits) })) {
-        Ok(result) => result,
-        Err(payload) => Err(match payload.downcast::<Failure>() {
-            Ok(failure) => corrupt(format_args!("libjpeg: {}", failure.0)),
-            Err(_) => corrupt("libjpeg decoder panicked"),
-        }),
-    }
+    let (pixels, channels, width, height) = match catch_unwind(AssertUnwindSafe(|| unsafe { d.decode(bytes, limits) }))
+    {
+        Ok(result) => result?,
+        // Only libjpeg's own errors are a verdict on the file; a bug of ours goes on unwinding.
+        Err(payload) => match payload.downcast::<Failure>() {
+            Ok(failure) => return Err(corrupt(format_args!("libjpeg: {}", failure.0))),
+            Err(other) => resume_unwind(other),
+        },
+    };
+    drop(d); // libjpeg's buffers, before the CMYK conversion allocates
+    let image = match channels {
+        1 => GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8),
+        4 => RgbImage::from_raw(width, height, cmyk_to_rgb(&pixels)).map(DynamicImage::ImageRgb8),
+        _ => RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8),
+    };
+    let orientation =
+        super::strip::jpeg_exif(bytes).and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    Ok((image.ok_or_else(|| corrupt("pixel buffer size"))?, orientation))
 }
 
+/// Decoded samples, their channels per pixel (1, 3 or 4), width and height.
+type Samples = (Vec<u8>, usize, u32, u32);
+
 impl Decompress {
-    unsafe fn decode(&mut self, bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, Orientation), RejectReason> {
-        self.cinfo.common.err = sys::jpeg_std_error(&mut self.err);
-        self.err.error_exit = Some(error_exit);
-        self.err.emit_message = Some(emit_message);
-        self.err.output_message = Some(silent);
+    unsafe fn decode(&mut self, bytes: &[u8], limits: &Limits) -> Result<Samples, RejectReason> {
+        let err = sys::jpeg_std_error(&mut self.err);
+        err.error_exit = Some(error_exit);
+        err.emit_message = Some(emit_message);
+        err.output_message = Some(silent);
+        self.cinfo.common.err = err;
         self.progress.progress_monitor = Some(progress_monitor);
         sys::jpeg_create_decompress(&mut self.cinfo);
         self.cinfo.common.progress = &mut self.progress;
         // Whole-image coefficient buffers, as the `image` decoders' allocation limit.
         (*self.cinfo.common.mem).max_memory_to_use =
             c_long::try_from(super::decode_limits(limits).max_alloc.unwrap_or(0)).unwrap_or(c_long::MAX);
-        sys::jpeg_save_markers(&mut self.cinfo, APP1, 0xFFFF);
         sys::jpeg_mem_src(&mut self.cinfo, bytes.as_ptr(), bytes.len() as c_ulong);
         sys::jpeg_read_header(&mut self.cinfo, 1);
 
         let (width, height) = (self.cinfo.image_width, self.cinfo.image_height);
         check_pixels(width, height, limits)?;
-        let orientation = self.orientation();
         use sys::J_COLOR_SPACE::*;
         let channels = match self.cinfo.jpeg_color_space {
             JCS_GRAYSCALE => 1,
@@ -114,28 +128,9 @@ impl Decompress {
                 return Err(corrupt("libjpeg returned no rows"));
             }
         }
-
-        let image = match channels {
-            1 => GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8),
-            4 => RgbImage::from_raw(width, height, cmyk_to_rgb(&pixels)).map(DynamicImage::ImageRgb8),
-            _ => RgbImage::from_raw(width, height, pixels).map(DynamicImage::ImageRgb8),
-        };
-        Ok((image.ok_or_else(|| corrupt("pixel buffer size"))?, orientation))
-    }
-
-    /// The orientation in the first Exif APP1 segment, if any.
-    unsafe fn orientation(&self) -> Orientation {
-        let mut marker = self.cinfo.marker_list;
-        while let Some(m) = marker.as_ref() {
-            if c_int::from(m.marker) == APP1 && !m.data.is_null() {
-                let data = std::slice::from_raw_parts(m.data, m.data_length as usize);
-                if let Some(exif) = data.strip_prefix(b"Exif\0\0") {
-                    return Orientation::from_exif_chunk(exif).unwrap_or(Orientation::NoTransforms);
-                }
-            }
-            marker = m.next;
-        }
-        Orientation::NoTransforms
+        // As Pillow does: reads on to the end of the image, where an error is still an error.
+        sys::jpeg_finish_decompress(&mut self.cinfo);
+        Ok((pixels, channels, width, height))
     }
 }
 
@@ -156,12 +151,16 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
 }
 
 fn message(cinfo: &mut sys::jpeg_common_struct) -> String {
-    let buffer = [0u8; 80];
-    // SAFETY: `err` was set before libjpeg could report anything; format_message writes a
-    // NUL-terminated message of at most 80 bytes into the buffer.
+    let mut buffer = [0u8; 80]; // JMSG_LENGTH_MAX
+                                // SAFETY: `err` was set before libjpeg could report anything; format_message writes a
+                                // NUL-terminated message of at most 80 bytes into the buffer. The binding types
+                                // that buffer as a shared reference, but C writes to it, so it is called through a pointer
+                                // type that says so (same ABI: both are a plain pointer).
     unsafe {
         if let Some(format) = (*cinfo.err).format_message {
-            format(cinfo, &buffer);
+            type Format = unsafe extern "C-unwind" fn(&mut sys::jpeg_common_struct, *mut u8);
+            let format: Format = std::mem::transmute(format);
+            format(cinfo, buffer.as_mut_ptr());
         }
     }
     CStr::from_bytes_until_nul(&buffer).map_or_else(|_| "unknown error".into(), |m| m.to_string_lossy().into_owned())
@@ -256,7 +255,9 @@ mod tests {
         assert_eq!(decode(&garbage, &Limits::default()).unwrap_err(), RejectReason::CorruptMedia);
     }
 
-    /// The header's size is checked before any pixel is allocated.
+    /// The header's size is checked before any pixel is allocated: a small file claiming
+    /// 60000×60000 is refused as too many pixels (decoding first would allocate 10.8 GB and then
+    /// fail on the missing data, as corrupt).
     #[test]
     fn refuses_too_many_pixels_from_the_header() {
         let bytes = std::fs::read(format!("{FIXTURES}/420.jpg")).unwrap();
@@ -264,6 +265,34 @@ mod tests {
         assert_eq!(decode(&bytes, &limits).unwrap_err(), RejectReason::TooManyPixels);
         let limits = Limits { max_pixels: 121 * 87, ..Limits::default() };
         assert!(decode(&bytes, &limits).is_ok());
+
+        let mut huge = bytes.clone();
+        let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        assert_eq!(decode(&huge, &Limits::default()).unwrap_err(), RejectReason::TooManyPixels);
+    }
+
+    /// 250,000 empty APP1 segments (1 MB) before the Exif one decode as the file without them,
+    /// with the Exif's orientation. libjpeg, asked to save APP1 markers, appends each by walking
+    /// its whole list: minutes for this file, hours for one at the 10 MB upload limit. The
+    /// watchdog turns such a regression into a failure instead of a test that runs for minutes.
+    #[test]
+    fn many_markers_cost_no_more_than_their_bytes() {
+        let bytes = std::fs::read(format!("{FIXTURES}/exif-orientation-8.jpg")).unwrap();
+        let mut many = bytes[..2].to_vec();
+        for _ in 0..250_000 {
+            many.extend_from_slice(&[0xFF, 0xE1, 0x00, 0x02]);
+        }
+        many.extend_from_slice(&bytes[2..]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(decode(&many, &Limits::default()).map(|(img, o)| (img.into_rgb8(), o))));
+        let (img, orientation) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("1 MB of markers still decoding after a minute")
+            .unwrap();
+        let (plain, _) = decode(&bytes, &Limits::default()).unwrap();
+        assert_eq!(img, plain.into_rgb8());
+        assert_eq!(orientation_code(orientation), 8);
     }
 
     /// A progressive file whose first scan is repeated until it has more than [`MAX_SCANS`]
@@ -298,10 +327,11 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(512))]
         /// Damaged files (bytes overwritten, cut out or repeated anywhere in a fixture of each
         /// kind, headers included) decode or are refused with a reason; libjpeg's errors come
-        /// back as `corrupt_media`, never as a panic or an abort.
+        /// back as `corrupt_media`, never as an abort, and a panic of ours is not caught by
+        /// `decode`, so it would fail this test.
         #[test]
         fn damaged_files_never_panic(
-            fixture in prop::sample::select(vec!["420.jpg", "progressive.jpg", "arithmetic.jpg", "cmyk.jpg", "restart.jpg", "411.jpg"]),
+            fixture in prop::sample::select(vec!["420.jpg", "progressive.jpg", "arithmetic.jpg", "cmyk.jpg", "ycck.jpg", "restart.jpg", "411.jpg"]),
             edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>(), 1usize..64), 1..6),
         ) {
             let mut bytes = std::fs::read(format!("{FIXTURES}/{fixture}")).unwrap();

@@ -1,4 +1,5 @@
-//! Lossless metadata removal, for when keeping the original bytes beats re-encoding.
+//! Lossless metadata removal, for when keeping the original bytes beats re-encoding, and the
+//! JPEG segment walk it rests on (also where the decoder finds the Exif orientation).
 //!
 //! Each function walks the container and copies only what is needed to show the picture. It
 //! returns `None` when the structure is not exactly what it claims, or when bytes follow the end of
@@ -61,58 +62,91 @@ pub fn jpeg_is_complete(b: &[u8]) -> bool {
 /// Copies a JPEG without its metadata segments, up to and including EOI. Returns the copy and the
 /// offset just past EOI, or `None` if the structure breaks before EOI.
 fn walk_jpeg(b: &[u8]) -> Option<(Vec<u8>, usize)> {
-    if !b.starts_with(&[0xFF, 0xD8]) {
-        return None;
-    }
     let mut out = Vec::with_capacity(b.len());
-    out.extend_from_slice(&b[..2]);
-    let mut at = 2;
-    loop {
-        if *b.get(at)? != 0xFF {
+    out.extend_from_slice(b.get(..2)?);
+    for segment in jpeg_segments(b)? {
+        let segment = segment?;
+        // Keep JFIF (APP0), ICC (APP2) and Adobe (APP14, colour transform); drop EXIF/XMP (APP1),
+        // IPTC (APP13), other APPn and comments.
+        if !matches!(segment.marker, 0xE1 | 0xE3..=0xED | 0xEF | 0xFE) {
+            out.extend_from_slice(segment.bytes);
+        }
+        if segment.marker == 0xD9 {
+            return Some((out, segment.end));
+        }
+    }
+    None
+}
+
+/// The payload of a JPEG's first Exif APP1 segment before its first scan (after `Exif\0\0`), as
+/// Pillow and browsers take it. Read here rather than by libjpeg: saving markers makes libjpeg
+/// append each to the end of a linked list, quadratic in their number, and a 10 MB file of empty
+/// APP1 segments would decode for hours.
+pub fn jpeg_exif(b: &[u8]) -> Option<&[u8]> {
+    jpeg_segments(b)?
+        .map_while(std::convert::identity)
+        .take_while(|segment| segment.marker != 0xDA)
+        .filter(|segment| segment.marker == 0xE1)
+        .find_map(|segment| segment.payload.strip_prefix(b"Exif\0\0"))
+}
+
+/// One marker of a JPEG with what belongs to it: the length-prefixed segment, and for a scan (SOS)
+/// the entropy-coded data after it.
+struct Segment<'a> {
+    marker: u8,
+    /// From the marker through its data.
+    bytes: &'a [u8],
+    /// The segment after its length field (empty for markers without one).
+    payload: &'a [u8],
+    /// Offset just past `bytes`.
+    end: usize,
+}
+
+/// The markers after SOI in file order, ending after EOI; `None` for a file that does not start
+/// with SOI, and an item of `None` (then the end) where the structure breaks.
+fn jpeg_segments(b: &[u8]) -> Option<impl Iterator<Item = Option<Segment<'_>>>> {
+    let mut at = b.starts_with(&[0xFF, 0xD8]).then_some(2)?;
+    let mut done = false;
+    Some(std::iter::from_fn(move || {
+        if done {
             return None;
         }
-        let marker = *b.get(at + 1)?;
-        match marker {
-            0xFF => at += 1, // fill byte
-            0xD9 => {
-                out.extend_from_slice(&b[at..at + 2]);
-                return Some((out, at + 2));
+        let segment = next_segment(b, &mut at);
+        done = segment.as_ref().is_none_or(|s| s.marker == 0xD9);
+        Some(segment)
+    }))
+}
+
+fn next_segment<'a>(b: &'a [u8], at: &mut usize) -> Option<Segment<'a>> {
+    while *b.get(*at)? == 0xFF && *b.get(*at + 1)? == 0xFF {
+        *at += 1; // fill byte
+    }
+    if *b.get(*at)? != 0xFF {
+        return None;
+    }
+    let start = *at;
+    let marker = *b.get(start + 1)?;
+    let (payload, mut end) = match marker {
+        0xD0..=0xD9 | 0x01 => (&b[start + 2..start + 2], start + 2),
+        _ => {
+            let len = usize::from(u16::from_be_bytes([*b.get(start + 2)?, *b.get(start + 3)?]));
+            if len < 2 {
+                return None;
             }
-            0xD0..=0xD7 | 0x01 => {
-                out.extend_from_slice(&b[at..at + 2]);
-                at += 2;
-            }
-            _ => {
-                let len = ((*b.get(at + 2)? as usize) << 8) | *b.get(at + 3)? as usize;
-                if len < 2 {
-                    return None;
-                }
-                let end = at + 2 + len;
-                let segment = b.get(at..end)?;
-                // Keep JFIF (APP0), ICC (APP2) and Adobe (APP14, colour transform); drop EXIF/XMP
-                // (APP1), IPTC (APP13), other APPn and comments.
-                let drop = matches!(marker, 0xE1 | 0xE3..=0xED | 0xEF | 0xFE);
-                if !drop {
-                    out.extend_from_slice(segment);
-                }
-                at = end;
-                if marker == 0xDA {
-                    // Entropy-coded data runs until a marker that is not a stuffed 0xFF00 or RSTn.
-                    let start = at;
-                    while at + 1 < b.len() {
-                        if b[at] == 0xFF && !matches!(b[at + 1], 0x00 | 0xD0..=0xD7) {
-                            break;
-                        }
-                        at += 1;
-                    }
-                    if at + 1 >= b.len() {
-                        return None;
-                    }
-                    out.extend_from_slice(&b[start..at]);
-                }
-            }
+            (b.get(start + 4..start + 2 + len)?, start + 2 + len)
+        }
+    };
+    if marker == 0xDA {
+        // Entropy-coded data runs until a marker that is not a stuffed 0xFF00 or RSTn.
+        while end + 1 < b.len() && (b[end] != 0xFF || matches!(b[end + 1], 0x00 | 0xD0..=0xD7)) {
+            end += 1;
+        }
+        if end + 1 >= b.len() {
+            return None;
         }
     }
+    *at = end;
+    Some(Segment { marker, bytes: &b[start..end], payload, end })
 }
 
 fn strip_gif(b: &[u8]) -> Option<Vec<u8>> {
@@ -251,6 +285,33 @@ mod tests {
         assert!(strip_jpeg(&j).is_none());
     }
 
+    /// The first APP1 that is Exif, before the first scan: not XMP's APP1, not a later Exif, not one
+    /// after the scan, and nothing from a file whose structure breaks before it.
+    #[test]
+    fn jpeg_exif_is_the_first_exif_segment_before_the_scan() {
+        let app1 = |data: &[u8]| {
+            let mut s = vec![0xFF, 0xE1];
+            s.extend_from_slice(&(data.len() as u16 + 2).to_be_bytes());
+            s.extend_from_slice(data);
+            s
+        };
+        let mut j = vec![0xFF, 0xD8, 0xFF, 0xFF]; // a fill byte before the first marker
+        j.extend(app1(b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>"));
+        j.extend(app1(b"Exif\0\0first"));
+        j.extend(app1(b"Exif\0\0second"));
+        assert_eq!(jpeg_exif(&j), Some(&b"first"[..]));
+
+        let mut scan_first = vec![0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x12, 0x34];
+        scan_first.extend(app1(b"Exif\0\0late"));
+        scan_first.extend([0xFF, 0xD9]);
+        assert_eq!(jpeg_exif(&scan_first), None);
+
+        let mut broken = vec![0xFF, 0xD8, 0x00];
+        broken.extend(app1(b"Exif\0\0hidden"));
+        assert_eq!(jpeg_exif(&broken), None);
+        assert_eq!(jpeg_exif(&j[2..]), None, "no SOI");
+    }
+
     proptest! {
         #[test]
         fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -264,6 +325,7 @@ mod tests {
                 };
                 d.splice(0..0, magic.iter().copied());
                 let _ = strip_metadata(kind, &d);
+                let _ = jpeg_exif(&d);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 The fixtures are small crops of ../../../../shared/corpus/real/chelsea.png saved in the JPEG
 variants that decoders disagree on: each chroma subsampling (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1),
-grayscale, Adobe CMYK, RGB without a colour transform, progressive, arithmetic coding, restart
+grayscale, Adobe CMYK, YCCK and CMYK without an Adobe segment, RGB without a colour transform, progressive, arithmetic coding, restart
 markers and an Exif orientation. Odd sizes, so that edge blocks are partial. expected.txt holds,
 for each fixture and each JPEG of the shared corpus, the SHA-256 of Pillow's decode converted to
 RGB (what Pillow's WebP encoder is given) and the Exif orientation Pillow reads;
@@ -62,6 +62,12 @@ def main() -> None:
         "restart.jpg": cjpeg(src, "-restart", "1"),
         "exif-orientation-8.jpg": pillow(src, exif=exif.tobytes()),
     }
+    # Adobe's APP14 says how 4-channel files are coded: "YCCK" (transform 2) must be converted
+    # back to CMYK by the decoder, and without the segment the channels are taken as plain CMYK.
+    cmyk = fixtures["cmyk.jpg"]
+    adobe = cmyk.index(b"\xff\xee\x00\x0eAdobe")  # 16 bytes, the transform last
+    fixtures["ycck.jpg"] = cmyk[:adobe + 15] + b"\x02" + cmyk[adobe + 16:]
+    fixtures["cmyk-no-adobe.jpg"] = cmyk[:adobe] + cmyk[adobe + 16:]
     for name, data in fixtures.items():
         (HERE / name).write_bytes(data)
 
