@@ -151,11 +151,12 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
 }
 
 fn message(cinfo: &mut sys::jpeg_common_struct) -> String {
-    let mut buffer = [0u8; 80]; // JMSG_LENGTH_MAX
-                                // SAFETY: `err` was set before libjpeg could report anything; format_message writes a
-                                // NUL-terminated message of at most 80 bytes into the buffer. The binding types
-                                // that buffer as a shared reference, but C writes to it, so it is called through a pointer
-                                // type that says so (same ABI: both are a plain pointer).
+    // libjpeg's JMSG_LENGTH_MAX.
+    let mut buffer = [0u8; 80];
+    // SAFETY: `err` was set before libjpeg could report anything; format_message writes a
+    // NUL-terminated message of at most 80 bytes into the buffer. The binding types that buffer as
+    // a shared reference, but C writes to it, so it is called through a pointer type that says so
+    // (same ABI: both are a plain pointer).
     unsafe {
         if let Some(format) = (*cinfo.err).format_message {
             type Format = unsafe extern "C-unwind" fn(&mut sys::jpeg_common_struct, *mut u8);
