@@ -182,7 +182,6 @@ def choose(binary: str, files: list[str], fast: dict[str, dict], args: argparse.
     chosen: list[str] = []
     current = base
 
-
     while True:
         trials = {f: sum(min([alone[g][n]["bytes"] for g in chosen + [f]] + [fast[n]["bytes"]]) for n in fast)
                   for f in alone if f not in chosen and set_cost(chosen + [f]) <= args.max_time}
