@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import os
 import re
 import threading
@@ -23,7 +24,9 @@ from anki.decks import DeckId
 from anki.models import NotetypeId
 from anki.utils import ids2str
 
+from . import mediafolder
 from .client import CancelCallback, MediaClient
+from .filenames import problem as filename_problem
 from .reports import DownloadReport, ProgressCallback, UploadReport
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DeckRef = Union[int, str]
+log = logging.getLogger("ankicollab_media")
 
 #: Fonts and images that a note type's styling loads: ``url(_font.woff)``, ``@import "_x.css"``.
 _CSS_REF = re.compile(r"""(?:url\(\s*|@import\s+)["']?([^"')\s]+)["']?""", re.IGNORECASE)
@@ -50,9 +54,32 @@ def _is_local_file(name: str) -> bool:
     return bool(name) and "{{" not in name and "://" not in name and not name.startswith(("data:", "/"))
 
 
-def deck_media(col: Collection, deck: DeckRef, *, include_children: bool = True) -> list[str]:
+def _keep_safe(names: Iterable[str], skipped: Optional[dict[str, str]]) -> list[str]:
+    """The names a media folder may hold; the others (``../x.png``, ``/etc/passwd``, ``C:\\x``,
+    a name with a NUL or a trailing dot, ``CON.png``) are logged and put in ``skipped``."""
+    kept = []
+    for name in names:
+        problem = filename_problem(name)
+        if problem is None:
+            kept.append(name)
+            continue
+        log.warning("a note references %r, which is not a media filename (%s): skipped", name, problem)
+        if skipped is not None:
+            skipped[name] = mediafolder.BAD_FILENAME
+    return kept
+
+
+def deck_media(
+    col: Collection,
+    deck: DeckRef,
+    *,
+    include_children: bool = True,
+    skipped: Optional[dict[str, str]] = None,
+) -> list[str]:
     """Media filenames the deck's notes reference (fields, LaTeX images and their note types'
-    templates and styling), sorted. Main thread only."""
+    templates and styling), sorted. References that are not media filenames (a path, a name
+    Anki forbids) are left out and, if ``skipped`` is given, put there with their reason.
+    Main thread only."""
     did = _deck_id(col, deck)
     dids = [did]
     if include_children:
@@ -77,30 +104,49 @@ def deck_media(col: Collection, deck: DeckRef, *, include_children: bool = True)
         refs.update(n for n in _CSS_REF.findall(notetype.get("css", "")) if _is_local_file(n))
     # References are as written in HTML (`a &amp; b.png`); the file is `a & b.png`, as Anki's
     # media check reads them.
-    return sorted({html.unescape(n) for n in refs})
+    return sorted(_keep_safe({html.unescape(n) for n in refs}, skipped))
 
 
-def note_media(col: Collection, note: Note) -> list[str]:
+def note_media(col: Collection, note: Note, *, skipped: Optional[dict[str, str]] = None) -> list[str]:
     """The media files one note's fields reference, as filenames (what the AnkiCollab backend
-    reports to the media server, with their hashes, for that note)."""
-    return sorted({html.unescape(n) for n in col.media.files_in_str(note.mid, "\x1f".join(note.fields))})
+    reports to the media server, with their hashes, for that note). References that are not
+    media filenames are left out, as in ``deck_media``."""
+    refs = {html.unescape(n) for n in col.media.files_in_str(note.mid, "\x1f".join(note.fields))}
+    return sorted(_keep_safe(refs, skipped))
 
 
-def missing_media(col: Collection, deck: DeckRef, *, include_children: bool = True) -> list[str]:
+def missing_media(
+    col: Collection,
+    deck: DeckRef,
+    *,
+    include_children: bool = True,
+    skipped: Optional[dict[str, str]] = None,
+) -> list[str]:
     """Of ``deck_media``, the files the collection's media folder lacks. Main thread only."""
     folder = col.media.dir()
-    return [
-        n
-        for n in deck_media(col, deck, include_children=include_children)
-        if not os.path.exists(os.path.join(folder, n))
-    ]
+    names = deck_media(col, deck, include_children=include_children, skipped=skipped)
+    # Every name is a bare filename here, so these look only inside the folder.
+    return [n for n in names if not os.path.lexists(os.path.join(folder, n))]
 
 
-def present_media_paths(col: Collection, filenames: Iterable[str]) -> list[str]:
-    """Paths of those ``filenames`` that exist in the media folder (what an upload can send)."""
+def present_media_paths(
+    col: Collection, names: Iterable[str], *, skipped: Optional[dict[str, str]] = None
+) -> list[str]:
+    """Paths of those ``names`` that are regular files directly inside the media folder (what an
+    upload may send). Names that are not media filenames, symlinks leading out of the folder and
+    anything but a regular file are left out and, if ``skipped`` is given, put there with their
+    reason; names with no file are simply left out. Nothing is opened."""
     folder = col.media.dir()
-    paths = (os.path.join(folder, n) for n in filenames)
-    return [p for p in paths if os.path.isfile(p)]
+    paths = []
+    for name in names:
+        found = mediafolder.resolve(folder, name)
+        if isinstance(found, str):
+            paths.append(found)
+        elif found.code != mediafolder.NOT_FOUND:
+            log.warning("not uploading %s", found)
+            if skipped is not None:
+                skipped[name] = found.code
+    return paths
 
 
 # -- background transfers ----------------------------------------------------------------------
@@ -178,11 +224,19 @@ def upload_deck_media(
     """Upload the media of ``local_deck`` (or just ``filenames``) that the server lacks, in the
     background. The collection is read here, on the main thread."""
     col = mw.col
-    names = list(filenames) if filenames is not None else deck_media(col, local_deck)
-    paths = present_media_paths(col, names)
+    folder = col.media.dir()
+    skipped: dict[str, str] = {}
+    names = list(filenames) if filenames is not None else deck_media(col, local_deck, skipped=skipped)
+    # Names with no file are the deck's, not this upload's business; every other name goes to
+    # the uploader, which reads only regular files directly inside the folder and reports the rest.
+    present = [
+        n for n in names if filename_problem(n) is not None or os.path.lexists(os.path.join(folder, n))
+    ]
 
     def work(progress: ProgressCallback, cancel: CancelCallback) -> UploadReport:
-        return client.upload(remote_deck, paths, progress=progress, cancel=cancel)
+        report = client.upload(remote_deck, present, media_dir=folder, progress=progress, cancel=cancel)
+        report.rejected.update(skipped)
+        return report
 
     run_in_background(mw, work, label=label, parent=parent, on_done=on_done, on_failure=on_failure)
 

@@ -10,8 +10,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import requests
 
 from .downloads import Downloader
-from .errors import BadRequest
-from .hashcache import HashCache, StrPath
+from .errors import BadRequest, MediaError
+from .hashcache import HashCache
+from .mediafolder import StrPath
 from .reports import DownloadReport, Progress, ProgressCallback, UploadReport
 from .transport import RetryPolicy, Stopper, TokenSource, Transport
 from .uploads import Uploader
@@ -75,14 +76,23 @@ class MediaClient:
         deck: str,
         paths: Iterable[StrPath],
         *,
+        media_dir: Optional[StrPath] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelCallback] = None,
     ) -> UploadReport:
-        """Upload whichever of ``paths`` (files in a media folder) the server lacks. The name sent
-        for each is the file's own name."""
+        """Upload whichever of ``paths`` the server lacks; the name sent for each is the file's own
+        name.
+
+        With ``media_dir``, ``paths`` are filenames in that folder, as a deck's notes name them,
+        and only regular files directly inside it are read: a name that breaks Anki's filename
+        rules (``../x.png``, ``/etc/passwd``, ``C:\\x.png``), a symlink leading out of the folder,
+        or anything that is not a regular file is never opened, and is reported in
+        ``report.rejected`` (``bad_filename``, ``outside_media_folder``, ``not_a_regular_file``);
+        a name with no file is in ``report.failed``. Use it for every name that comes from a
+        note."""
         stopper = Stopper(cancel)
         uploader = Uploader(self._transport, self._cache, self.workers, stopper, Progress(progress))
-        return uploader.run(deck, list(paths))
+        return uploader.run(deck, list(paths), media_dir)
 
     def download(
         self,
@@ -111,6 +121,28 @@ class MediaClient:
             raise BadRequest(f"{text!r} is neither a file nor a SHA-256 hash", code="not_found")
         answer: dict[str, Any] = self._transport.api("GET", f"/v1/media/{digest}", stopper=Stopper())
         return answer
+
+    def ask_uploads(self, deck: str, files: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /v1/uploads`` for ``files`` (``{hash, size, filename}``, at most 500): the
+        server's answer for each, in order (``exists``, ``upload`` with its URL and headers, or
+        ``rejected``). For callers that upload by themselves; ``upload`` does all of it."""
+        answer = self._transport.api(
+            "POST", "/v1/uploads", stopper=Stopper(), json_body={"deck": deck, "files": list(files)}
+        )
+        items = answer.get("files") if isinstance(answer, dict) else None
+        if not isinstance(items, list) or len(items) != len(files):
+            raise MediaError("/v1/uploads answered with a different number of files", code="bad_answer")
+        return [i if isinstance(i, dict) else {} for i in items]
+
+    def manifest(self, deck: str, filenames: Sequence[str]) -> dict[str, Any]:
+        """``POST /v1/downloads`` for ``filenames`` (at most 1000): the page as the server answers
+        it (``files`` with their URLs, ``unavailable``)."""
+        page = self._transport.api(
+            "POST", "/v1/downloads", stopper=Stopper(), json_body={"deck": deck, "filenames": list(filenames)}
+        )
+        if not isinstance(page, dict):
+            raise MediaError("/v1/downloads answered with something that is not a page", code="bad_answer")
+        return page
 
     def hash_file(self, path: StrPath) -> str:
         """A file's SHA-256, through the cache."""

@@ -24,7 +24,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 from . import filenames
 from .errors import Cancelled, MediaError
-from .hashcache import HashCache, StrPath
+from .hashcache import HashCache
+from .mediafolder import StrPath
 from .pool import Pool, ahead, conclude
 from .reports import DownloadReport, Progress
 from .transport import Stopper, Transport, iter_body
@@ -35,6 +36,9 @@ log = logging.getLogger("ankicollab_media")
 NAMES_PER_REQUEST = 1000
 #: A temporary file of ours untouched for this long belongs to a run that died.
 STALE_SECONDS = 600
+#: The most any stored file may weigh (the server's largest limit: audio, 25 MiB). An answer that
+#: announces more is refused, so a server gone wrong cannot fill the disk.
+MAX_STORED_BYTES = 25 * 1024 * 1024
 
 
 @dataclass
@@ -193,6 +197,11 @@ class Downloader:
         if problem is not None:
             self._record(e.filename, "failed", f"refused to write {e.filename!r}: {problem}")
             return
+        if not 0 <= e.size <= MAX_STORED_BYTES:
+            self._record(
+                e.filename, "failed", f"the server announced {e.size} bytes, more than any file may have"
+            )
+            return
         final = os.path.join(self._dir, e.filename)
         if self._present(e, final):
             return
@@ -280,6 +289,7 @@ class Downloader:
     def _pages(self, deck: str, names: Optional[Sequence[str]]) -> Iterator[dict[str, Any]]:
         if names is None:
             cursor: Optional[str] = None
+            seen: set[str] = set()
             while True:
                 body: dict[str, Any] = {"deck": deck}
                 if cursor:
@@ -289,6 +299,10 @@ class Downloader:
                 cursor = page.get("next_cursor") if isinstance(page, dict) else None
                 if not cursor:
                     return
+                # A cursor seen before would list the same pages for ever.
+                if not isinstance(cursor, str) or cursor in seen:
+                    raise MediaError("/v1/downloads answered a cursor it gave before", code="bad_answer")
+                seen.add(cursor)
         else:
             for start in range(0, len(names), NAMES_PER_REQUEST):
                 body = {"deck": deck, "filenames": list(names[start : start + NAMES_PER_REQUEST])}

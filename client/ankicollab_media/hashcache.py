@@ -18,15 +18,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
+
+from .mediafolder import StrPath, open_regular
 
 log = logging.getLogger("ankicollab_media")
 
 CHUNK = 1024 * 1024
 #: Files changed more recently than this are hashed but not remembered.
 RACY_SECONDS = 2.0
-
-StrPath = Union[str, "os.PathLike[str]"]
 
 
 def default_cache_path() -> Path:
@@ -41,10 +41,11 @@ def default_cache_path() -> Path:
 
 
 def sha256_file(path: StrPath) -> tuple[str, int]:
-    """(hex SHA-256, bytes read) of a file, streamed in 1 MiB chunks."""
+    """(hex SHA-256, bytes read) of a regular file (not a symlink, FIFO or device), streamed in
+    1 MiB chunks."""
     h = hashlib.sha256()
     n = 0
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while True:

@@ -26,7 +26,8 @@ from .errors import AuthError, Cancelled, MediaError, NetworkError, QuotaExceede
 
 log = logging.getLogger("ankicollab_media")
 
-#: A token, or a zero-argument callable that returns the current one.
+#: A token, or a zero-argument callable that returns the current one (a ``MediaToken`` if it
+#: knows when it expires).
 TokenSource = Union[str, Callable[[], str]]
 
 USER_AGENT = f"ankicollab-media/{__version__} (+https://ankicollab.com)"
@@ -146,9 +147,26 @@ def _abort(resp: requests.Response) -> None:
         log.debug("could not abort a response", exc_info=True)
 
 
+class MediaToken(str):
+    """A token that knows when it expires (seconds since the epoch): a source may return one, and
+    it is then asked for a fresh token shortly before that, not only after a 401."""
+
+    expires_at: Optional[float]
+
+    def __new__(cls, value: str, expires_at: Optional[float] = None) -> MediaToken:
+        token = super().__new__(cls, value)
+        token.expires_at = expires_at
+        return token
+
+
+#: A token is renewed this long before it expires (or a tenth of its life, if that is shorter).
+RENEW_BEFORE = 60.0
+
+
 class Token:
-    """The current bearer token. A callable source is asked once at first use and once more
-    after a 401; a plain string cannot be refreshed."""
+    """The current bearer token. A callable source is asked at first use, once more after a 401,
+    and shortly before the token expires when it says when (``MediaToken``); a plain string
+    cannot be refreshed."""
 
     def __init__(self, source: TokenSource) -> None:
         if not (isinstance(source, str) or callable(source)):
@@ -156,12 +174,14 @@ class Token:
         self._source = source
         self._lock = threading.Lock()
         self._value: Optional[str] = source if isinstance(source, str) else None
+        self._renew_at: Optional[float] = None
         self._generation = 0
 
     def get(self) -> tuple[str, int]:
         with self._lock:
-            if self._value is None:
+            if self._value is None or (self._renew_at is not None and time.time() >= self._renew_at):
                 self._value = self._fetch()
+                self._generation += 1
             return self._value, self._generation
 
     def refresh(self, seen: int) -> bool:
@@ -185,6 +205,11 @@ class Token:
             raise AuthError(f"the token source failed: {e}") from e
         if not isinstance(value, str) or not value:
             raise AuthError("the token source returned no token")
+        expires_at = getattr(value, "expires_at", None)
+        self._renew_at = None
+        if isinstance(expires_at, (int, float)):
+            life = expires_at - time.time()
+            self._renew_at = expires_at - min(RENEW_BEFORE, max(life, 0) / 10)
         return value
 
 

@@ -16,8 +16,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator, Optional, Sequence
 
+from . import mediafolder
 from .errors import Cancelled, MediaError
-from .hashcache import HashCache, StrPath
+from .hashcache import HashCache
+from .mediafolder import StrPath
 from .pool import Pool, ahead, conclude
 from .reports import Progress, UploadReport
 from .transport import Stopper, Transport
@@ -159,7 +161,7 @@ class Uploader:
                 stopper=self.stopper,
                 headers={str(k): str(v) for k, v in headers.items()},
                 # The transport closes the file after each try.
-                body=lambda: _StoppableReader(open(path, "rb"), self.stopper),  # noqa: SIM115
+                body=lambda: _StoppableReader(mediafolder.open_regular(path), self.stopper),
                 what=f"upload of {put.file.name}",
             )
         except Cancelled:
@@ -202,15 +204,34 @@ class Uploader:
 
     # -- the call ----------------------------------------------------------------------------
 
-    def run(self, deck: str, paths: Sequence[StrPath]) -> UploadReport:
+    def run(self, deck: str, paths: Sequence[StrPath], media_dir: Optional[StrPath] = None) -> UploadReport:
         seen: set[str] = set()
         files: list[_File] = []
+        refused: list[tuple[str, mediafolder.Refusal]] = []
         for p in paths:
+            if media_dir is not None:
+                name = os.fspath(p)
+                if name in seen:
+                    continue
+                seen.add(name)
+                found = mediafolder.resolve(media_dir, name)
+                if isinstance(found, mediafolder.Refusal):
+                    refused.append((name, found))
+                else:
+                    files.append(_File(found, name))
+                continue
             full = os.path.abspath(os.fspath(p))
             if full not in seen:
                 seen.add(full)
-                files.append(_File(full, os.path.basename(full)))
-        self.progress.add_total(len(files))
+                # The name is the one given; the bytes are read from the link's target, if any.
+                files.append(_File(os.path.realpath(full), os.path.basename(full)))
+        self.progress.add_total(len(files) + len(refused))
+        for name, refusal in refused:
+            log.warning("not uploading %s", refusal)
+            if refusal.code == mediafolder.NOT_FOUND:
+                self._done([name], "failed", refusal.detail)
+            else:
+                self._done([name], "rejected", refusal.code)
 
         def work() -> None:
             for hashed, items in ahead(self._batches(deck, files), self.stopper, self.progress, "acm-ask"):

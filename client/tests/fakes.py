@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -15,6 +16,7 @@ import responses
 
 API = "https://media.test"
 STORAGE = "https://storage.test"
+BACKEND = "https://backend.test"
 
 
 def sha(b: bytes) -> str:
@@ -40,6 +42,16 @@ class FakeServer:
     gets: list[str] = field(default_factory=list)
     puts: list[requests.PreparedRequest] = field(default_factory=list)
     api_calls: list[tuple[str, Any]] = field(default_factory=list)
+    #: When set, the API answers 401 to any other bearer token (storage URLs need none).
+    tokens: Optional[set[str]] = None
+
+    def _refused(self, req: requests.PreparedRequest) -> Optional[tuple[int, dict[str, str], str]]:
+        if self.tokens is None:
+            return None
+        bearer = str(req.headers.get("Authorization", "")).removeprefix("Bearer ")
+        if bearer in self.tokens:
+            return None
+        return 401, {}, json.dumps({"error": {"code": "unauthorized", "message": "token expired"}})
 
     def install(self, rsps: responses.RequestsMock) -> None:
         self.rsps = rsps
@@ -61,6 +73,9 @@ class FakeServer:
         }
 
     def _downloads(self, req: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        refused = self._refused(req)
+        if refused:
+            return refused
         body = json.loads(req.body or b"{}")
         with self.lock:
             self.api_calls.append(("downloads", body))
@@ -98,13 +113,16 @@ class FakeServer:
         return 200, {"Content-Type": "image/png"}, self.files[name]
 
     def _uploads(self, req: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        refused = self._refused(req)
+        if refused:
+            return refused
         body = json.loads(req.body or b"{}")
         with self.lock:
             self.api_calls.append(("uploads", body))
         out = []
         for f in body["files"]:
             h = f["hash"]
-            if h in self.existing:
+            if h in self.existing or h in self.stored:
                 out.append({"hash": h, "status": "exists"})
             elif f["filename"] in self.rejected:
                 out.append({"hash": h, "status": "rejected", "reason": self.rejected[f["filename"]]})
@@ -147,3 +165,61 @@ class FakeServer:
         with self.lock:
             self.stored[h] = data
         return 200, {}, ""
+
+
+@dataclass
+class FakeBackend:
+    """AnkiCollab's backend as compat sees it: ``/media/token`` mints a media token for a valid
+    user bearer token (and tells the fake API to take it), ``/media/references`` records what it
+    is told."""
+
+    server: FakeServer
+    #: user bearer token → user id
+    users: dict[str, str] = field(default_factory=dict)
+    ttl: float = 3600.0
+    #: Forced answers (status) of the two routes, when set.
+    token_status: Optional[int] = None
+    references_status: list[int] = field(default_factory=list)
+    minted: list[tuple[str, str]] = field(default_factory=list)
+    references: list[dict[str, Any]] = field(default_factory=list)
+    bearers: list[str] = field(default_factory=list)
+
+    def install(self, rsps: responses.RequestsMock) -> None:
+        if self.server.tokens is None:
+            self.server.tokens = set()
+        rsps.add_callback(responses.POST, f"{BACKEND}/media/token", callback=self._token)
+        rsps.add_callback(responses.POST, f"{BACKEND}/media/references", callback=self._references)
+
+    def _user(self, req: requests.PreparedRequest) -> Optional[str]:
+        bearer = str(req.headers.get("Authorization", "")).removeprefix("Bearer ")
+        self.bearers.append(bearer)
+        return self.users.get(bearer)
+
+    def _token(self, req: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        if self.token_status is not None:
+            return self.token_status, {}, json.dumps({"error": "forced"})
+        user = self._user(req)
+        if user is None:
+            return 401, {}, json.dumps({"error": {"code": "unauthorized", "message": "invalid token"}})
+        token = f"media-{user}-{len(self.minted)}"
+        self.minted.append((user, token))
+        assert self.server.tokens is not None
+        self.server.tokens.add(token)
+        expires = time.time() + self.ttl
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        return 200, {}, json.dumps({"token": token, "api_url": API, "expires_at": stamp})
+
+    def _references(self, req: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        if self.references_status:
+            return self.references_status.pop(0), {}, json.dumps({"error": "forced"})
+        user = self._user(req)
+        if user is None:
+            return 401, {}, json.dumps({"error": {"code": "unauthorized", "message": "invalid token"}})
+        body = json.loads(req.body or b"{}")
+        self.references.append({"user": user, **body})
+        return 200, {}, json.dumps({"recorded": len(body.get("files", []))})
+
+    def expire_all(self) -> None:
+        """Every media token minted so far stops working (as if they all expired)."""
+        assert self.server.tokens is not None
+        self.server.tokens.clear()

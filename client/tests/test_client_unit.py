@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import responses
 
-from ankicollab_media import MediaClient, errors, hashcache
+from ankicollab_media import MediaClient, errors, hashcache, mediafolder
 from ankicollab_media.filenames import TEMP_PREFIX
 
 from .conftest import Sleeps
@@ -269,7 +269,7 @@ def test_upload_asks_in_batches_of_500_and_hashes_once_across_calls(
     reads: list[str] = []
     real = hashcache.sha256_file
 
-    def counting(path: hashcache.StrPath) -> tuple[str, int]:
+    def counting(path: mediafolder.StrPath) -> tuple[str, int]:
         reads.append(os.fspath(path))
         return real(path)
 
