@@ -15,7 +15,7 @@ def b64url(b):
 
 def token(sub, scope):
     head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64url(json.dumps({"sub": sub, "scope": scope, "exp": int(time.time()) + 3600}).encode())
+    body = b64url(json.dumps({"sub": sub, "scope": scope, "iat": int(time.time()), "exp": int(time.time()) + 3600, "iss": "ankicollab", "aud": "ankicollab-media"}).encode())
     sig = hmac.new(env["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64url(sig)}"
 

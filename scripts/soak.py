@@ -72,7 +72,9 @@ def b64url(b: bytes) -> str:
 
 def token(sub: str, scope: str, decks: list[str] | None = None) -> str:
     head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"sub": sub, "scope": scope, "exp": int(time.time()) + 24 * 3600}
+    # The longest a user token may live (TOKEN_MAX_LIFETIME_SECS); the soak renews none.
+    now = int(time.time())
+    claims = {"sub": sub, "scope": scope, "iat": now, "exp": now + 4 * 3600, "iss": "ankicollab", "aud": "ankicollab-media"}
     if decks:
         claims["decks"] = decks
     body = b64url(json.dumps(claims).encode())

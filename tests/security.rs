@@ -7,9 +7,11 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use unicode_normalization::UnicodeNormalization;
 
-/// A token with the given claims, signed with `secret`.
+/// A token with the given claims, signed with `secret` (issued a minute before `exp` at most).
 fn forge(secret: &[u8], alg: Algorithm, sub: &str, scope: &str, decks: &[&str], exp: i64) -> String {
-    let claims = json!({"sub": sub, "scope": scope, "decks": decks, "exp": exp});
+    let iat = now().min(exp - 60);
+    let claims = json!({"sub": sub, "scope": scope, "decks": decks, "exp": exp, "iat": iat,
+        "iss": shared::auth::DEFAULT_ISSUER, "aud": shared::auth::DEFAULT_AUDIENCE});
     encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).expect("encoding a token")
 }
 

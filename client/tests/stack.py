@@ -54,7 +54,16 @@ class Stack:
         self, scope: str, *, sub: str = "client-tests", decks: Iterable[str] = (), ttl: int = 3600
     ) -> str:
         head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        claims = {"sub": sub, "scope": scope, "exp": int(time.time()) + ttl, "decks": list(decks)}
+        now = int(time.time())
+        claims = {
+            "sub": sub,
+            "scope": scope,
+            "iat": now,
+            "exp": now + ttl,
+            "iss": "ankicollab",
+            "aud": "ankicollab-media",
+            "decks": list(decks),
+        }
         body = _b64(json.dumps(claims).encode())
         sig = hmac.new(self.env["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
         return f"{head}.{body}.{_b64(sig)}"

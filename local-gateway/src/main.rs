@@ -46,7 +46,15 @@ async fn main() -> anyhow::Result<()> {
             };
             let decks: Vec<String> = args.get(3).map(|d| d.split(',').map(str::to_owned).collect()).unwrap_or_default();
             let secret = std::env::var("JWT_SECRET").context("JWT_SECRET is not set")?;
-            println!("{}", shared::auth::mint(secret.as_bytes(), sub, scope, &decks, 24 * 3600));
+            let key = shared::auth::parse_keys(&secret).map_err(anyhow::Error::msg)?.remove(0);
+            let policy = shared::config::Config::from_env().map(|c| c.token_policy).unwrap_or_default();
+            // As long as the policy lets a token of this scope live.
+            let ttl = if scope.split_whitespace().any(|s| s == "references") {
+                policy.max_references_lifetime_secs
+            } else {
+                policy.max_user_lifetime_secs
+            };
+            println!("{}", shared::auth::mint_with(&key, &policy, sub, scope, &decks, ttl));
             Ok(())
         }
         Some(other) => bail!("unknown command {other:?}: serve | setup | invoke | token"),

@@ -50,7 +50,17 @@ class Stack:
         self, scope: str, decks: Iterable[str] = (), *, sub: str = "browser-tests", exp: int | None = None
     ) -> str:
         head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        claims = {"sub": sub, "scope": scope, "exp": exp or int(time.time()) + 3600, "decks": list(decks)}
+        now = int(time.time())
+        claims = {
+            "sub": sub,
+            "scope": scope,
+            # Issued a minute before it expires when the test asks for a token expired already.
+            "iat": min(now, (exp or now + 3600) - 60),
+            "exp": exp or now + 3600,
+            "iss": "ankicollab",
+            "aud": "ankicollab-media",
+            "decks": list(decks),
+        }
         body = _b64(json.dumps(claims).encode())
         sig = hmac.new(self.env["JWT_SECRET"].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
         return f"{head}.{body}.{_b64(sig)}"

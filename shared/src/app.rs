@@ -60,6 +60,8 @@ pub enum InitError {
     Endpoint(String),
     #[error("reading the token secret: {0}")]
     Secret(String),
+    #[error("the token secret: {0}")]
+    TokenSecret(String),
     #[error("the CloudFront signing key: {0}")]
     Cdn(String),
 }
@@ -113,7 +115,12 @@ impl App {
             decks: Arc::new(DynamoDecks::new(dynamo, &config.deck_files_table)),
             presigner: Presigner::new(endpoint, &config.region),
             credentials: Arc::new(SdkCredentials(creds)),
-            tokens: config.jwt_secret.as_deref().map(|s| TokenVerifier::new(s.as_bytes())),
+            tokens: match config.jwt_secret.as_deref() {
+                Some(text) => {
+                    Some(TokenVerifier::from_text(text, config.token_policy.clone()).map_err(InitError::TokenSecret)?)
+                }
+                None => None,
+            },
             cdn: None,
             config,
         })
@@ -203,6 +210,7 @@ impl App {
             s3_public_endpoint: None,
             jwt_secret: Some(jwt_secret.into()),
             jwt_secret_arn: None,
+            token_policy: Default::default(),
             url_ttl_secs: 900,
             download_page_size: 2000,
             sweep_grace_secs: 86400,

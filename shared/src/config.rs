@@ -29,6 +29,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// Secrets Manager secret holding the token secret, when `JWT_SECRET` is not set (AWS).
     pub jwt_secret_arn: Option<String>,
+    /// What tokens must say (`JWT_ISSUER`, `JWT_AUDIENCE`) and how long they may live
+    /// (`TOKEN_MAX_LIFETIME_SECS`, `TOKEN_MAX_REFERENCES_LIFETIME_SECS`).
+    pub token_policy: crate::auth::TokenPolicy,
     pub url_ttl_secs: u32,
     pub download_page_size: usize,
     /// How long a count must have stayed zero before the sweep deletes the media.
@@ -105,6 +108,16 @@ impl Config {
             s3_public_endpoint: s.var("S3_PUBLIC_ENDPOINT").or_else(|| s.var("AWS_ENDPOINT_URL_S3")),
             jwt_secret: s.var("JWT_SECRET"),
             jwt_secret_arn: s.var("JWT_SECRET_ARN"),
+            token_policy: {
+                let p = crate::auth::TokenPolicy::default();
+                crate::auth::TokenPolicy {
+                    issuer: s.var("JWT_ISSUER").unwrap_or(p.issuer),
+                    audience: s.var("JWT_AUDIENCE").unwrap_or(p.audience),
+                    max_user_lifetime_secs: s.number("TOKEN_MAX_LIFETIME_SECS", p.max_user_lifetime_secs)?,
+                    max_references_lifetime_secs: s
+                        .number("TOKEN_MAX_REFERENCES_LIFETIME_SECS", p.max_references_lifetime_secs)?,
+                }
+            },
             url_ttl_secs: s.number("URL_TTL_SECS", 900)?,
             download_page_size: s.number("DOWNLOAD_PAGE_SIZE", 2000)?,
             sweep_grace_secs: s.number("SWEEP_GRACE_SECS", DEFAULT_SWEEP_GRACE.whole_seconds())?,

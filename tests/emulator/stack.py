@@ -40,7 +40,8 @@ def free_port() -> int:
 def token(scope: str = "upload download", sub: str = "health", decks: list[str] | None = None) -> str:
     enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
     head = enc(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims: dict[str, object] = {"sub": sub, "scope": scope, "exp": int(time.time()) + 600}
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": sub, "scope": scope, "iat": now, "exp": now + 600, "iss": "ankicollab", "aud": "ankicollab-media"}
     if decks is not None:
         claims["decks"] = decks
     body = enc(json.dumps(claims).encode())
