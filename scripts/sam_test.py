@@ -300,7 +300,7 @@ def run(sam_args: list[str]) -> None:
         check(out == {"batchItemFailures": []}, f"every record of {table}'s stream applied", out)
     row = psql(
         "SELECT m.hash, m.notes, s.s3_key, s.status, s.reference_count FROM anki.media m "
-        f"JOIN anki.stored_media_files s USING (hash) WHERE m.deck = '{DECK}' AND m.filename = '{filename}'"
+        f"JOIN anki.stored_media_files s USING (hash) WHERE m.deck_key = '{DECK}' AND m.filename = '{filename}'"
     )
     check(row == f"{digest}|1|media/{digest}|ready|1", "anki.media and stored_media_files describe the file", row)
     step(f"  Postgres: {row}")

@@ -393,7 +393,7 @@ async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() 
     let row = || async {
         let row: Option<(String, Option<String>)> = sqlx::query_as(
             "SELECT m.hash, s.s3_key FROM anki.media m LEFT JOIN anki.stored_media_files s ON s.hash = m.hash \
-             WHERE m.deck = $1 AND m.filename = 'a.png'",
+             WHERE m.deck_key = $1 AND m.filename = 'a.png'",
         )
         .bind(&deck)
         .fetch_optional(live.pool())

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use shared::error::StoreError;
 use shared::hash::Sha256Hash;
 use shared::store::mirror::{Change, FileRow, Key, Mirror, Row, Snapshot};
-use sqlx::Row as _;
 
 fn media(files: &[(&str, &str)]) -> Value {
     Value::Array(files.iter().map(|(f, h)| json!({"filename": f, "hash": h})).collect())
@@ -89,6 +88,9 @@ impl<M: Mirror> Mirror for Crashing<M> {
     async fn repair(&self, key: &Key, seen: Option<&str>, row: Option<&Row>) -> Result<bool, StoreError> {
         self.inner.repair(key, seen, row).await
     }
+    async fn resolve_deck_ids(&self) -> Result<u64, StoreError> {
+        self.inner.resolve_deck_ids().await
+    }
 }
 
 /// A mirror that never fails and counts what it applied.
@@ -161,7 +163,11 @@ async fn stream_duplicates_reordering_and_crashes_all_converge_to_dynamodb() -> 
 #[tokio::test]
 async fn lookup_query_answers_what_dynamodb_knows() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
+    let live = pg::live().await?;
+    // The stack's database holds AnkiCollab's tables too, as AnkiCollab's database will.
+    pg::ankicollab_schema(live.pool()).await?;
     let d = deck("lookup");
+    let deck_id = pg::ankicollab_deck(live.pool(), &d, None).await?;
     let png = unique_png();
     let hash = sha256_hex(&png);
     stack.upload_processed("cell.png", &png).await?;
@@ -169,15 +175,15 @@ async fn lookup_query_answers_what_dynamodb_knows() -> anyhow::Result<()> {
     let stored_key = stack.record(&hash).await?.and_then(|r| r.get("stored_key").and_then(|v| v.as_s().ok()).cloned());
     assert_eq!(stored_key.as_deref(), Some(format!("media/{hash}").as_str()));
 
-    // The query from the issue, verbatim, with AnkiCollab's schema on the search path.
-    let live = pg::live().await?;
+    // The query from the issue, verbatim, with AnkiCollab's numeric deck id and its schema on the
+    // search path.
     let lookup = || async {
         let mut conn = live.pool().acquire().await?;
         sqlx::query("SET search_path TO anki, public").execute(&mut *conn).await?;
         let keys: Vec<Option<String>> = sqlx::query_scalar(
             "SELECT s3_key FROM stored_media_files WHERE hash IN (SELECT hash FROM anki.media WHERE deck = $1 AND filename = $2)",
         )
-        .bind(&d)
+        .bind(deck_id)
         .bind("cell.png")
         .fetch_all(&mut *conn)
         .await?;
@@ -188,12 +194,13 @@ async fn lookup_query_answers_what_dynamodb_knows() -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "the lookup never answered {stored_key:?}: {:?}", lookup().await?);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The website's view: which notes use it.
-    let notes: i64 = sqlx::query_scalar("SELECT notes FROM anki.media WHERE deck = $1 AND filename = 'cell.png'")
-        .bind(&d)
-        .fetch_one(live.pool())
-        .await?;
-    assert_eq!(notes, 1);
+    // The website's view: which notes use it; our key is there too.
+    let (notes, key): (i64, String) =
+        sqlx::query_as("SELECT notes, deck_key FROM anki.media WHERE deck = $1 AND filename = 'cell.png'")
+            .bind(deck_id)
+            .fetch_one(live.pool())
+            .await?;
+    assert_eq!((notes, key), (1, d.clone()));
 
     // Once no note uses the file, the deck no longer maps it.
     stack.references(&d, json!([{"note_id": "1", "media": []}])).await?;
@@ -245,37 +252,46 @@ async fn fixture_event_applies_once_and_older_records_lose() -> anyhow::Result<(
 }
 
 #[tokio::test]
-async fn migrations_take_over_a_legacy_ankicollab_database() -> anyhow::Result<()> {
+async fn migrations_keep_a_legacy_ankicollab_database_and_its_deck_ids() -> anyhow::Result<()> {
     let mirror = pg::empty("legacy").await?;
     let pool = mirror.pool();
-    // anki.media as AnkiCollab's schema-database.sql has it, with rows.
-    sqlx::raw_sql(
-        "CREATE SCHEMA anki;
-         CREATE TABLE anki.decks (id bigint PRIMARY KEY, name text);
-         CREATE TABLE anki.media (id integer NOT NULL, filename text NOT NULL, deck bigint NOT NULL);
-         CREATE SEQUENCE anki.media_id_seq AS integer START WITH 1;
-         ALTER SEQUENCE anki.media_id_seq OWNED BY anki.media.id;
-         ALTER TABLE ONLY anki.media ALTER COLUMN id SET DEFAULT nextval('anki.media_id_seq'::regclass);
-         ALTER TABLE ONLY anki.media ADD CONSTRAINT media_pkey PRIMARY KEY (id);
-         CREATE INDEX media_deck_idx ON anki.media USING btree (deck);
-         CREATE UNIQUE INDEX media_filename_deck_key ON anki.media USING btree (md5(filename), deck);
-         ALTER TABLE ONLY anki.media ADD CONSTRAINT media_deck_fkey FOREIGN KEY (deck) REFERENCES anki.decks(id) ON DELETE CASCADE;
-         INSERT INTO anki.decks VALUES (1, 'one'), (2, 'two');
-         INSERT INTO anki.media (filename, deck) VALUES ('a.png', 1), ('b c.mp3', 1), ('a.png', 2);",
-    )
-    .execute(pool)
-    .await?;
+    // AnkiCollab's database as it is today, with legacy anki.media rows.
+    pg::ankicollab_schema(pool).await?;
+    let one = pg::ankicollab_deck(pool, "one-deck", None).await?;
+    let two = pg::ankicollab_deck(pool, "two-deck", None).await?;
+    sqlx::query("INSERT INTO anki.media (filename, deck) VALUES ('a.png', $1), ('b c.mp3', $1), ('a.png', $2)")
+        .bind(one)
+        .bind(two)
+        .execute(pool)
+        .await?;
+    let legacy = |sql: &'static str| async move {
+        let rows: Vec<(i32, String, Option<i64>)> = sqlx::query_as(sql).fetch_all(pool).await?;
+        anyhow::Ok(rows)
+    };
+    let before = legacy("SELECT id, filename, deck FROM anki.media ORDER BY id").await?;
     mirror.migrate().await?;
     mirror.migrate().await?; // again: nothing to do
-
-    let rows: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT id, filename, deck FROM anki.media ORDER BY id").fetch_all(pool).await?;
-    let expected = [(1, "a.png", "1"), (2, "b c.mp3", "1"), (3, "a.png", "2")];
-    assert_eq!(rows, expected.map(|(i, f, d)| (i, f.to_string(), d.to_string())));
+    let after = legacy("SELECT id, filename, deck FROM anki.media WHERE deck_key IS NULL ORDER BY id").await?;
+    assert_eq!(after, before, "legacy rows, ids and deck ids are untouched");
+    let column_type = |column: &'static str| async move {
+        let t: String = sqlx::query_scalar(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = 'anki' AND table_name = 'media' AND column_name = $1",
+        )
+        .bind(column)
+        .fetch_one(pool)
+        .await?;
+        anyhow::Ok(t)
+    };
+    assert_eq!((column_type("deck").await?, column_type("id").await?), ("bigint".into(), "integer".into()));
+    let fk: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_constraint WHERE conname = 'media_deck_fkey'")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(fk, 1, "AnkiCollab's foreign key to anki.decks stays");
     let snapshot = mirror.snapshot().await?;
     assert_eq!((snapshot.legacy_rows, snapshot.rows.len()), (3, 0), "legacy rows are kept, not compared");
 
-    // The sync takes a legacy row over, id and all, and new rows continue the sequence.
+    // The sync writes AnkiCollab's deck id beside our key; it takes a legacy row of the same deck
+    // and filename over, id and all; a key with no AnkiCollab deck is kept with no id.
     let hash = Sha256Hash::parse(&sha256_hex(b"a"))?;
     let file = |deck: &str, filename: &str| FileRow {
         deck: deck.into(),
@@ -284,37 +300,58 @@ async fn migrations_take_over_a_legacy_ankicollab_database() -> anyhow::Result<(
         notes: 2,
         updated_at: None,
     };
-    for (seq, row) in [("10", file("1", "a.png")), ("11", file("d-new", "x.png"))] {
+    for (seq, row) in
+        [("10", file("one-deck", "a.png")), ("11", file("later-deck", "x.png")), ("12", file("two-deck", "new.png"))]
+    {
         let change = Change { key: Row::File(row.clone()).key(), seq: seq.into(), row: Some(Row::File(row)) };
         assert!(mirror.apply(&change).await?);
     }
-    let taken: (i64, Option<String>, i64) =
-        sqlx::query_as("SELECT id, hash, notes FROM anki.media WHERE deck = '1' AND filename = 'a.png'")
-            .fetch_one(pool)
-            .await?;
-    assert_eq!(taken, (1, Some(hash.to_hex()), 2));
-    let new_id: i64 = sqlx::query_scalar("SELECT id FROM anki.media WHERE deck = 'd-new'").fetch_one(pool).await?;
-    assert!(new_id > 3);
+    type MediaRow = (i32, Option<i64>, Option<String>, String, Option<String>);
+    let rows: Vec<MediaRow> =
+        sqlx::query_as("SELECT id, deck, deck_key, filename, hash FROM anki.media ORDER BY id").fetch_all(pool).await?;
+    let h = Some(hash.to_hex());
+    assert_eq!(rows[0], (before[0].0, Some(one), Some("one-deck".into()), "a.png".into(), h.clone()));
+    assert_eq!(rows[1..3].iter().map(|r| r.2.clone()).collect::<Vec<_>>(), [None, None], "other legacy rows stay");
+    assert_eq!(rows[3].1, None, "later-deck is not an AnkiCollab deck (yet)");
+    assert_eq!((rows[3].2.as_deref(), rows[4].1), (Some("later-deck"), Some(two)));
+    let snapshot = mirror.snapshot().await?;
+    assert_eq!((snapshot.rows.len(), snapshot.unresolved_decks, snapshot.stale_deck_ids), (3, 1, 0));
 
-    // An older database without the unique index, holding duplicates: nothing is lost.
-    let older = pg::empty("legacy_dups").await?;
-    sqlx::raw_sql(
-        "CREATE SCHEMA anki;
-         CREATE TABLE anki.media (id serial PRIMARY KEY, filename text NOT NULL, deck bigint NOT NULL);
-         INSERT INTO anki.media (filename, deck) VALUES ('a.png', 1), ('a.png', 1), ('b.png', 1);",
-    )
-    .execute(older.pool())
-    .await?;
-    older.migrate().await?;
-    let kept: Vec<i64> = sqlx::query_scalar("SELECT id FROM anki.media ORDER BY id").fetch_all(older.pool()).await?;
-    let moved: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM anki.media_legacy_duplicates").fetch_all(older.pool()).await?;
-    assert_eq!((kept, moved), (vec![1, 3], vec![2]));
-    let deck_type: String = sqlx::query("SELECT data_type FROM information_schema.columns WHERE table_schema = 'anki' AND table_name = 'media' AND column_name = 'deck'")
-        .fetch_one(older.pool())
-        .await?
-        .try_get("data_type")?;
-    assert_eq!(deck_type, "text");
+    // The deck appears in AnkiCollab: reconcile gives the row its id.
+    let later = pg::ankicollab_deck(pool, "later-deck", None).await?;
+    assert_eq!(mirror.snapshot().await?.stale_deck_ids, 1);
+    assert_eq!(mirror.resolve_deck_ids().await?, 1);
+    let id: Option<i64> =
+        sqlx::query_scalar("SELECT deck FROM anki.media WHERE deck_key = 'later-deck'").fetch_one(pool).await?;
+    assert_eq!(id, Some(later));
+    let snapshot = mirror.snapshot().await?;
+    assert_eq!((snapshot.unresolved_decks, snapshot.stale_deck_ids), (0, 0));
+
+    // Our key's row goes when DynamoDB's does; the taken-over legacy row with it.
+    let key = Row::File(file("one-deck", "a.png")).key();
+    assert!(mirror.apply(&Change { key, seq: "20".into(), row: None }).await?);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM anki.media").fetch_one(pool).await?;
+    assert_eq!(left, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_whose_decks_come_later() -> anyhow::Result<()> {
+    let mirror = pg::fresh("empty").await?;
+    let pool = mirror.pool();
+    let hash = Sha256Hash::parse(&sha256_hex(b"e"))?;
+    let row = FileRow { deck: "late-root".into(), filename: "e.png".into(), hash, notes: 1, updated_at: None };
+    let change = Change { key: Row::File(row.clone()).key(), seq: "5".into(), row: Some(Row::File(row)) };
+    assert!(mirror.apply(&change).await?);
+    assert_eq!(mirror.snapshot().await?.unresolved_decks, 1, "no anki.decks at all: kept, with no id");
+    // AnkiCollab's tables arrive afterwards (the switch), with the deck.
+    pg::ankicollab_schema(pool).await?;
+    let id = pg::ankicollab_deck(pool, "late-root", None).await?;
+    mirror.migrate().await?;
+    assert_eq!(mirror.resolve_deck_ids().await?, 1);
+    let got: Option<i64> =
+        sqlx::query_scalar("SELECT deck FROM anki.media WHERE filename = 'e.png'").fetch_one(pool).await?;
+    assert_eq!(got, Some(id));
     Ok(())
 }
 

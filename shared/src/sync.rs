@@ -189,6 +189,12 @@ pub struct MirrorReport {
     /// Not fixed because a stream record changed the row since the snapshot.
     pub changed_meanwhile: usize,
     pub legacy_rows: i64,
+    /// Rows whose deck key names no deck in AnkiCollab's `anki.decks` (their `deck` is null).
+    pub unresolved_decks: i64,
+    /// Rows whose AnkiCollab deck id was out of date (a deck created or deleted since).
+    pub stale_deck_ids: i64,
+    /// Of those, given their current id by this run.
+    pub deck_ids_fixed: u64,
     pub examples: Vec<String>,
 }
 
@@ -215,8 +221,13 @@ pub async fn reconcile_mirror(
         files_in_dynamodb: files.len(),
         stored_in_dynamodb: records.len(),
         legacy_rows: snapshot.legacy_rows,
+        unresolved_decks: snapshot.unresolved_decks,
+        stale_deck_ids: snapshot.stale_deck_ids,
         ..Default::default()
     };
+    if snapshot.unresolved_decks > 0 {
+        tracing::warn!(rows = snapshot.unresolved_decks, "mirror rows whose deck key names no AnkiCollab deck");
+    }
     let mut want: BTreeMap<Key, Row> = BTreeMap::new();
     for row in files.into_iter().filter_map(file_row).map(Row::File) {
         want.insert(row.key(), row);
@@ -254,6 +265,7 @@ pub async fn reconcile_mirror(
                 report.changed_meanwhile += 1;
             }
         }
+        report.deck_ids_fixed = mirror.resolve_deck_ids().await?;
     }
     Ok(report)
 }

@@ -35,6 +35,26 @@ pub async fn empty(tag: &str) -> anyhow::Result<PgMirror> {
     Ok(PgMirror::new(options()?.database(&name)))
 }
 
+/// AnkiCollab's tables as they are today (`backend-kit/tests/ankicollab_today.sql`), created in
+/// `pool`'s database unless they are there; one caller at a time.
+pub async fn ankicollab_schema(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock(7411)").execute(&mut *conn).await?;
+    let applied = sqlx::raw_sql(include_str!("../../backend-kit/tests/ankicollab_today.sql")).execute(&mut *conn).await;
+    sqlx::query("SELECT pg_advisory_unlock(7411)").execute(&mut *conn).await?;
+    applied.context("AnkiCollab's schema")?;
+    Ok(())
+}
+
+/// A deck in AnkiCollab's `anki.decks` (a root unless `parent`) named by `human_hash`; its id.
+pub async fn ankicollab_deck(pool: &sqlx::PgPool, human_hash: &str, parent: Option<i64>) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("INSERT INTO anki.decks (name, human_hash, parent) VALUES ($1, $1, $2) RETURNING id")
+        .bind(human_hash)
+        .bind(parent)
+        .fetch_one(pool)
+        .await?)
+}
+
 pub fn tables() -> anyhow::Result<StreamTables> {
     super::load_env()?;
     Ok(StreamTables { media: super::var("MEDIA_TABLE")?, deck_files: super::var("DECK_FILES_TABLE")? })

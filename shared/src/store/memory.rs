@@ -476,4 +476,8 @@ impl Mirror for MemoryMirror {
         write(&mut s, key, row);
         Ok(true)
     }
+    async fn resolve_deck_ids(&self) -> Result<u64, StoreError> {
+        // No AnkiCollab decks here: nothing to resolve.
+        Ok(0)
+    }
 }

@@ -29,7 +29,8 @@ impl Key {
     }
 }
 
-/// A row of `anki.media`.
+/// A row of `anki.media`. `deck` is our deck key (`anki.media.deck_key`); AnkiCollab's numeric id
+/// of it (`anki.media.deck`) is derived in Postgres.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileRow {
     pub deck: String,
@@ -94,6 +95,9 @@ pub trait Mirror: Send + Sync {
     /// Write `row` (or remove the key's row) if the item's last applied sequence number is still
     /// `seen` (`None`: none was). Returns whether it wrote.
     async fn repair(&self, key: &Key, seen: Option<&str>, row: Option<&Row>) -> Result<bool, StoreError>;
+    /// Give every row AnkiCollab's current id of its deck key (a deck created, or deleted, since
+    /// the row was written). Returns how many rows changed.
+    async fn resolve_deck_ids(&self) -> Result<u64, StoreError>;
 }
 
 /// Everything the mirror holds.
@@ -102,6 +106,10 @@ pub struct Snapshot {
     pub rows: BTreeMap<Key, Row>,
     /// item → last applied sequence number.
     pub versions: HashMap<String, String>,
-    /// Rows of a legacy `anki.media` that DynamoDB has not (yet) described: no hash. Left alone.
+    /// Rows of a legacy `anki.media` that DynamoDB has not (yet) described: no deck key. Left alone.
     pub legacy_rows: i64,
+    /// Rows whose deck key names no AnkiCollab deck (`deck` null): kept, and reported.
+    pub unresolved_decks: i64,
+    /// Rows whose `deck` is not AnkiCollab's current id of their deck key.
+    pub stale_deck_ids: i64,
 }

@@ -96,12 +96,12 @@ impl PgMirror {
 async fn write(tx: &mut Transaction<'_, Postgres>, key: &Key, row: Option<&Row>) -> Result<(), StoreError> {
     match (key, row) {
         (_, Some(Row::File(r))) => {
-            // The conflict target is the legacy unique index, so rows a legacy database already
-            // had for this (deck, filename) are taken over, ids and all.
-            sqlx::query(
-                "INSERT INTO anki.media (deck, filename, hash, notes, updated_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (md5(filename), deck) DO UPDATE
-                 SET hash = excluded.hash, notes = excluded.notes, updated_at = excluded.updated_at",
+            // Our row for (deck key, filename); else a legacy row of the same AnkiCollab deck and
+            // filename, taken over (id and all); else a new row. `deck` is AnkiCollab's id of the
+            // deck key, or null while anki.decks has no such deck.
+            let updated = sqlx::query(
+                "UPDATE anki.media SET deck = anki.media_deck_id($1), hash = $3, notes = $4, updated_at = $5
+                 WHERE deck_key = $1 AND filename = $2",
             )
             .bind(&r.deck)
             .bind(&r.filename)
@@ -110,7 +110,30 @@ async fn write(tx: &mut Transaction<'_, Postgres>, key: &Key, row: Option<&Row>)
             .bind(r.updated_at)
             .execute(&mut **tx)
             .await
-            .map_err(err)?;
+            .map_err(err)?
+            .rows_affected();
+            if updated == 0 {
+                sqlx::query(
+                    "WITH legacy AS (
+                        SELECT id FROM anki.media
+                        WHERE deck_key IS NULL AND deck = anki.media_deck_id($1) AND filename = $2
+                        ORDER BY id LIMIT 1 FOR UPDATE
+                     ), taken AS (
+                        UPDATE anki.media m SET deck_key = $1, hash = $3, notes = $4, updated_at = $5
+                        FROM legacy WHERE m.id = legacy.id RETURNING m.id
+                     )
+                     INSERT INTO anki.media (deck, deck_key, filename, hash, notes, updated_at)
+                     SELECT anki.media_deck_id($1), $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM taken)",
+                )
+                .bind(&r.deck)
+                .bind(&r.filename)
+                .bind(r.hash.to_hex())
+                .bind(r.notes)
+                .bind(r.updated_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?;
+            }
         }
         (_, Some(Row::Stored(r))) => {
             sqlx::query(
@@ -144,7 +167,7 @@ async fn write(tx: &mut Transaction<'_, Postgres>, key: &Key, row: Option<&Row>)
             .map_err(err)?;
         }
         (Key::File { deck, filename }, None) => {
-            sqlx::query("DELETE FROM anki.media WHERE deck = $1 AND filename = $2")
+            sqlx::query("DELETE FROM anki.media WHERE deck_key = $1 AND filename = $2")
                 .bind(deck)
                 .bind(filename)
                 .execute(&mut **tx)
@@ -202,11 +225,12 @@ impl Mirror for PgMirror {
             .await
             .map_err(err)?;
         let mut snapshot = Snapshot::default();
-        let files =
-            sqlx::query("SELECT deck, filename, hash, notes, updated_at FROM anki.media WHERE hash IS NOT NULL")
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(err)?;
+        let files = sqlx::query(
+            "SELECT deck_key AS deck, filename, hash, notes, updated_at FROM anki.media WHERE deck_key IS NOT NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
         for r in files {
             let row = FileRow {
                 deck: r.try_get("deck").map_err(err)?,
@@ -237,10 +261,18 @@ impl Mirror for PgMirror {
             };
             snapshot.rows.insert(Key::Stored(row.hash), Row::Stored(row));
         }
-        snapshot.legacy_rows = sqlx::query_scalar("SELECT count(*) FROM anki.media WHERE hash IS NULL")
+        snapshot.legacy_rows = sqlx::query_scalar("SELECT count(*) FROM anki.media WHERE deck_key IS NULL")
             .fetch_one(&mut *tx)
             .await
             .map_err(err)?;
+        (snapshot.unresolved_decks, snapshot.stale_deck_ids) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE deck IS NULL),
+                    count(*) FILTER (WHERE deck IS DISTINCT FROM anki.media_deck_id(deck_key))
+             FROM anki.media WHERE deck_key IS NOT NULL",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
         let versions = sqlx::query("SELECT item, seq::text AS seq FROM anki.media_sync_versions")
             .fetch_all(&mut *tx)
             .await
@@ -250,6 +282,17 @@ impl Mirror for PgMirror {
         }
         tx.commit().await.map_err(err)?;
         Ok(snapshot)
+    }
+
+    async fn resolve_deck_ids(&self) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE anki.media SET deck = anki.media_deck_id(deck_key)
+             WHERE deck_key IS NOT NULL AND deck IS DISTINCT FROM anki.media_deck_id(deck_key)",
+        )
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(err)
     }
 
     async fn repair(&self, key: &Key, seen: Option<&str>, row: Option<&Row>) -> Result<bool, StoreError> {
