@@ -23,7 +23,7 @@ mkdir -p "$PIDS" "$LOGS"
 
 # Build the local gateway (and every other binary and test). Always with the tests: they turn on
 # dev-dependency features, and a build of the gateway alone would compile every dependency twice.
-build_gateway() { ( cd "$REPO" && cargo build -q --workspace --bins --tests ); }
+build_gateway() { ( cd "$REPO" && cargo build -q --workspace --bins --tests --examples ); }
 GATEWAY_BIN="$CARGO_TARGET_DIR/debug/local-gateway"
 
 # The shared corpus of real and hostile files: $ANKICOLLAB_CORPUS, else ../shared/corpus beside the
@@ -120,7 +120,7 @@ build_with_progress() {
   if [ ! -x "$GATEWAY_BIN" ]; then
     log "building the Rust workspace: a first build on a fresh machine takes 20-25 minutes (later builds take seconds); full log: $log"
   fi
-  ( cd "$REPO" && exec cargo build --workspace --bins --tests --color never ) > "$log" 2>&1 &
+  ( cd "$REPO" && exec cargo build --workspace --bins --tests --examples --color never ) > "$log" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1; i=$((i + 1))

@@ -20,6 +20,7 @@ import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar, Union
 
+import anki.collection  # noqa: F401  (anki's modules import each other in a circle: enter by this one)
 from anki.decks import DeckId
 from anki.models import NotetypeId
 from anki.utils import ids2str

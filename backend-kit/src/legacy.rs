@@ -1,0 +1,1 @@
+//! For plugins that are not updated yet (issue 34).
