@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda sweep reconcile mirror soak sam-local sam-test
+.PHONY: up down test token invoke demo check lambda sweep reconcile migrate mirror soak sam-local sam-test
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -25,7 +25,9 @@ sweep:   ## sweep orphans now: make sweep GRACE=0
 	@echo '{"mode": "sweep", "grace_seconds": $(or $(GRACE),86400)}' > .local/sweep.json && scripts/invoke sweep-orphans .local/sweep.json
 reconcile: ## recompute reference counts: make reconcile FIX=true
 	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/reconcile.json && scripts/invoke sweep-orphans .local/reconcile.json
-mirror:  ## compare Postgres with DynamoDB (repair, or backfill): make mirror FIX=true
+migrate: ## apply the Postgres migrations: make migrate [DATABASE_URL=postgres://…] (default: the stack's)
+	scripts/migrate
+mirror:  ## compare Postgres with DynamoDB (repair, or backfill): make mirror FIX=true [DATABASE_URL=…]
 	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/mirror.json && scripts/invoke sync-postgres .local/mirror.json
 soak:    ## an hour of mixed traffic, with memory and latency every minute: make soak MINUTES=60
 	scripts/soak --minutes $(or $(MINUTES),60)

@@ -35,6 +35,13 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None | Some("serve") => serve().await,
         Some("setup") => setup::run().await,
+        Some("migrate") => {
+            // The Postgres schema only (DATABASE_URL): no emulator needed.
+            use shared::store::mirror::Mirror;
+            shared::store::postgres::PgMirror::from_env().await?.migrate().await?;
+            println!("migrated");
+            Ok(())
+        }
         Some("invoke") => {
             let [_, function, event] = &args[..] else { bail!("usage: local-gateway invoke FUNCTION EVENT.json") };
             invoke(function, event).await
@@ -57,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", shared::auth::mint_with(&key, &policy, sub, scope, &decks, ttl));
             Ok(())
         }
-        Some(other) => bail!("unknown command {other:?}: serve | setup | invoke | token"),
+        Some(other) => bail!("unknown command {other:?}: serve | setup | migrate | invoke | token"),
     }
 }
 
