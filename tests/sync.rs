@@ -383,9 +383,9 @@ async fn serial_backfill_and_reconcile_repair_what_differs() -> anyhow::Result<(
 
     // Break three rows; reconcile names each, and repairs them.
     sqlx::raw_sql(&format!(
-        "DELETE FROM anki.media WHERE deck = '{d}' AND filename = 'a.png';
+        "DELETE FROM anki.media WHERE deck_key = '{d}' AND filename = 'a.png';
          UPDATE anki.stored_media_files SET reference_count = reference_count + 5 WHERE hash = '{}';
-         INSERT INTO anki.media (deck, filename, hash, notes) VALUES ('{d}', 'ghost.png', '{}', 1);",
+         INSERT INTO anki.media (deck_key, filename, hash, notes) VALUES ('{d}', 'ghost.png', '{}', 1);",
         sha256_hex(&b),
         sha256_hex(&b)
     ))

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ankicollab_media_backend::legacy::{self, Redirects};
 use ankicollab_media_backend::routes::{BoxError, Connection, MediaRoutes};
 use ankicollab_media_backend::{Error, MediaSync, ReferencesClient, Retry, TokenIssuer};
 use axum::extract::State;
@@ -32,6 +33,7 @@ struct Standin {
     sync: Arc<MediaSync>,
     /// Requests served, by path.
     calls: Arc<Mutex<BTreeMap<String, usize>>>,
+    redirects: Redirects,
 }
 
 async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
@@ -71,7 +73,16 @@ async fn main() -> Result<(), BoxError> {
         base: Duration::from_millis(base),
         cap: Duration::from_millis(base * 16),
     });
-    let state = Standin { url: Arc::new(url.clone()), sync: Arc::new(MediaSync::new(refs)), calls: Arc::default() };
+    // Bound first: the legacy redirect URLs need the address.
+    let listener =
+        tokio::net::TcpListener::bind(std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into())).await?;
+    let public_url = format!("http://{}", listener.local_addr()?);
+    let state = Standin {
+        url: Arc::new(url.clone()),
+        sync: Arc::new(MediaSync::new(refs)),
+        calls: Arc::default(),
+        redirects: Redirects::new(format!("{public_url}/media/legacy-download"), env("MEDIA_TOKEN_SECRET").as_bytes()),
+    };
 
     let (url_c, url_a) = (url.clone(), url.clone());
     let routes = MediaRoutes::new(
@@ -95,7 +106,8 @@ async fn main() -> Result<(), BoxError> {
                 Ok::<_, BoxError>(row.map(|r| r.get::<_, i32>(0) as i64))
             })
         },
-    );
+    )
+    .legacy_downloads(state.redirects.clone());
 
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -103,6 +115,7 @@ async fn main() -> Result<(), BoxError> {
         .route("/test/sql", post(sql))
         .route("/test/event", post(event))
         .route("/test/stats", get(stats))
+        .route("/media/manifest", post(manifest))
         .with_state(state.clone())
         .merge(routes.router())
         .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -225,6 +238,47 @@ async fn event(State(s): State<Standin>, Json(e): Json<Event>) -> Response {
         Ok(r) => Json(json!({"notes": r.notes, "added": r.added, "removed": r.removed})).into_response(),
         Err(err @ Error::Unavailable(_)) => fail(StatusCode::SERVICE_UNAVAILABLE, err),
         Err(err) => fail(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+#[derive(Deserialize)]
+struct ManifestBody {
+    deck_hash: String,
+    filenames: Vec<String>,
+}
+
+/// AnkiCollab's existing `POST /media/manifest` for plugins not updated yet, answered from the new
+/// store by the kit (the user authenticated as on the real route).
+async fn manifest(
+    State(s): State<Standin>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<ManifestBody>,
+) -> Response {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let db = match connect(&s.url).await {
+        Ok(db) => db,
+        Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let user = match db
+        .query_opt(
+            "SELECT user_id FROM anki.auth_tokens WHERE token_hash = $1 AND expires_at > now()",
+            &[&sha(&bearer)],
+        )
+        .await
+    {
+        Ok(Some(row)) => row.get::<_, i32>(0) as i64,
+        Ok(None) => return fail(StatusCode::UNAUTHORIZED, "not logged in"),
+        Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    match legacy::manifest(s.sync.references(), &db, user, &body.deck_hash, &body.filenames, Some(&s.redirects)).await {
+        Ok(m) => Json(m).into_response(),
+        Err(Error::Invalid(m)) => fail(StatusCode::BAD_REQUEST, m),
+        Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

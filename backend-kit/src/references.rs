@@ -162,13 +162,24 @@ impl ReferencesClient {
     }
 
     async fn send(&self, deck_key: &str, notes: &[NoteMedia]) -> Result<Applied> {
-        let url = format!("{}/v1/references", self.api_url);
-        let body = Request { deck: deck_key, notes };
+        self.post_json("/v1/references", None, &Request { deck: deck_key, notes }).await
+    }
+
+    /// POST `body` to the media API with `token` (else the backend's own), retried with backoff
+    /// on 5xx, 429 and lost connections; a 401 with the backend's token mints a fresh one once.
+    pub(crate) async fn post_json<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &B,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.api_url);
         let mut fresh_token = false;
         let mut last = String::new();
         let mut attempt = 0;
         while attempt < self.retry.attempts {
-            let sent = self.http.post(&url).bearer_auth(self.bearer(fresh_token)).json(&body).send().await;
+            let bearer = token.map(str::to_owned).unwrap_or_else(|| self.bearer(fresh_token));
+            let sent = self.http.post(&url).bearer_auth(bearer).json(body).send().await;
             let wait = match sent {
                 Err(e) => {
                     last = format!("no answer: {e}");
@@ -184,11 +195,10 @@ impl ReferencesClient {
                     let text = resp.text().await.unwrap_or_default();
                     match status {
                         200..=299 => {
-                            return serde_json::from_str(&text).map_err(|e| {
-                                Error::Unavailable(format!("the answer is not the references shape: {e}"))
-                            });
+                            return serde_json::from_str(&text)
+                                .map_err(|e| Error::Unavailable(format!("{path} answered an unexpected shape: {e}")));
                         }
-                        401 if !fresh_token => {
+                        401 if token.is_none() && !fresh_token => {
                             // A token minted just now, once: the clock or the secret moved.
                             fresh_token = true;
                             continue;
@@ -207,7 +217,7 @@ impl ReferencesClient {
             attempt += 1;
             if attempt < self.retry.attempts {
                 let pause = wait.unwrap_or_else(|| self.retry.pause(attempt - 1)).min(Duration::from_secs(30));
-                tracing::info!(deck = deck_key, attempt, ?pause, error = %last, "media server unavailable; retrying");
+                tracing::info!(path, attempt, ?pause, error = %last, "media server unavailable; retrying");
                 tokio::time::sleep(pause).await;
             }
         }

@@ -29,6 +29,7 @@ use tokio_postgres::Client;
 use crate::decks;
 use crate::error::Error;
 use crate::files::{filename_problem, is_sha256};
+use crate::legacy::Redirects;
 use crate::sync::{MediaSync, ReportedFile};
 use crate::tokens::TokenIssuer;
 
@@ -70,6 +71,7 @@ type MayWriteFn =
 /// ```
 pub struct MediaRoutes {
     sync: Arc<MediaSync>,
+    redirects: Option<Redirects>,
     issuer: TokenIssuer,
     connect: Box<ConnectFn>,
     authenticate: Box<AuthenticateFn>,
@@ -89,6 +91,7 @@ impl MediaRoutes {
     ) -> Self {
         Self {
             sync: sync.into(),
+            redirects: None,
             issuer,
             connect: Box::new(connect),
             authenticate: Box::new(authenticate),
@@ -112,12 +115,22 @@ impl MediaRoutes {
         self
     }
 
-    /// `POST /media/token` and `POST /media/references`, for the backend's router (any state).
+    /// Also serve `GET /media/legacy-download`, the redirect behind the URLs that
+    /// [`crate::legacy::manifest`] gives old plugins (`redirects.base` must be this route's
+    /// absolute URL).
+    pub fn legacy_downloads(mut self, redirects: Redirects) -> Self {
+        self.redirects = Some(redirects);
+        self
+    }
+
+    /// `POST /media/token` and `POST /media/references` (and `GET /media/legacy-download`), for
+    /// the backend's router (any state).
     pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
-        Router::new()
-            .route("/media/token", post(token))
-            .route("/media/references", post(references))
-            .with_state(Arc::new(self))
+        let mut router = Router::new().route("/media/token", post(token)).route("/media/references", post(references));
+        if self.redirects.is_some() {
+            router = router.route("/media/legacy-download", axum::routing::get(legacy_download));
+        }
+        router.with_state(Arc::new(self))
     }
 
     async fn user(&self, headers: &HeaderMap) -> Result<i64, Response> {
@@ -286,4 +299,29 @@ async fn allowed(
             None => maintainer,
         })
         .collect())
+}
+
+#[derive(Deserialize)]
+struct RedirectQuery {
+    u: String,
+    s: String,
+}
+
+/// 302 to a URL [`crate::legacy::manifest`] signed; 404 for anything else (never an open redirect).
+async fn legacy_download(
+    State(routes): State<Arc<MediaRoutes>>,
+    axum::extract::Query(q): axum::extract::Query<RedirectQuery>,
+) -> Response {
+    match routes.redirects.as_ref().and_then(|r| r.resolve(&q.u, &q.s)) {
+        Some(url) => match header::HeaderValue::from_str(&url) {
+            Ok(location) => {
+                let mut r = StatusCode::FOUND.into_response();
+                r.headers_mut().insert(header::LOCATION, location);
+                r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+                r
+            }
+            Err(_) => error(StatusCode::NOT_FOUND, "not_found", "no such download"),
+        },
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such download"),
+    }
 }

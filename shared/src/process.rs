@@ -63,7 +63,7 @@ pub async fn process_key(
         tracing::warn!(key, "not an upload key; ignored");
         return Ok(Outcome::Skipped("not an upload key"));
     };
-    let upload = Upload { app, blobs, key, hash, now: now_rfc3339(now) };
+    let upload = Upload { app, blobs, key: Some(key), hash, now: now_rfc3339(now) };
     if let Some(done) = upload.settle_if_done().await? {
         return Ok(done);
     }
@@ -72,9 +72,27 @@ pub async fn process_key(
         Read::Gone => return Ok(Outcome::Skipped("upload object is gone")),
         Read::Refused(reason) => return upload.reject(reason).await,
     };
-    match convert(&hash, bytes, &app.config.limits).await {
-        Ok(converted) => upload.store(converted).await,
-        Err(reason) => upload.reject(reason).await,
+    upload.finish(bytes).await
+}
+
+/// Bytes that did not arrive as an upload object (the import of AnkiCollab's existing media),
+/// through exactly the steps of [`process_key`] after its read: settle if already done, check,
+/// convert, store or reject. `bytes` must hash to `hash` (checked again here).
+pub async fn process_bytes(
+    app: &App,
+    blobs: &dyn BlobStore,
+    hash: Sha256Hash,
+    bytes: Vec<u8>,
+    now: OffsetDateTime,
+) -> Result<Outcome, StoreError> {
+    let upload = Upload { app, blobs, key: None, hash, now: now_rfc3339(now) };
+    if let Some(done) = upload.settle_if_done().await? {
+        return Ok(done);
+    }
+    match upload.verify(bytes, app.config.limits.max_any_bytes()) {
+        Read::Verified(bytes) => upload.finish(bytes).await,
+        Read::Refused(reason) => upload.reject(reason).await,
+        Read::Gone => Ok(Outcome::Skipped("nothing to process")),
     }
 }
 
@@ -82,7 +100,8 @@ pub async fn process_key(
 struct Upload<'a> {
     app: &'a App,
     blobs: &'a dyn BlobStore,
-    key: &'a str,
+    /// The upload object, removed once processed; None for bytes handed over directly.
+    key: Option<&'a str>,
     hash: Sha256Hash,
     now: String,
 }
@@ -186,7 +205,7 @@ impl Upload<'_> {
         };
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
             self.app.quotas.settle(hash, Settlement::Stored).await?;
-            self.blobs.delete(self.key).await?;
+            self.drop_upload().await?;
             tracing::info!(%hash, "already ready");
             return Ok(Some(Outcome::Skipped("already ready")));
         }
@@ -194,7 +213,7 @@ impl Upload<'_> {
         // refused bytes costs a record read, not another decode.
         if r.finally_rejected() {
             self.app.quotas.settle(hash, Settlement::Rejected).await?;
-            self.blobs.delete(self.key).await?;
+            self.drop_upload().await?;
             tracing::info!(%hash, "already rejected");
             return Ok(Some(Outcome::Skipped("already rejected")));
         }
@@ -207,18 +226,39 @@ impl Upload<'_> {
     /// The object's bytes, read up to the largest size any file may have, and checked to be
     /// the bytes the key promises.
     async fn read_and_verify(&self) -> Result<Read, StoreError> {
-        let bytes = match self.blobs.read(self.key, self.app.config.limits.max_any_bytes()).await? {
-            None => return Ok(Read::Gone),
-            Some(ReadBlob::TooLarge(_)) => return Ok(Read::Refused(RejectReason::TooLarge)),
-            Some(ReadBlob::Bytes(b)) => b,
-        };
-        Ok(if bytes.is_empty() {
+        let Some(key) = self.key else { return Ok(Read::Gone) };
+        let max = self.app.config.limits.max_any_bytes();
+        Ok(match self.blobs.read(key, max).await? {
+            None => Read::Gone,
+            Some(ReadBlob::TooLarge(_)) => Read::Refused(RejectReason::TooLarge),
+            Some(ReadBlob::Bytes(b)) => self.verify(b, max),
+        })
+    }
+
+    fn verify(&self, bytes: Vec<u8>, max: u64) -> Read {
+        if bytes.is_empty() {
             Read::Refused(RejectReason::EmptyFile)
         } else if Sha256Hash::of(&bytes) != self.hash {
             Read::Refused(RejectReason::HashMismatch)
+        } else if bytes.len() as u64 > max {
+            Read::Refused(RejectReason::TooLarge)
         } else {
             Read::Verified(bytes)
-        })
+        }
+    }
+
+    async fn finish(&self, bytes: Vec<u8>) -> Result<Outcome, StoreError> {
+        match convert(&self.hash, bytes, &self.app.config.limits).await {
+            Ok(converted) => self.store(converted).await,
+            Err(reason) => self.reject(reason).await,
+        }
+    }
+
+    async fn drop_upload(&self) -> Result<(), StoreError> {
+        match self.key {
+            Some(key) => self.blobs.delete(key).await,
+            None => Ok(()),
+        }
     }
 
     /// Bytes first, record second (a ready record always has its object), then the alias of
@@ -251,7 +291,7 @@ impl Upload<'_> {
         }
         // Settle before the upload object goes: if settling fails, the retried event still finds it.
         app.quotas.settle(hash, Settlement::Stored).await?;
-        self.blobs.delete(self.key).await?;
+        self.drop_upload().await?;
         tracing::info!(
             %hash,
             content_type = %info.content_type,
@@ -267,7 +307,7 @@ impl Upload<'_> {
         let hash = &self.hash;
         self.app.media.mark_rejected(hash, reason, &self.now).await?;
         self.app.quotas.settle(hash, Settlement::Rejected).await?;
-        self.blobs.delete(self.key).await?;
+        self.drop_upload().await?;
         tracing::info!(%hash, reason = reason.code(), "rejected");
         Ok(Outcome::Rejected(reason))
     }

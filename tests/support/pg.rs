@@ -27,6 +27,16 @@ pub async fn fresh(tag: &str) -> anyhow::Result<PgMirror> {
     Ok(mirror)
 }
 
+/// An empty database of its own: its name and URL. `scripts/up --fresh` drops these.
+pub async fn new_database(tag: &str) -> anyhow::Result<(String, String)> {
+    let name = format!("sync_{tag}_{}", &super::sha256_hex(&super::unique_bytes(8))[..10]);
+    let admin = PgMirror::new(options()?);
+    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(admin.pool()).await?;
+    let url = super::var("DATABASE_URL")?;
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+    Ok((name.clone(), format!("{base}/{name}")))
+}
+
 /// An empty database of its own, not migrated. `scripts/up --fresh` drops these.
 pub async fn empty(tag: &str) -> anyhow::Result<PgMirror> {
     let name = format!("sync_{tag}_{}", &super::sha256_hex(&super::unique_bytes(8))[..10]);
