@@ -175,8 +175,10 @@ def test_suggest_approve_subscribe_decline_and_sweep(stack: Stack, backend: Back
         "a1.png": png(4),
         "dup-x.png": same,
         "dup-y.png": same,
-        "kanji.svg": b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+        # An SVG with a script in it: stored sanitised, not refused.
+        "kanji.svg": (stack.corpus / "hostile" / "svg-with-script.svg").read_bytes(),
     }
+    kanji = mine["kanji.svg"]
     write(alice_media, mine)
     with open(big, "wb") as f:  # over every size limit: refused before anything is sent
         f.truncate(60 * 1024 * 1024)
@@ -195,9 +197,9 @@ def test_suggest_approve_subscribe_decline_and_sweep(stack: Stack, backend: Back
     n3, g3 = tree.note(tree.s, content, reviewed=False, by=alice.username)
     result = plugin.upload(mm_alice, tree.r_hash, [(n, g3) for n, _ in pairs])
     assert not any("Unexpected" in e for e in result["errors"]), result
-    assert result["failed_filenames"] == ["huge.png", "kanji.svg"], result
+    assert result["failed_filenames"] == ["huge.png"], result
     sample = result["samples"][0]
-    assert sample["uploaded"] + sample["existing"] == 3, "dup-x.png and dup-y.png count under their own names"
+    assert sample["uploaded"] + sample["existing"] == 4, "dup-x.png and dup-y.png count under their own names"
     assert any("huge.png: refused by the server: too_large" in e for e in sample["errors_sample"])
     # Pending, the suggestion's media are references already: the mirror answers by deck id.
     a1 = sha(mine["a1.png"])
@@ -213,17 +215,21 @@ def test_suggest_approve_subscribe_decline_and_sweep(stack: Stack, backend: Back
         f"UPDATE anki.fields SET reviewed = true WHERE note = {n3}; UPDATE anki.notes SET reviewed = true WHERE id = {n3}"
     )
     backend.event("approved", [n3])
-    stack.wait_ready([a1, sha(same), sha(owned["s1.png"]), sha(owned["b.png"]), sha(owned["b.mp3"])])
+    stack.wait_ready(
+        [a1, sha(same), sha(kanji), sha(owned["s1.png"]), sha(owned["b.png"]), sha(owned["b.mp3"])]
+    )
 
     # A subscriber downloads the root deck: the subdeck's, the inherited note's and N3's media.
     carol = Login(backend, unique("carol"))
     carol_media = tmp_path / "carol.media"
     carol_media.mkdir()
     mm_carol = manager(backend, carol_media, tmp_path, carol)
-    wanted = ["s1.png", "b.png", "b.mp3", "a1.png", "dup-x.png", "dup-y.png"]
+    wanted = ["s1.png", "b.png", "b.mp3", "a1.png", "dup-x.png", "dup-y.png", "kanji.svg"]
     down = plugin.download(mm_carol, tree.r_hash, wanted)
-    assert down == {"success": True, "message": "Downloaded 6, Skipped 0, Failed 0", "downloaded": 6}, down
-    assert (carol_media / "b.mp3").read_bytes() == owned["b.mp3"]
+    assert down == {"success": True, "message": "Downloaded 7, Skipped 0, Failed 0", "downloaded": 7}, down
+    # The SVG came back sanitised (its script gone, its rectangle kept).
+    svg = (carol_media / "kanji.svg").read_bytes()
+    assert b"<script" not in svg and b"<rect" in svg
     assert sorted(p.name for p in carol_media.iterdir()) == sorted(wanted)
     for name in ("s1.png", "b.png", "b.mp3"):
         assert tree.mirror(tree.r, name), f"{name} under R's id"

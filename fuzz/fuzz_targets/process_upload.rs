@@ -52,6 +52,13 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(kind.content_type(), c.content_type, "stored bytes do not sniff as their content type");
             assert_eq!(sniff(thumb), Sniffed::Image(shared::sniff::ImageKind::WebP), "thumbnail is not WebP");
         }
+        (Sniffed::Svg, Some(thumb)) => {
+            assert_eq!(c.content_type, "image/svg+xml");
+            assert!(shared::svg::sanitize(&c.stored).is_ok(), "stored SVG does not sanitise again");
+            let text = String::from_utf8_lossy(&c.stored).to_ascii_lowercase();
+            assert!(!text.contains("<script") && !text.contains("javascript:"), "active SVG stored");
+            assert_eq!(sniff(thumb), Sniffed::Image(shared::sniff::ImageKind::WebP), "thumbnail is not WebP");
+        }
         (other, thumb) => panic!("stored bytes sniff as {other:?} (thumbnail: {}), stored as {}", thumb.is_some(), c.content_type),
     }
 });

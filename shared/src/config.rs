@@ -141,6 +141,7 @@ impl Config {
             },
             limits: Limits {
                 max_image_bytes: s.number("MAX_IMAGE_BYTES", d.max_image_bytes)?,
+                max_stored_image_bytes: s.number("MAX_STORED_IMAGE_BYTES", d.max_stored_image_bytes)?,
                 max_audio_bytes: s.number("MAX_AUDIO_BYTES", d.max_audio_bytes)?,
                 max_audio_seconds: s.number("MAX_AUDIO_SECONDS", d.max_audio_seconds)?,
                 max_pixels: s.number("MAX_PIXELS", d.max_pixels)?,

@@ -1,6 +1,6 @@
 //! The AnkiCollab media server's logic. Functions' `main.rs` files are glue around this crate.
 //!
-//! - [`policy`], [`hash`], [`sniff`], [`convert`], [`audio`]: pure rules about files.
+//! - [`policy`], [`hash`], [`sniff`], [`convert`], [`svg`], [`audio`]: pure rules about files.
 //! - [`presign`], [`cdn`], [`download_urls`], [`auth`]: URLs and tokens.
 //! - [`store`]: storage traits and their DynamoDB/S3 adapters.
 //! - [`uploads`], [`process`], [`downloads`]: what each function does.
@@ -28,6 +28,7 @@ pub mod process;
 pub mod references;
 pub mod sniff;
 pub mod store;
+pub mod svg;
 pub mod sync;
 pub mod telemetry;
 pub mod uploads;

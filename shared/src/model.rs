@@ -36,6 +36,9 @@ pub enum RejectReason {
     TooLong,
     #[error("corrupt_media")]
     CorruptMedia,
+    /// An SVG with more elements or deeper nesting than processing takes.
+    #[error("too_complex")]
+    TooComplex,
     #[error("hash_mismatch")]
     HashMismatch,
     #[error("bad_hash")]
@@ -61,6 +64,7 @@ impl RejectReason {
             RejectReason::TooManyPixels => "too_many_pixels",
             RejectReason::TooLong => "too_long",
             RejectReason::CorruptMedia => "corrupt_media",
+            RejectReason::TooComplex => "too_complex",
             RejectReason::HashMismatch => "hash_mismatch",
             RejectReason::BadHash => "bad_hash",
             RejectReason::BadFilename => "bad_filename",

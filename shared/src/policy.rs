@@ -5,7 +5,11 @@ use unicode_normalization::UnicodeNormalization;
 /// Configurable limits (defaults from DESIGN.md).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The largest image (or SVG) original accepted; what is stored must also fit `max_stored_bytes`.
     pub max_image_bytes: u64,
+    /// The largest image stored (after conversion): AnkiCollab's 10 MB, applied to the result as
+    /// AnkiCollab applied it to the plugin's converted output.
+    pub max_stored_image_bytes: u64,
     pub max_audio_bytes: u64,
     /// Audio playing longer than this is refused (`too_long`).
     pub max_audio_seconds: u64,
@@ -26,14 +30,17 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_image_bytes: 10 * 1024 * 1024,
+            max_image_bytes: 50 * 1024 * 1024,
+            max_stored_image_bytes: 10 * 1024 * 1024,
             max_audio_bytes: 25 * 1024 * 1024,
             max_audio_seconds: 300,
             max_pixels: 50_000_000,
             max_animation_pixels: 50_000_000,
             max_upload_batch: 500,
-            daily_upload_bytes: 2 * 1024 * 1024 * 1024,
-            daily_upload_files: 10_000,
+            // AnkiCollab allows 100,000 files a user a day; 20 GiB is that many at today's average
+            // size (about 200 kB).
+            daily_upload_bytes: 20 * 1024 * 1024 * 1024,
+            daily_upload_files: 100_000,
             max_download_batch: 1000,
             max_body_bytes: 512 * 1024,
             thumbnail_edge: 256,
@@ -67,7 +74,7 @@ pub enum MediaClass {
 pub fn class_from_filename(filename: &str) -> Option<MediaClass> {
     let ext = filename.rsplit_once('.')?.1.to_ascii_lowercase();
     match ext.as_str() {
-        "png" | "jpg" | "jpeg" | "jfif" | "gif" | "webp" | "bmp" | "tif" | "tiff" => Some(MediaClass::Image),
+        "png" | "jpg" | "jpeg" | "jfif" | "gif" | "webp" | "bmp" | "tif" | "tiff" | "svg" => Some(MediaClass::Image),
         "mp3" | "ogg" | "oga" | "opus" | "wav" | "flac" | "aif" | "aiff" | "aifc" | "m4a" => Some(MediaClass::Audio),
         _ => None,
     }
@@ -190,7 +197,8 @@ mod tests {
         assert_eq!(class_from_filename("a.oga"), Some(MediaClass::Audio));
         assert_eq!(class_from_filename("a.Flac"), Some(MediaClass::Audio));
         assert_eq!(class_from_filename("a.aiff"), Some(MediaClass::Audio));
-        assert_eq!(class_from_filename("a.svg"), None);
+        assert_eq!(class_from_filename("a.svg"), Some(MediaClass::Image));
+        assert_eq!(class_from_filename("a.pdf"), None);
         assert_eq!(class_from_filename("noext"), None);
     }
 

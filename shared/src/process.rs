@@ -16,6 +16,7 @@ use crate::model::{MediaStatus, RejectReason, StoredMedia};
 use crate::policy::Limits;
 use crate::sniff::{sniff, AudioKind, Sniffed};
 use crate::store::{BlobStore, ReadBlob, Settlement};
+use crate::svg;
 
 pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
@@ -149,9 +150,16 @@ pub fn content(bytes: Vec<u8>, limits: &Limits) -> Result<Converted, RejectReaso
             }
             // Uncompressed audio is stored as MP3 when that is smaller; lossy audio as uploaded
             // (re-encoding it would only lose quality).
+            // Either way, what is stored is audio only: the container is rewritten from what plays.
             let (stored, content_type) = match audio::to_mp3(kind, &bytes, duration_ms) {
                 Ok(Some(mp3)) => (mp3.bytes, AudioKind::Mp3.content_type()),
-                Ok(None) => (bytes, kind.content_type()),
+                Ok(None) => match audio::keep_audio(kind, &bytes) {
+                    Ok(kept) => (kept, kind.content_type()),
+                    Err(e) => {
+                        tracing::info!(error = %e, "audio whose container does not hold together");
+                        return Err(RejectReason::CorruptMedia);
+                    }
+                },
                 Err(e) => {
                     tracing::info!(error = %e, "audio that does not decode");
                     return Err(RejectReason::CorruptMedia);
@@ -167,8 +175,32 @@ pub fn content(bytes: Vec<u8>, limits: &Limits) -> Result<Converted, RejectReaso
                 thumbnail: None,
             })
         }
+        Sniffed::Svg => {
+            if size > limits.max_image_bytes {
+                return Err(RejectReason::TooLarge);
+            }
+            let p = svg::process(&bytes, limits.thumbnail_edge)?;
+            if p.bytes.len() as u64 > limits.max_stored_image_bytes {
+                return Err(RejectReason::TooLarge);
+            }
+            Ok(Converted {
+                stored: p.bytes,
+                content_type: "image/svg+xml".into(),
+                size,
+                width: Some(p.width),
+                height: Some(p.height),
+                duration_ms: None,
+                thumbnail: Some(p.thumbnail),
+            })
+        }
         Sniffed::Image(kind) => {
             let p = process_image(kind, &bytes, limits)?;
+            // The 10 MB limit is on what is stored: a large scan or screenshot that converts
+            // below it is kept.
+            if p.bytes.len() as u64 > limits.max_stored_image_bytes {
+                tracing::info!(stored = p.bytes.len(), "image too large even converted");
+                return Err(RejectReason::TooLarge);
+            }
             Ok(Converted {
                 stored: p.bytes,
                 content_type: p.content_type.to_string(),
@@ -204,7 +236,7 @@ impl Upload<'_> {
             return Ok(None);
         };
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
-            self.app.quotas.settle(hash, Settlement::Stored).await?;
+            self.settle(Settlement::Stored).await?;
             self.drop_upload().await?;
             tracing::info!(%hash, "already ready");
             return Ok(Some(Outcome::Skipped("already ready")));
@@ -212,7 +244,7 @@ impl Upload<'_> {
         // The key's bytes are fixed by its hash, so a final rejection stands: a replayed PUT of
         // refused bytes costs a record read, not another decode.
         if r.finally_rejected() {
-            self.app.quotas.settle(hash, Settlement::Rejected).await?;
+            self.settle(Settlement::Rejected).await?;
             self.drop_upload().await?;
             tracing::info!(%hash, "already rejected");
             return Ok(Some(Outcome::Skipped("already rejected")));
@@ -254,6 +286,15 @@ impl Upload<'_> {
         }
     }
 
+    /// Settle the uploaders' holds on this hash. Bytes handed over directly (the import) were
+    /// never announced, so no one holds anything for them.
+    async fn settle(&self, how: Settlement) -> Result<(), StoreError> {
+        match self.key {
+            Some(_) => self.app.quotas.settle(&self.hash, how).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
     async fn drop_upload(&self) -> Result<(), StoreError> {
         match self.key {
             Some(key) => self.blobs.delete(key).await,
@@ -290,7 +331,7 @@ impl Upload<'_> {
             app.media.put_alias(&stored_hash, hash, &self.now).await?;
         }
         // Settle before the upload object goes: if settling fails, the retried event still finds it.
-        app.quotas.settle(hash, Settlement::Stored).await?;
+        self.settle(Settlement::Stored).await?;
         self.drop_upload().await?;
         tracing::info!(
             %hash,
@@ -306,7 +347,7 @@ impl Upload<'_> {
     async fn reject(&self, reason: RejectReason) -> Result<Outcome, StoreError> {
         let hash = &self.hash;
         self.app.media.mark_rejected(hash, reason, &self.now).await?;
-        self.app.quotas.settle(hash, Settlement::Rejected).await?;
+        self.settle(Settlement::Rejected).await?;
         self.drop_upload().await?;
         tracing::info!(%hash, reason = reason.code(), "rejected");
         Ok(Outcome::Rejected(reason))
@@ -417,7 +458,7 @@ mod logic_tests {
     #[tokio::test]
     async fn refused_bytes_put_again_are_not_decoded_again() {
         let (app, blobs) = App::in_memory_with_blobs("k");
-        let junk = b"<svg onload=alert(1)>".to_vec();
+        let junk = b"<html onload=alert(1)>".to_vec();
         let hash = Sha256Hash::of(&junk);
         let key = app.config.keys.upload(&hash);
         blobs.put(&key, junk.clone(), "application/octet-stream", None).await.unwrap();

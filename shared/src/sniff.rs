@@ -23,6 +23,8 @@ pub enum AudioKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sniffed {
     Image(ImageKind),
+    /// An XML document whose root element is `svg` (stored only once sanitised: `crate::svg`).
+    Svg,
     Audio(AudioKind),
     /// Not something we store; the string says what it looked like (for logs).
     Unsupported(&'static str),
@@ -117,7 +119,7 @@ pub fn sniff(b: &[u8]) -> Sniffed {
         return Unsupported("zip");
     }
     if looks_like_markup(b) {
-        return Unsupported("markup");
+        return if svg_root(b) { Svg } else { Unsupported("markup") };
     }
     Unsupported("unknown")
 }
@@ -220,6 +222,42 @@ fn is_mp3(b: &[u8]) -> bool {
     next == b.len() || mpeg_frame(b.get(next..).unwrap_or_default()).is_some()
 }
 
+/// Whether the first element, after the XML declaration, comments, processing instructions and
+/// a DOCTYPE, is `<svg`.
+fn svg_root(b: &[u8]) -> bool {
+    let mut rest = b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b);
+    // Bounded: a prolog longer than this is not an SVG we take.
+    for _ in 0..64 {
+        rest = &rest[rest.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(rest.len())..];
+        let skip = |end: &[u8], from: usize, rest: &[u8]| {
+            rest.windows(end.len()).skip(from).position(|w| w == end).map(|i| i + from + end.len())
+        };
+        let next = if rest.starts_with(b"<?") {
+            skip(b"?>", 2, rest)
+        } else if rest.starts_with(b"<!--") {
+            skip(b"-->", 4, rest)
+        } else if rest.starts_with(b"<!DOCTYPE") {
+            // Up to the '>' that closes it, past an internal subset in brackets.
+            let close = rest.iter().position(|&c| c == b'[' || c == b'>');
+            match close.map(|i| rest[i]) {
+                Some(b'[') => {
+                    skip(b"]", 0, rest).and_then(|i| rest[i..].iter().position(|&c| c == b'>').map(|j| i + j + 1))
+                }
+                Some(_) => close.map(|i| i + 1),
+                None => None,
+            }
+        } else {
+            return rest.starts_with(b"<svg")
+                && rest.get(4).is_some_and(|c| c.is_ascii_whitespace() || *c == b'>' || *c == b'/');
+        };
+        match next {
+            Some(i) => rest = &rest[i..],
+            None => return false,
+        }
+    }
+    false
+}
+
 fn looks_like_markup(b: &[u8]) -> bool {
     let b = b.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(b);
     b.iter().find(|c| !c.is_ascii_whitespace()).is_some_and(|&c| c == b'<')
@@ -240,7 +278,13 @@ mod tests {
         assert_eq!(sniff(b"FORM\0\0\0\x20AIFFCOMM"), Sniffed::Audio(AudioKind::Aiff));
         assert_eq!(sniff(b"FORM\0\0\0\x20AIFCFVER"), Sniffed::Audio(AudioKind::Aiff));
         assert_eq!(sniff(b"FORM\0\0\0\x208SVXVHDR"), Sniffed::Unsupported("unknown"));
-        assert_eq!(sniff(b"  <svg onload=alert(1)>"), Sniffed::Unsupported("markup"));
+        assert_eq!(sniff(b"  <svg onload=alert(1)>"), Sniffed::Svg);
+        assert_eq!(
+            sniff(b"<?xml version='1.0'?>\n<!-- c -->\n<!DOCTYPE svg [<!ATTLIST g a CDATA #IMPLIED>]>\n<svg/>"),
+            Sniffed::Svg
+        );
+        assert_eq!(sniff(b"<html><svg/></html>"), Sniffed::Unsupported("markup"));
+        assert_eq!(sniff(b"<svgfoo/>"), Sniffed::Unsupported("markup"));
         assert_eq!(sniff(b"\x7fELF\x02\x01"), Sniffed::Unsupported("executable"));
         assert_eq!(sniff(b"PK\x03\x04"), Sniffed::Unsupported("zip"));
         assert_eq!(sniff(b""), Sniffed::Unsupported("empty"));

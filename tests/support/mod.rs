@@ -299,3 +299,8 @@ pub fn unique_png() -> Vec<u8> {
     img.write_to(&mut out, image::ImageFormat::Png).expect("PNG encodes");
     out.into_inner()
 }
+
+/// Every sample an MP3 or Ogg file decodes to: two files that give the same play the same.
+pub fn decode_audio(bytes: &[u8], extension: &str) -> anyhow::Result<Vec<f32>> {
+    shared::audio::decode_samples(bytes, extension).map_err(anyhow::Error::msg)
+}

@@ -37,15 +37,15 @@ fn u16_le(b: &[u8], at: usize) -> Option<u16> {
 fn u32_le(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
-fn u32_be(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_be(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
-fn u64_be(b: &[u8], at: usize) -> Option<u64> {
+pub(super) fn u64_be(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Skip an ID3v2 tag, if the file starts with one.
-fn after_id3(b: &[u8]) -> usize {
+pub(super) fn after_id3(b: &[u8]) -> usize {
     if b.len() >= 10 && b.starts_with(b"ID3") {
         let size = b[6..10].iter().fold(0usize, |acc, &x| (acc << 7) | (x & 0x7F) as usize);
         let footer = if b[5] & 0x10 != 0 { 10 } else { 0 };
@@ -130,15 +130,25 @@ fn ogg(b: &[u8]) -> Result<u64, Corrupt> {
     }
 }
 
-struct OggPage {
-    granule: u64,
-    serial: u32,
-    body: usize,
-    end: usize,
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OggPage {
+    pub start: usize,
+    flags: u8,
+    pub granule: u64,
+    pub serial: u32,
+    pub body: usize,
+    pub end: usize,
+}
+
+impl OggPage {
+    /// The first page of its stream (BOS).
+    pub fn first_page(&self) -> bool {
+        self.flags & 2 != 0
+    }
 }
 
 /// The page at `at`, if its header and body are all there.
-fn ogg_page(b: &[u8], at: usize) -> Option<OggPage> {
+pub(super) fn ogg_page(b: &[u8], at: usize) -> Option<OggPage> {
     let h = b.get(at..at + 27)?;
     if &h[..4] != b"OggS" || h[4] != 0 {
         return None;
@@ -149,7 +159,7 @@ fn ogg_page(b: &[u8], at: usize) -> Option<OggPage> {
     let table = b.get(at + 27..at + 27 + segments)?;
     let body = at + 27 + segments;
     let end = body + table.iter().map(|&x| usize::from(x)).sum::<usize>();
-    (end <= b.len()).then_some(OggPage { granule, serial, body, end })
+    (end <= b.len()).then_some(OggPage { start: at, flags: h[5], granule, serial, body, end })
 }
 
 /// WAV: the data chunk's length at the format's byte rate (or the `fact` chunk's sample count,

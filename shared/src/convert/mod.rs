@@ -691,7 +691,7 @@ fn webp_config(settings: &WebpSettings) -> Result<libwebp_sys::WebPConfig, Rejec
     Ok(config)
 }
 
-fn thumbnail(img: &DynamicImage, edge: u32) -> Result<Vec<u8>, RejectReason> {
+pub(crate) fn thumbnail(img: &DynamicImage, edge: u32) -> Result<Vec<u8>, RejectReason> {
     let small = if img.width() > edge || img.height() > edge { img.thumbnail(edge, edge) } else { img.clone() };
     Pixels::from_image(small).encode(&WebpSettings { quality: THUMBNAIL_QUALITY, ..LOSSY })
 }
