@@ -171,6 +171,10 @@ REFS_TABLE=refs
 QUOTAS_TABLE=quotas
 # Smaller pages than production's 2,000 keep the paging test quick on moto.
 DOWNLOAD_PAGE_SIZE=500
+# moto answers one request at a time, so under a test run's load a call may wait seconds in its
+# queue; deployed, the template sets 2 s and 4-30 s.
+SDK_CONNECT_TIMEOUT_SECS=5
+SDK_OPERATION_TIMEOUT_SECS=30
 DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 JWT_SECRET=$(cat "$LOCAL/jwt-secret")
 GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT

@@ -70,6 +70,12 @@ these reasons, each fixed here by one function below:
    Query and 6 → 117 ms per `by_file` Query from 1,000 to 40,000 items). Each table now keeps its
    items' keys by the value of each attribute an index has been asked on, built once and brought
    up to date from the keys that writes touched since (`ItemsByValue`).
+13. `IdempotentTransactions`: moto ignores a TransactWriteItems' `ClientRequestToken`, so an SDK
+   retry after a lost answer (an attempt timed out while this one-at-a-time server was busy)
+   ran the transaction twice, and the second run, refused by its own conditions, told the
+   caller it had failed although it had been applied. As in DynamoDB, a token that succeeded
+   answers the same request again, for 10 minutes, without running it; the same token with
+   another request is `IdempotentParameterMismatchException`.
 
 Beside the fixes, `Meter` counts what DynamoDB would bill for the requests served (calls, items
 read and written, per operation and table; `GET /_meter`, `DELETE /_meter` to start again), so that
@@ -699,6 +705,51 @@ def list_the_package_once():
     backends.list_of_moto_modules = lambda: modules
 
 
+class IdempotentTransactions:
+    """A TransactWriteItems that succeeded, replayed by its token (fix 13)."""
+
+    WINDOW = 600.0
+
+    def __init__(self, app):
+        self.app = app
+        self.done = {}  # token -> (expiry, request body, answer status, headers, body)
+
+    def __call__(self, environ, start_response):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").endswith(".TransactWriteItems"):
+            return self.app(environ, start_response)
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(raw)
+        try:
+            request = json.loads(raw or b"{}")
+            token = request.pop("ClientRequestToken", None)
+        except ValueError:
+            token = None
+        if token is None:
+            return self.app(environ, start_response)
+        now = time.monotonic()
+        for old in [t for t, d in self.done.items() if d[0] < now]:
+            del self.done[old]
+        seen = self.done.get(token)
+        if seen is not None:
+            if seen[1] != request:
+                body = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                                   "message": "The request uses the same client token as a previous, but non-identical request."}).encode()
+                start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.0"), ("Content-Length", str(len(body)))])
+                return [body]
+            start_response(seen[2], seen[3])
+            return [seen[4]]
+        status = []
+
+        def capture(s, headers, exc_info=None):
+            status.append((s, list(headers)))
+            return start_response(s, headers, exc_info)
+
+        out = b"".join(self.app(environ, capture))
+        if status and status[0][0].startswith("200"):
+            self.done[token] = (now + self.WINDOW, request, status[0][0], status[0][1], out)
+        return [out]
+
+
 class Meter:
     """Per DynamoDB operation and table: calls, and items read or written (in a transaction, which
     DynamoDB bills twice, items and condition checks apart). What a request costs also depends on
@@ -776,7 +827,8 @@ def serve_one_request_at_a_time(host, port):
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from moto.server import MotoRequestHandler
 
-    run_simple(host, port, Meter(DomainDispatcherApplication(create_backend_app)), threaded=False,
+    app = IdempotentTransactions(Meter(DomainDispatcherApplication(create_backend_app)))
+    run_simple(host, port, app, threaded=False,
                request_handler=MotoRequestHandler)
 
 

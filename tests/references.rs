@@ -121,6 +121,27 @@ fn sweep_command(grace: i64) -> shared::lifecycle::SweepCommand {
     shared::lifecycle::SweepCommand::Sweep { grace_seconds: Some(grace) }
 }
 
+/// The sweep stopped between every pair of its steps, on DynamoDB and LocalStack S3: it goes on
+/// and reports the file; a note referencing the file once the claim has run out is never
+/// refused, and the file ends ready with its bytes (uploaded again where the record said
+/// missing). The same scenario runs on the in-memory store in `shared`.
+#[tokio::test]
+async fn serial_a_sweep_stopped_between_any_two_steps_never_refuses_a_reference() -> anyhow::Result<()> {
+    use shared::store::faulty::{sweep_interrupted_at_every_step, Faulty};
+    Stack::connect().await?;
+    let mut app = shared::App::from_env().await?;
+    let faulty = Faulty::new(app.media.clone(), shared::app::object_store(&app.config).await);
+    app.media = faulty.clone();
+    let salt = unique_bytes(8);
+    // Files no other run has made.
+    let base = u32::from_le_bytes([salt[0], salt[1], salt[2], salt[3]]) as usize;
+    let files = |n: usize| shared::store::faulty::png(base.wrapping_add(n));
+    let deck = format!("interrupted-{}", &sha256_hex(&salt)[..10]);
+    let seen = sweep_interrupted_at_every_step(&app, &faulty, &files, &deck).await?;
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;

@@ -38,7 +38,12 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 
 async fn source_bucket() -> anyhow::Result<Bucket> {
     let name = var("SOURCE_BUCKET").context("SOURCE_BUCKET is required")?;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    // Reads of whole objects (up to the largest file) from wherever AnkiCollab keeps them.
+    let bounds = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(std::time::Duration::from_secs(120))
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(bounds);
     if let Some(profile) = var("SOURCE_PROFILE") {
         loader = loader.profile_name(profile);
     }

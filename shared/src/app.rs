@@ -7,7 +7,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 
 use crate::auth::TokenVerifier;
 use crate::cdn::CdnSigner;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SdkTimeouts};
 use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
 use crate::store::dynamo::{DynamoDecks, DynamoMedia};
@@ -129,14 +129,25 @@ impl App {
 
 /// S3 beside an App built already (the local gateway, tests); the bucket is the config's.
 pub async fn object_store(config: &Config) -> Arc<dyn BlobStore> {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = sdk_config(config.sdk_timeouts).await;
     s3_blobs(config, &sdk)
 }
 
-/// Typed config and the SDK's shared config (`AWS_ENDPOINT_URL_*` point clients at emulators).
+/// The SDK's shared config (`AWS_ENDPOINT_URL_*` point clients at emulators), every call bounded
+/// by `timeouts`.
+pub async fn sdk_config(timeouts: SdkTimeouts) -> SdkConfig {
+    let bounds = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(timeouts.connect)
+        .operation_attempt_timeout(timeouts.attempt())
+        .operation_timeout(timeouts.operation)
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(bounds).load().await
+}
+
+/// Typed config and the SDK's shared config.
 async fn load() -> Result<(Config, SdkConfig), InitError> {
     let config = Config::from_env()?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = sdk_config(config.sdk_timeouts).await;
     Ok((config, sdk))
 }
 
@@ -218,6 +229,7 @@ impl App {
             limits: Default::default(),
             embed_origins: Default::default(),
             cdn: None,
+            sdk_timeouts: Default::default(),
         };
         let store = Arc::new(MemoryStore::default());
         let app = Self {

@@ -42,6 +42,55 @@ pub struct Config {
     pub embed_origins: EmbedOrigins,
     /// Downloads through CloudFront, when `CDN_URL` is set.
     pub cdn: Option<CdnConfig>,
+    pub sdk_timeouts: SdkTimeouts,
+}
+
+/// Bounds on every AWS SDK call, chosen per function for its own timeout
+/// (`SDK_CONNECT_TIMEOUT_SECS`, `SDK_OPERATION_TIMEOUT_SECS`): a hung backend costs one call its
+/// operation timeout (all attempts included), never the function its whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdkTimeouts {
+    pub connect: std::time::Duration,
+    pub operation: std::time::Duration,
+}
+
+impl Default for SdkTimeouts {
+    fn default() -> Self {
+        Self { connect: std::time::Duration::from_secs(3), operation: std::time::Duration::from_secs(10) }
+    }
+}
+
+impl SdkTimeouts {
+    /// The timeouts from the environment, for what reads no [`Config`] (the Postgres mirror).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_settings(&Settings(|name: &str| std::env::var(name).ok()))
+    }
+
+    fn from_settings<F: Fn(&str) -> Option<String>>(s: &Settings<F>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let secs = |name, default: std::time::Duration| -> Result<std::time::Duration, ConfigError> {
+            match s.number(name, default.as_secs_f64())? {
+                v if v > 0.0 && v.is_finite() => Ok(std::time::Duration::from_secs_f64(v)),
+                v => Err(ConfigError::Invalid(name, format!("{v}: must be a positive number of seconds"))),
+            }
+        };
+        Ok(Self {
+            connect: secs("SDK_CONNECT_TIMEOUT_SECS", d.connect)?,
+            operation: secs("SDK_OPERATION_TIMEOUT_SECS", d.operation)?,
+        })
+    }
+
+    /// Each of the SDK's (three) attempts gets a third of the operation's time.
+    pub fn attempt(&self) -> std::time::Duration {
+        (self.operation / 3).max(std::time::Duration::from_millis(500))
+    }
+
+    /// How long a sweep's claim on a record it is deleting lasts (`lifecycle`): its conditional
+    /// write and then its object deletions each end within an operation timeout; two seconds more
+    /// cover the clocks of two functions disagreeing.
+    pub fn sweep_claim(&self) -> time::Duration {
+        time::Duration::try_from(self.operation * 2).unwrap_or(time::Duration::MINUTE) + time::Duration::seconds(2)
+    }
 }
 
 /// The CloudFront distribution downloads go through, and the key that signs its URLs.
@@ -151,6 +200,7 @@ impl Config {
                 effort: s.number("CONVERSION_EFFORT", d.effort)?,
                 ..d
             },
+            sdk_timeouts: SdkTimeouts::from_settings(&s)?,
         })
     }
 }
@@ -180,6 +230,22 @@ mod tests {
         let d = Limits::default();
         assert_eq!((c.limits.max_pixels, c.limits.daily_upload_files), (d.max_pixels, d.daily_upload_files));
         assert_eq!((c.jwt_secret, c.s3_public_endpoint), (None, None));
+        assert_eq!(c.sdk_timeouts, SdkTimeouts::default());
+    }
+
+    #[test]
+    fn sdk_timeouts_bound_the_sweep_claim() {
+        let mut pairs = TABLES.to_vec();
+        pairs.extend([("SDK_OPERATION_TIMEOUT_SECS", "4"), ("SDK_CONNECT_TIMEOUT_SECS", "0.5")]);
+        let t = Config::from_lookup(lookup(&pairs)).unwrap().sdk_timeouts;
+        assert_eq!(t.connect, std::time::Duration::from_millis(500));
+        assert_eq!(t.sweep_claim(), time::Duration::seconds(10));
+        assert!(t.attempt() * 3 <= t.operation);
+        for bad in ["0", "-1", "soon", "inf"] {
+            let mut pairs = TABLES.to_vec();
+            pairs.push(("SDK_OPERATION_TIMEOUT_SECS", bad));
+            assert!(Config::from_lookup(lookup(&pairs)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -17,6 +17,15 @@
 //! count or `updated_at` has changed and the sweep's conditional write fails. Processing an upload
 //! may only mark a record ready while it is not `deleting` (and exists), so an upload racing the
 //! sweep is retried rather than left pointing at deleted bytes.
+//!
+//! Why a sweep that dies part-way never blocks anyone: `deleting` is a claim that runs out
+//! (`deleting_until`, [`SdkTimeouts::sweep_claim`](crate::config::SdkTimeouts::sweep_claim)).
+//! The sweep deletes objects only right after taking or renewing the claim, and each of its calls
+//! ends within the SDK's operation timeout, so once the claim has run out no deletion of that
+//! sweep can still land. Then whoever needs the record (a reference, an upload, processing) takes
+//! it back ([`take_back`]): it becomes `missing`, naming no object, and its next upload stores
+//! the bytes again. A later sweep finishes an abandoned deletion by renewing the claim first; if
+//! the record was taken back meanwhile, the renewal fails and the sweep leaves it alone.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -29,7 +38,7 @@ use crate::config::Config;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
-use crate::store::BlobStore;
+use crate::store::{BlobStore, MediaRepo};
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct SweepReport {
@@ -44,6 +53,29 @@ pub struct SweepReport {
     pub raced: usize,
     /// Quota holds given back because their upload never came.
     pub holds_released: usize,
+    /// Files a storage error stopped part-way; the next run finishes them.
+    pub failed: usize,
+    /// The first few of those, with the error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
+}
+
+/// A file a run could not finish, and why.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    pub hash: String,
+    pub error: String,
+}
+
+/// How many failures a report names (it counts them all).
+const FAILURES_NAMED: usize = 20;
+
+fn record_failure(failed: &mut usize, failures: &mut Vec<Failure>, hash: &Sha256Hash, error: &StoreError, what: &str) {
+    tracing::warn!(%hash, error = %error, "{what} failed for one file; going on with the next");
+    *failed += 1;
+    if failures.len() < FAILURES_NAMED {
+        failures.push(Failure { hash: hash.to_hex(), error: error.to_string() });
+    }
 }
 
 /// How long after its last URL was issued a hold still waits for its upload: the URL's lifetime
@@ -57,46 +89,76 @@ fn last_change(r: &MediaRecord) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
 }
 
-/// Delete media whose count has stayed zero longer than `grace`, re-checking at delete time.
+/// Whether a `deleting` record's claim has run out at `now` (one written before claims existed
+/// has none, and counts as run out).
+pub fn claim_expired(r: &MediaRecord, now: OffsetDateTime) -> bool {
+    r.deleting_until.as_deref().is_none_or(|until| {
+        OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).map_or(true, |t| t < now)
+    })
+}
+
+/// Take back those of `hashes` whose deletion was abandoned (a sweep died after claiming them
+/// and its claim ran out): each becomes `missing`, so it takes references again and its next
+/// upload stores its bytes. Returns how many were taken back.
+pub async fn take_back(media: &dyn MediaRepo, hashes: &[Sha256Hash], now: OffsetDateTime) -> Result<usize, StoreError> {
+    let now_s = now_rfc3339(now);
+    let mut taken = 0;
+    for hash in hashes {
+        let Some(r) = media.get(hash).await? else { continue };
+        if claim_expired(&r, now) && media.take_back(hash, r.deleting_until.as_deref(), &now_s).await? {
+            tracing::warn!(%hash, claim = ?r.deleting_until, "took back a record an interrupted sweep left deleting");
+            taken += 1;
+        }
+    }
+    Ok(taken)
+}
+
+/// What became of one unreferenced record.
+enum Swept {
+    Deleted,
+    TooRecent,
+    Raced,
+}
+
+/// Delete media whose count has stayed zero longer than `grace`, re-checking at delete time. A
+/// storage error on one file is counted in the report, and the sweep goes on with the next.
 pub async fn sweep(
     app: &App,
     blobs: &dyn BlobStore,
     now: OffsetDateTime,
     grace: time::Duration,
 ) -> Result<SweepReport, StoreError> {
-    let now_s = now_rfc3339(now);
-    let keys = &app.config.keys;
+    let started = std::time::Instant::now();
+    // Claims are timed by the clock, not by the run's start: a long run's last claims must last
+    // as long as its first.
+    let claim_until = || {
+        let elapsed = time::Duration::try_from(started.elapsed()).unwrap_or(time::Duration::ZERO);
+        now_rfc3339(now + elapsed + app.config.sdk_timeouts.sweep_claim())
+    };
     let mut report = SweepReport::default();
     for r in app.media.unreferenced().await? {
         report.scanned += 1;
-        // A record left `deleting` by an interrupted sweep is finished without waiting again.
-        if r.status != MediaStatus::Deleting {
-            if last_change(&r).is_some_and(|t| now - t < grace) {
-                report.too_recent += 1;
-                continue;
+        match sweep_one(app, blobs, &r, now, grace, &claim_until).await {
+            Ok(Swept::Deleted) => {
+                report.deleted += 1;
+                report.bytes_reclaimed += r.stored_size.unwrap_or(0);
+                if r.status == MediaStatus::Pending {
+                    report.expired_uploads += 1;
+                }
             }
-            if !app.media.begin_delete(&r.hash, r.updated_at.as_deref(), &now_s).await? {
-                report.raced += 1;
-                continue;
-            }
-        }
-        for key in [keys.media(&r.hash), keys.thumb(&r.hash), keys.upload(&r.hash)] {
-            blobs.delete(&key).await?;
-        }
-        if let Some(alias) = r.stored_hash.filter(|s| *s != r.hash) {
-            app.media.delete_alias(&alias, &r.hash).await?;
-        }
-        if app.media.finish_delete(&r.hash, &now_s).await? {
-            report.deleted += 1;
-            report.bytes_reclaimed += r.stored_size.unwrap_or(0);
-            if r.status == MediaStatus::Pending {
-                report.expired_uploads += 1;
-            }
-        } else {
-            report.raced += 1;
+            Ok(Swept::TooRecent) => report.too_recent += 1,
+            Ok(Swept::Raced) => report.raced += 1,
+            Err(e) => record_failure(&mut report.failed, &mut report.failures, &r.hash, &e, "sweep"),
         }
     }
-    report.holds_released = app.quotas.release_unused(&now_rfc3339(unused_hold_cutoff(&app.config, now))).await?;
+    let cutoff = now_rfc3339(unused_hold_cutoff(&app.config, now));
+    match app.quotas.release_unused(&cutoff).await {
+        Ok(n) => report.holds_released = n,
+        Err(e) => {
+            tracing::warn!(error = %e, "releasing unused quota holds failed; the next run retries");
+            report.failed += 1;
+        }
+    }
     tracing::info!(
         scanned = report.scanned,
         deleted = report.deleted,
@@ -105,9 +167,42 @@ pub async fn sweep(
         too_recent = report.too_recent,
         raced = report.raced,
         holds_released = report.holds_released,
+        failed = report.failed,
         "sweep finished"
     );
     Ok(report)
+}
+
+/// One record's deletion, in the steps a crash can fall between: claim, delete its objects,
+/// drop its alias, remove the record.
+async fn sweep_one(
+    app: &App,
+    blobs: &dyn BlobStore,
+    r: &MediaRecord,
+    now: OffsetDateTime,
+    grace: time::Duration,
+    claim_until: &(dyn Fn() -> String + Sync),
+) -> Result<Swept, StoreError> {
+    let now_s = now_rfc3339(now);
+    let claimed = if r.status == MediaStatus::Deleting {
+        // Left by an interrupted sweep: finished without waiting again, under a fresh claim.
+        app.media.renew_delete(&r.hash, &claim_until()).await?
+    } else if last_change(r).is_some_and(|t| now - t < grace) {
+        return Ok(Swept::TooRecent);
+    } else {
+        app.media.begin_delete(&r.hash, r.updated_at.as_deref(), &now_s, &claim_until()).await?
+    };
+    if !claimed {
+        return Ok(Swept::Raced);
+    }
+    let keys = &app.config.keys;
+    let objects = [keys.media(&r.hash), keys.thumb(&r.hash), keys.upload(&r.hash)];
+    // At once, so that all of them land within the claim.
+    futures::future::try_join_all(objects.iter().map(|key| blobs.delete(key))).await?;
+    if let Some(alias) = r.stored_hash.filter(|s| *s != r.hash) {
+        app.media.delete_alias(&alias, &r.hash).await?;
+    }
+    Ok(if app.media.finish_delete(&r.hash, &now_s).await? { Swept::Deleted } else { Swept::Raced })
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -129,6 +224,10 @@ pub struct CountsReport {
     pub objects_without_record: Vec<String>,
     /// Ready records whose object is not there.
     pub records_without_object: Vec<String>,
+    /// Drifted counts a storage error kept from being fixed; the next run tries again.
+    pub failed: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
 }
 
 /// Recompute counts from the reference items; report (and with `fix`, repair) drift; list stored
@@ -150,8 +249,12 @@ pub async fn reconcile_counts(
         let actual = counts.get(&r.hash).copied().unwrap_or(0);
         if r.ref_count != actual {
             report.drift.push(Drift { hash: r.hash.to_hex(), recorded: r.ref_count, actual });
-            if fix && app.media.set_ref_count(&r.hash, r.ref_count, actual, &now_s).await? {
-                report.fixed += 1;
+            if fix {
+                match app.media.set_ref_count(&r.hash, r.ref_count, actual, &now_s).await {
+                    Ok(true) => report.fixed += 1,
+                    Ok(false) => {}
+                    Err(e) => record_failure(&mut report.failed, &mut report.failures, &r.hash, &e, "reconcile"),
+                }
             }
         }
     }
@@ -174,6 +277,7 @@ pub async fn reconcile_counts(
         fixed = report.fixed,
         objects_without_record = report.objects_without_record.len(),
         records_without_object = report.records_without_object.len(),
+        failed = report.failed,
         "reconcile finished"
     );
     Ok(report)
@@ -306,6 +410,43 @@ mod tests {
         let report = run(&app, &*blobs, &command, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(report["deleted"], json!(1), "{report}");
         assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().is_empty());
+    }
+
+    /// A sweep stopped between any two of its steps (DESIGN.md: a reference racing the sweeper wins).
+    #[tokio::test]
+    async fn a_sweep_stopped_between_any_two_steps_never_refuses_a_reference() {
+        use crate::store::faulty::{png, sweep_interrupted_at_every_step, Faulty, When};
+        let (mut app, store) = App::in_memory_with_blobs("s");
+        let faulty = Faulty::new(app.media.clone(), store);
+        app.media = faulty.clone();
+        let seen = sweep_interrupted_at_every_step(&app, &faulty, &png, "deck").await.unwrap();
+        // Claim, three objects, the alias, the record: six steps, each failed both ways.
+        assert_eq!(seen.len(), 12, "{seen:?}");
+        assert_eq!(seen.iter().map(|s| s.fail_at).max(), Some(5));
+        let kept: Vec<(usize, When, bool)> = seen.iter().map(|s| (s.fail_at, s.when, s.kept)).collect();
+        // Only a sweep that never claimed the record leaves it ready; every other is taken back.
+        assert!(kept.contains(&(0, When::Before, true)), "{kept:?}");
+        assert!(seen.iter().filter(|s| s.kept).count() == 1, "{seen:?}");
+    }
+
+    /// While a live sweep holds its claim a reference waits; the claim running out frees it.
+    #[tokio::test]
+    async fn a_live_claim_holds_a_reference_back_until_it_runs_out() {
+        let (app, blobs) = App::in_memory_with_blobs("s");
+        let bytes = crate::store::faulty::png(7);
+        let hash = Sha256Hash::of(&bytes);
+        let now = OffsetDateTime::now_utc();
+        crate::process::process_bytes(&app, &*blobs, hash, bytes, now).await.unwrap();
+        let seen = app.media.get(&hash).await.unwrap().unwrap().updated_at;
+        let claim = now + time::Duration::seconds(30);
+        assert!(app.media.begin_delete(&hash, seen.as_deref(), &now_rfc3339(now), &now_rfc3339(claim)).await.unwrap());
+        assert_eq!(take_back(app.media.as_ref(), &[hash], now).await.unwrap(), 0, "the claim is live");
+        let after = claim + time::Duration::SECOND;
+        assert_eq!(take_back(app.media.as_ref(), &[hash], after).await.unwrap(), 1);
+        let r = app.media.get(&hash).await.unwrap().unwrap();
+        assert_eq!((r.status, r.stored_key, r.deleting_until), (MediaStatus::Missing, None, None));
+        // The sweep coming back finds it taken and leaves it.
+        assert!(!app.media.renew_delete(&hash, &now_rfc3339(after + time::Duration::MINUTE)).await.unwrap());
     }
 
     /// Sweep and reconcile over the in-memory store: an unreferenced record past the grace period

@@ -134,6 +134,11 @@ pub struct MediaRecord {
     /// Set on alias items only: this hash is the stored (converted) form of `alias_of`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias_of: Option<Sha256Hash>,
+    /// While `deleting`: until when the sweep that claimed the record may still be removing its
+    /// objects (RFC 3339). Past it, the claim is abandoned and anyone may take the record back
+    /// (`lifecycle::take_back`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting_until: Option<String>,
 }
 
 impl MediaRecord {
@@ -157,6 +162,7 @@ impl MediaRecord {
             created_at: None,
             updated_at: None,
             alias_of: None,
+            deleting_until: None,
         }
     }
 }

@@ -64,7 +64,7 @@ pub async fn process_key(
         tracing::warn!(key, "not an upload key; ignored");
         return Ok(Outcome::Skipped("not an upload key"));
     };
-    let upload = Upload { app, blobs, key: Some(key), hash, now: now_rfc3339(now) };
+    let upload = Upload { app, blobs, key: Some(key), hash, now: now_rfc3339(now), at: now };
     if let Some(done) = upload.settle_if_done().await? {
         return Ok(done);
     }
@@ -86,7 +86,7 @@ pub async fn process_bytes(
     bytes: Vec<u8>,
     now: OffsetDateTime,
 ) -> Result<Outcome, StoreError> {
-    let upload = Upload { app, blobs, key: None, hash, now: now_rfc3339(now) };
+    let upload = Upload { app, blobs, key: None, hash, now: now_rfc3339(now), at: now };
     if let Some(done) = upload.settle_if_done().await? {
         return Ok(done);
     }
@@ -104,7 +104,9 @@ struct Upload<'a> {
     /// The upload object, removed once processed; None for bytes handed over directly.
     key: Option<&'a str>,
     hash: Sha256Hash,
+    /// `at`, as records store it.
     now: String,
+    at: OffsetDateTime,
 }
 
 enum Read {
@@ -250,7 +252,11 @@ impl Upload<'_> {
             return Ok(Some(Outcome::Skipped("already rejected")));
         }
         if r.status == MediaStatus::Deleting {
-            return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
+            // Its bytes arrived again after a sweep that died claimed it: take it back and store
+            // them; while a live sweep holds it, the event is retried after the deletion.
+            if crate::lifecycle::take_back(self.app.media.as_ref(), &[*hash], self.at).await? == 0 {
+                return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
+            }
         }
         Ok(None)
     }

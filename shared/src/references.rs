@@ -182,6 +182,28 @@ async fn canonicalize(media: &dyn MediaRepo, sets: &mut [NoteSet]) -> Result<(),
     Ok(())
 }
 
+/// Reference items a step adds and removes.
+fn tally(step: &Step) -> (usize, usize) {
+    step.ops.iter().fold((0, 0), |(a, r), op| match op {
+        RefOp::Add { .. } => (a + 1, r),
+        RefOp::Remove { .. } => (a, r + 1),
+        RefOp::Change { .. } => (a + 1, r + 1),
+    })
+}
+
+/// Whether the note's references show every change of `step`.
+fn applied(step: &Step, current: &BTreeMap<String, Sha256Hash>) -> bool {
+    step.ops.iter().all(|op| match op {
+        RefOp::Add { filename, hash } => current.get(filename) == Some(hash),
+        RefOp::Remove { filename, .. } => !current.contains_key(filename),
+        RefOp::Change { filename, to, .. } => current.get(filename) == Some(to),
+    })
+}
+
+fn parse_time(at: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// Make the note reference exactly what `desired` says, given what it references now (asked
 /// again after every interruption); returns the (added, removed) reference items.
 pub async fn set_note(
@@ -194,8 +216,17 @@ pub async fn set_note(
 ) -> Result<(usize, usize), ApiError> {
     let (mut added, mut removed) = (0, 0);
     let mut look_up_again = false;
+    let started = (std::time::Instant::now(), parse_time(now));
+    // The step last interrupted: with its answer lost (a retry refused by the step's own
+    // conditions), it may have been applied after all, and then it counts as ours.
+    let mut unsure: Option<Step> = None;
     for attempt in 0..MAX_ATTEMPTS {
         let current = refs.note_refs(deck, note_id).await?;
+        if let Some(step) = unsure.take().filter(|s| applied(s, &current)) {
+            let (a, r) = tally(&step);
+            added += a;
+            removed += r;
+        }
         let mut want = desired(&current);
         if look_up_again {
             // A hash may have become an alias since the caller looked it up.
@@ -209,28 +240,35 @@ pub async fn set_note(
         for step in steps(ops, MAX_TRANSACTION_ITEMS) {
             match refs.commit(deck, note_id, &step, now).await? {
                 Commit::Done => {
-                    for op in &step.ops {
-                        match op {
-                            RefOp::Add { .. } => added += 1,
-                            RefOp::Remove { .. } => removed += 1,
-                            RefOp::Change { .. } => {
-                                added += 1;
-                                removed += 1;
-                            }
-                        }
-                    }
+                    let (a, r) = tally(&step);
+                    added += a;
+                    removed += r;
                 }
                 other => {
-                    interrupted = Some(other);
+                    interrupted = Some((other, step));
                     break;
                 }
             }
         }
         match interrupted {
             None => return Ok((added, removed)),
-            Some(why) => {
+            Some((why, step)) => {
                 tracing::info!(deck, note_id, attempt, ?why, "reference update interrupted; planning again");
-                look_up_again |= why == Commit::Deleting;
+                if why == Commit::Conflict {
+                    unsure = Some(step.clone());
+                }
+                if why == Commit::Deleting {
+                    look_up_again = true;
+                    // A sweep that died while deleting one of them never comes back for it: once
+                    // its claim has run out, the reference takes the record back.
+                    let adding: Vec<Sha256Hash> = step.media.iter().filter(|(_, d)| **d > 0).map(|(h, _)| *h).collect();
+                    if let Some(at) = started.1 {
+                        let elapsed = time::Duration::try_from(started.0.elapsed()).unwrap_or(time::Duration::ZERO);
+                        if crate::lifecycle::take_back(media, &adding, at + elapsed).await? > 0 {
+                            continue;
+                        }
+                    }
+                }
                 let base = if why == Commit::Deleting { 50 } else { 5 };
                 tokio::time::sleep(Duration::from_millis(base << attempt.min(5))).await;
             }
@@ -389,6 +427,47 @@ mod tests {
             assert_eq!(app.refs.note_refs("d", "n").await.unwrap(), BTreeMap::from([("a.png".to_string(), original)]));
             assert_eq!(app.media.get(&original).await.unwrap().map(|r| r.ref_count), Some(1));
             assert_eq!(app.media.get(&converted).await.unwrap().map(|r| r.ref_count), Some(0));
+        });
+    }
+
+    /// A store whose commits are applied but whose answers are lost half the time, as when the
+    /// SDK's retry of a timed-out attempt is refused by the step's own conditions.
+    struct LosesAnswers<'a>(&'a dyn ReferenceStore, std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl ReferenceStore for LosesAnswers<'_> {
+        async fn note_refs(&self, deck: &str, note_id: &str) -> Result<BTreeMap<String, Sha256Hash>, StoreError> {
+            self.0.note_refs(deck, note_id).await
+        }
+        async fn commit(&self, deck: &str, note_id: &str, step: &Step, now: &str) -> Result<Commit, StoreError> {
+            let done = self.0.commit(deck, note_id, step, now).await?;
+            let lost = self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0;
+            Ok(if lost && done == Commit::Done { Commit::Conflict } else { done })
+        }
+        async fn file_refs(&self, deck: &str, filename: &str) -> Result<Vec<crate::store::refs::NoteRef>, StoreError> {
+            self.0.file_refs(deck, filename).await
+        }
+        async fn count_all(&self) -> Result<BTreeMap<Sha256Hash, i64>, StoreError> {
+            self.0.count_all().await
+        }
+    }
+
+    #[test]
+    fn a_step_applied_whose_answer_was_lost_is_counted_once() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let app = App::in_memory("k");
+            let refs = LosesAnswers(&*app.refs, Default::default());
+            // Enough files for several steps, then half of them replaced by others.
+            let first: BTreeMap<String, Sha256Hash> =
+                (0..250).map(|i| (format!("f{i}.png"), h((i % 200) as u8))).collect();
+            let counted = set_note(&refs, &*app.media, "d", "n", &|_: &NoteSet| first.clone(), "t1").await.unwrap();
+            assert_eq!(counted, (250, 0));
+            let second: BTreeMap<String, Sha256Hash> =
+                (125..300).map(|i| (format!("f{i}.png"), h((i % 200) as u8 ^ 1))).collect();
+            let counted = set_note(&refs, &*app.media, "d", "n", &|_: &NoteSet| second.clone(), "t2").await.unwrap();
+            assert_eq!(counted, (175, 250), "125 changed, 50 added, 125 removed");
+            assert_eq!(app.refs.note_refs("d", "n").await.unwrap(), second);
         });
     }
 }

@@ -200,7 +200,13 @@ async fn reserve(
                     Reserve::OtherSize { .. } => return Ok((hash, Err(RejectReason::SizeMismatch))),
                     Reserve::Granted | Reserve::AlreadyHeld => {}
                 }
-                let began = app.media.begin_upload(&upload).await?;
+                let mut began = app.media.begin_upload(&upload).await?;
+                // Left `deleting` by a sweep that died: taken back, it may be uploaded again.
+                if began == BeginUpload::Busy
+                    && crate::lifecycle::take_back(app.media.as_ref(), &[hash], now).await? > 0
+                {
+                    began = app.media.begin_upload(&upload).await?;
+                }
                 if began != BeginUpload::Started && reserved == Reserve::Granted {
                     app.quotas.release(&hold).await?;
                 }

@@ -123,6 +123,32 @@ def test_a_cancelled_transaction_leaves_items_and_stream_as_they_were_with_its_r
     assert [(r["eventName"], r["dynamodb"]["Keys"]["pk"]["S"]) for r in records] == [("INSERT", "c")]
 
 
+def test_a_transaction_retried_with_its_token_is_applied_once(moto: Moto) -> None:
+    arn = moto.table("t")
+    add_one = [{"Update": {"TableName": "t", "Key": {"pk": {"S": "a"}}, "UpdateExpression": "ADD n :one",
+                           "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+               {"Put": {"TableName": "t", "Item": put("b", 1), "ConditionExpression": "attribute_not_exists(pk)"}}]
+    # The SDK's retry of an answer it lost sends the same request with the same token.
+    moto.ddb.transact_write_items(TransactItems=add_one, ClientRequestToken="token-1")
+    first, it = moto.read(moto.iterator(arn))
+    moto.ddb.transact_write_items(TransactItems=add_one, ClientRequestToken="token-1")
+    assert scan(moto, "t") == [put("a", 1), put("b", 1)]
+    assert first and moto.read(it)[0] == [], "the replay wrote to the stream"
+    # The same token with another request is refused; without a token, or with a new one, the
+    # request runs (and here its condition cancels it).
+    with pytest.raises(ClientError) as e:
+        moto.ddb.transact_write_items(TransactItems=add_one[:1], ClientRequestToken="token-1")
+    assert e.value.response["Error"]["Code"] == "IdempotentParameterMismatchException"
+    for token in ({}, {"ClientRequestToken": "token-2"}):
+        with pytest.raises(ClientError) as e:
+            moto.ddb.transact_write_items(TransactItems=add_one, **token)
+        assert e.value.response["Error"]["Code"] == "TransactionCanceledException"
+    # A token whose request was cancelled is not remembered: the retry runs again.
+    moto.ddb.delete_item(TableName="t", Key={"pk": {"S": "b"}})
+    moto.ddb.transact_write_items(TransactItems=add_one, ClientRequestToken="token-2")
+    assert scan(moto, "t") == [put("a", 2), put("b", 1)]
+
+
 def test_a_committed_transaction_writes_and_streams_in_order(moto: Moto) -> None:
     arn = moto.table("t")
     # (moto streams two INSERTs when a transaction's update creates an item; stock moto does too.)

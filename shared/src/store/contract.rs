@@ -188,12 +188,21 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
     for (hash, expected) in [(a, true), (b, true), (c, true), (d, true), (e, false)] {
         assert_eq!(unreferenced.contains(&hash), expected, "{hash} unreferenced?");
     }
-    assert!(!repo.begin_delete(&a, Some("not what it was"), &t.next()).await?);
-    assert!(!repo.begin_delete(&a, None, &t.next()).await?, "a record with a time was not seen without one");
-    assert!(repo.begin_delete(&a, ready.updated_at.as_deref(), &t.next()).await?);
+    let claim = "2099-01-01T00:00:00Z";
+    assert!(!repo.begin_delete(&a, Some("not what it was"), &t.next(), claim).await?);
+    assert!(!repo.begin_delete(&a, None, &t.next(), claim).await?, "a record with a time was not seen without one");
+    assert!(repo.begin_delete(&a, ready.updated_at.as_deref(), &t.next(), claim).await?);
     let deleting = record(repo, &a).await?;
-    assert_eq!(deleting.status, MediaStatus::Deleting);
-    assert!(!repo.begin_delete(&a, deleting.updated_at.as_deref(), &t.next()).await?, "deleting once");
+    assert_eq!((deleting.status, deleting.deleting_until.as_deref()), (MediaStatus::Deleting, Some(claim)));
+    assert!(!repo.begin_delete(&a, deleting.updated_at.as_deref(), &t.next(), claim).await?, "deleting once");
+    // A claim is renewed only while the record is being deleted, and taken back only as it was seen.
+    let renewed = "2099-01-01T00:00:10Z";
+    assert!(repo.renew_delete(&a, renewed).await?);
+    assert_eq!(record(repo, &a).await?.deleting_until.as_deref(), Some(renewed));
+    assert!(!repo.take_back(&a, Some(claim), &t.next()).await?, "a renewed claim is not the one seen");
+    assert!(!repo.take_back(&a, None, &t.next()).await?);
+    assert!(!repo.renew_delete(&b, renewed).await?, "only a record being deleted is claimed");
+    assert!(!repo.take_back(&b, None, &t.next()).await?, "only a record being deleted is taken back");
     assert_eq!(repo.begin_upload(&begin(a, 1000, &t.next())).await?, BeginUpload::Busy);
     assert!(!repo.mark_ready(&a, &stored(&a), &t.next()).await?, "a record being deleted never turns ready");
     repo.mark_rejected(&a, RejectReason::CorruptMedia, &t.next()).await?;
@@ -212,12 +221,12 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
     let r = record(repo, &d).await?;
     assert_eq!((r.ref_count, r.updated_at.as_deref()), (3, Some(t8.as_str())));
     assert!(!repo.set_ref_count(&d, 0, 5, &t.next()).await?);
-    assert!(!repo.begin_delete(&d, r.updated_at.as_deref(), &t.next()).await?, "a referenced record stays");
+    assert!(!repo.begin_delete(&d, r.updated_at.as_deref(), &t.next(), claim).await?, "a referenced record stays");
     assert!(!repo.unreferenced().await?.iter().any(|r| r.hash == d));
     assert_eq!(repo.begin_upload(&begin(f, 5, &t.next())).await?, BeginUpload::Started);
     assert!(repo.mark_ready(&f, &stored(&f), &t.next()).await?);
     let seen = record(repo, &f).await?.updated_at;
-    assert!(repo.begin_delete(&f, seen.as_deref(), &t.next()).await?);
+    assert!(repo.begin_delete(&f, seen.as_deref(), &t.next(), claim).await?);
     assert!(repo.set_ref_count(&f, 0, 1, &t.next()).await?);
     let t9 = t.next();
     assert!(!repo.finish_delete(&f, &t9).await?);
@@ -230,6 +239,22 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
         "a missing hash may be uploaded"
     );
 
+    // A deletion abandoned part-way is taken back: missing, naming no object, claimable by no one.
+    let i = ids.hash(8);
+    assert_eq!(repo.begin_upload(&begin(i, 5, &t.next())).await?, BeginUpload::Started);
+    assert!(repo.mark_ready(&i, &stored(&i), &t.next()).await?);
+    let seen = record(repo, &i).await?.updated_at;
+    assert!(repo.begin_delete(&i, seen.as_deref(), &t.next(), claim).await?);
+    let t10 = t.next();
+    assert!(repo.take_back(&i, Some(claim), &t10).await?);
+    let r = record(repo, &i).await?;
+    assert_eq!((r.status, r.updated_at.as_deref(), r.deleting_until), (MediaStatus::Missing, Some(t10.as_str()), None));
+    assert_eq!((r.stored_key, r.thumb_key), (None, None));
+    assert!(!repo.renew_delete(&i, renewed).await?, "a sweep coming back finds it taken");
+    assert!(!repo.finish_delete(&i, &t.next()).await?);
+    assert!(!repo.take_back(&i, None, &t.next()).await?, "once");
+    assert_eq!(repo.begin_upload(&begin(i, 5, &t.next())).await?, BeginUpload::Started);
+
     let all: BTreeMap<Sha256Hash, MediaStatus> =
         repo.scan_all().await?.into_iter().filter(|r| ids.owns(&r.hash)).map(|r| (r.hash, r.status)).collect();
     let expected = BTreeMap::from([
@@ -238,6 +263,7 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
         (d, MediaStatus::Pending),
         (f, MediaStatus::Pending),
         (h, MediaStatus::Ready),
+        (i, MediaStatus::Pending),
     ]);
     assert_eq!(all, expected);
 
@@ -346,7 +372,7 @@ pub async fn references(
 
     // A hash being deleted, or an alias, takes no reference; nothing of the step is written.
     let seen = media.ensure_record(&h5, &t.next()).await?.and_then(|r| r.updated_at);
-    assert!(media.begin_delete(&h5, seen.as_deref(), &t.next()).await?);
+    assert!(media.begin_delete(&h5, seen.as_deref(), &t.next(), "2099-01-01T00:00:00Z").await?);
     let blocked = step([add("e.jpg", h5), add("f.jpg", h7)]);
     assert_eq!(refs.commit(deck, "n3", &blocked, &t.next()).await?, Commit::Deleting);
     media.put_alias(&h6, &h1, &t.next()).await?;

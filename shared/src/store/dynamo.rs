@@ -45,6 +45,12 @@ pub(super) fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(
     err(detail.unwrap_or_else(|| format!("{e:?}")))
 }
 
+/// A transaction's idempotency token (`ClientRequestToken`): the SDK's retries of one call send
+/// the same one, so a transaction whose answer was lost is not applied twice.
+pub(super) fn request_token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
@@ -345,18 +351,21 @@ impl MediaRepo for DynamoMedia {
         hash: &Sha256Hash,
         seen_updated_at: Option<&str>,
         now: &str,
+        until: &str,
     ) -> Result<bool, StoreError> {
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(hash)))
-            .update_expression("SET #status = :deleting, #updated = :now")
+            .update_expression("SET #status = :deleting, #updated = :now, #until = :until")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#updated", "updated_at")
             .expression_attribute_names("#refs", "ref_count")
+            .expression_attribute_names("#until", "deleting_until")
             .expression_attribute_values(":deleting", s("deleting"))
             .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":until", s(until))
             .expression_attribute_values(":zero", n(0));
         req = match seen_updated_at {
             Some(seen) => req
@@ -365,6 +374,55 @@ impl MediaRepo for DynamoMedia {
             None => {
                 req.condition_expression("#refs = :zero AND #status <> :deleting AND attribute_not_exists(#updated)")
             }
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn renew_delete(&self, hash: &Sha256Hash, until: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .update_expression("SET #until = :until")
+            .condition_expression("#status = :deleting")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#until", "deleting_until")
+            .expression_attribute_values(":deleting", s("deleting"))
+            .expression_attribute_values(":until", s(until))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_err(e)),
+        }
+    }
+
+    async fn take_back(&self, hash: &Sha256Hash, seen_until: Option<&str>, now: &str) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .update_expression("SET #status = :missing, #updated = :now REMOVE #key, #thumb, #until")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#key", "stored_key")
+            .expression_attribute_names("#thumb", "thumb_key")
+            .expression_attribute_names("#until", "deleting_until")
+            .expression_attribute_values(":deleting", s("deleting"))
+            .expression_attribute_values(":missing", s("missing"))
+            .expression_attribute_values(":now", s(now));
+        req = match seen_until {
+            Some(seen) => req
+                .condition_expression("#status = :deleting AND #until = :seen")
+                .expression_attribute_values(":seen", s(seen)),
+            None => req.condition_expression("#status = :deleting AND attribute_not_exists(#until)"),
         };
         match req.send().await {
             Ok(_) => Ok(true),
@@ -389,24 +447,30 @@ impl MediaRepo for DynamoMedia {
         match result {
             Ok(_) => Ok(true),
             Err(e) if is_conditional_failure(&e) => {
-                // A reference arrived after all: the bytes are gone, so the hash is missing.
-                let _ = self
+                // A reference arrived after all: the bytes are gone, so the hash is missing. If
+                // this fails, the record stays `deleting` until its claim expires and the next
+                // reference takes it back (`lifecycle::take_back`).
+                let missing = self
                     .client
                     .update_item()
                     .table_name(&self.table)
                     .set_key(Some(Self::key(hash)))
-                    .update_expression("SET #status = :missing, #updated = :now REMOVE #key, #thumb")
+                    .update_expression("SET #status = :missing, #updated = :now REMOVE #key, #thumb, #until")
                     .condition_expression("#status = :deleting")
                     .expression_attribute_names("#status", "status")
                     .expression_attribute_names("#updated", "updated_at")
                     .expression_attribute_names("#key", "stored_key")
                     .expression_attribute_names("#thumb", "thumb_key")
+                    .expression_attribute_names("#until", "deleting_until")
                     .expression_attribute_values(":deleting", s("deleting"))
                     .expression_attribute_values(":missing", s("missing"))
                     .expression_attribute_values(":now", s(now))
                     .send()
                     .await;
-                Ok(false)
+                match missing {
+                    Err(e) if !is_conditional_failure(&e) => Err(sdk_err(e)),
+                    _ => Ok(false),
+                }
             }
             Err(e) => Err(sdk_err(e)),
         }

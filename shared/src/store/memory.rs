@@ -131,6 +131,7 @@ impl MediaRepo for MemoryStore {
         hash: &Sha256Hash,
         seen_updated_at: Option<&str>,
         now: &str,
+        until: &str,
     ) -> Result<bool, StoreError> {
         let mut s = self.lock();
         let Some(r) = s.media.get_mut(hash) else { return Ok(false) };
@@ -139,7 +140,32 @@ impl MediaRepo for MemoryStore {
         }
         r.status = MediaStatus::Deleting;
         r.updated_at = Some(now.into());
+        r.deleting_until = Some(until.into());
         Ok(true)
+    }
+    async fn renew_delete(&self, hash: &Sha256Hash, until: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        match s.media.get_mut(hash) {
+            Some(r) if r.status == MediaStatus::Deleting => {
+                r.deleting_until = Some(until.into());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn take_back(&self, hash: &Sha256Hash, seen_until: Option<&str>, now: &str) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        match s.media.get_mut(hash) {
+            Some(r) if r.status == MediaStatus::Deleting && r.deleting_until.as_deref() == seen_until => {
+                r.status = MediaStatus::Missing;
+                r.stored_key = None;
+                r.thumb_key = None;
+                r.deleting_until = None;
+                r.updated_at = Some(now.into());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
     async fn finish_delete(&self, hash: &Sha256Hash, now: &str) -> Result<bool, StoreError> {
         let mut s = self.lock();
@@ -154,6 +180,7 @@ impl MediaRepo for MemoryStore {
                 r.status = MediaStatus::Missing;
                 r.stored_key = None;
                 r.thumb_key = None;
+                r.deleting_until = None;
                 r.updated_at = Some(now.into());
                 Ok(false)
             }

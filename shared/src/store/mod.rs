@@ -5,6 +5,8 @@
 pub mod contract;
 pub mod dynamo;
 #[cfg(any(test, feature = "test-util"))]
+pub mod faulty;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod mirror;
 pub mod postgres;
@@ -125,13 +127,23 @@ pub trait MediaRepo: Send + Sync {
     // The sweeper's side of the lifecycle (see `lifecycle`).
     /// Records (not aliases) whose reference count is zero, including half-deleted ones.
     async fn unreferenced(&self) -> Result<Vec<MediaRecord>, StoreError>;
-    /// Mark `deleting` if still unreferenced and unchanged since `seen_updated_at`.
+    /// Mark `deleting`, claimed until `until`, if still unreferenced and unchanged since
+    /// `seen_updated_at`.
     async fn begin_delete(
         &self,
         hash: &Sha256Hash,
         seen_updated_at: Option<&str>,
         now: &str,
+        until: &str,
     ) -> Result<bool, StoreError>;
+    /// Claim a record another sweep left `deleting` until `until`; `false` if it is no longer
+    /// `deleting` (someone took it back).
+    async fn renew_delete(&self, hash: &Sha256Hash, until: &str) -> Result<bool, StoreError>;
+    /// Take back a record whose deletion was abandoned: if it is still `deleting` with the claim
+    /// `seen_until` (which the caller found expired), it becomes `missing`, naming no object (its
+    /// bytes may be partly gone), so that its next upload stores them again. `false` if anything
+    /// changed since it was read.
+    async fn take_back(&self, hash: &Sha256Hash, seen_until: Option<&str>, now: &str) -> Result<bool, StoreError>;
     /// Remove a `deleting` record that is still unreferenced; `false` (and status `missing`) if a
     /// reference got in after all.
     async fn finish_delete(&self, hash: &Sha256Hash, now: &str) -> Result<bool, StoreError>;

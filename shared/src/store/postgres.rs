@@ -39,7 +39,8 @@ pub async fn options_from_env() -> Result<PgConnectOptions, StoreError> {
             #[serde(default)]
             dbname: Option<String>,
         }
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let timeouts = crate::config::SdkTimeouts::from_env().map_err(err)?;
+        let sdk = crate::app::sdk_config(timeouts).await;
         let value = aws_sdk_secretsmanager::Client::new(&sdk)
             .get_secret_value()
             .secret_id(arn)

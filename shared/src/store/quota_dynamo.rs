@@ -189,6 +189,7 @@ impl DynamoQuotas {
                     .map_err(err)?;
                 self.client
                     .transact_write_items()
+                    .client_request_token(super::dynamo::request_token())
                     .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
                     .transact_items(TransactWriteItem::builder().update(refund).build())
                     .send()
@@ -253,6 +254,7 @@ impl QuotaStore for DynamoQuotas {
             let result = self
                 .client
                 .transact_write_items()
+                .client_request_token(super::dynamo::request_token())
                 .transact_items(TransactWriteItem::builder().put(put_hold.clone()).build())
                 .transact_items(TransactWriteItem::builder().update(charge.clone()).build())
                 .send()
@@ -312,6 +314,7 @@ impl QuotaStore for DynamoQuotas {
         let result = self
             .client
             .transact_write_items()
+            .client_request_token(super::dynamo::request_token())
             .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
             .transact_items(TransactWriteItem::builder().update(refund).build())
             .send()

@@ -239,7 +239,13 @@ impl ReferenceStore for DynamoRefs {
 
     async fn commit(&self, deck: &str, note_id: &str, step: &Step, now: &str) -> Result<Commit, StoreError> {
         let (items, deleting_guard) = self.items(deck, note_id, step, now)?;
-        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(super::dynamo::request_token())
+            .send()
+            .await;
         let e = match result {
             Ok(_) => {
                 self.tidy(deck, step).await;
