@@ -65,15 +65,17 @@ pub async fn process_key(
         return Ok(Outcome::Skipped("not an upload key"));
     };
     let upload = Upload { app, blobs, key: Some(key), hash, now: now_rfc3339(now), at: now };
-    if let Some(done) = upload.settle_if_done().await? {
-        return Ok(done);
-    }
+    let recorded = match upload.settle_if_done().await? {
+        Next::Done(done) => return Ok(done),
+        Next::Process { recorded } => recorded,
+    };
+    // A late or repeated event whose object is gone leaves nothing behind, not even a record.
     let bytes = match upload.read_and_verify().await? {
         Read::Verified(bytes) => bytes,
         Read::Gone => return Ok(Outcome::Skipped("upload object is gone")),
-        Read::Refused(reason) => return upload.reject(reason).await,
+        Read::Refused(reason) => return upload.record(recorded).await?.reject(reason).await,
     };
-    upload.finish(bytes).await
+    upload.record(recorded).await?.finish(bytes).await
 }
 
 /// Bytes that did not arrive as an upload object (the import of AnkiCollab's existing media),
@@ -87,12 +89,13 @@ pub async fn process_bytes(
     now: OffsetDateTime,
 ) -> Result<Outcome, StoreError> {
     let upload = Upload { app, blobs, key: None, hash, now: now_rfc3339(now), at: now };
-    if let Some(done) = upload.settle_if_done().await? {
-        return Ok(done);
-    }
+    let recorded = match upload.settle_if_done().await? {
+        Next::Done(done) => return Ok(done),
+        Next::Process { recorded } => recorded,
+    };
     match upload.verify(bytes, app.config.limits.max_any_bytes()) {
-        Read::Verified(bytes) => upload.finish(bytes).await,
-        Read::Refused(reason) => upload.reject(reason).await,
+        Read::Verified(bytes) => upload.record(recorded).await?.finish(bytes).await,
+        Read::Refused(reason) => upload.record(recorded).await?.reject(reason).await,
         Read::Gone => Ok(Outcome::Skipped("nothing to process")),
     }
 }
@@ -107,6 +110,12 @@ struct Upload<'a> {
     /// `at`, as records store it.
     now: String,
     at: OffsetDateTime,
+}
+
+/// After [`Upload::settle_if_done`]: finished, or to be processed (`recorded`: its record exists).
+enum Next {
+    Done(Outcome),
+    Process { recorded: bool },
 }
 
 enum Read {
@@ -231,17 +240,17 @@ async fn convert(hash: &Sha256Hash, bytes: Vec<u8>, limits: &Limits) -> Result<C
 
 impl Upload<'_> {
     /// A repeated event, or a second upload of finished work: settle, drop the leftover object,
-    /// and say so. An upload whose record is gone (swept while the event waited) gets a fresh one.
-    async fn settle_if_done(&self) -> Result<Option<Outcome>, StoreError> {
+    /// and say so.
+    async fn settle_if_done(&self) -> Result<Next, StoreError> {
         let hash = &self.hash;
-        let Some(r) = self.app.media.ensure_record(hash, &self.now).await? else {
-            return Ok(None);
+        let Some(r) = self.app.media.get(hash).await? else {
+            return Ok(Next::Process { recorded: false });
         };
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
             self.settle(Settlement::Stored).await?;
             self.drop_upload().await?;
             tracing::info!(%hash, "already ready");
-            return Ok(Some(Outcome::Skipped("already ready")));
+            return Ok(Next::Done(Outcome::Skipped("already ready")));
         }
         // The key's bytes are fixed by its hash, so a final rejection stands: a replayed PUT of
         // refused bytes costs a record read, not another decode.
@@ -249,7 +258,7 @@ impl Upload<'_> {
             self.settle(Settlement::Rejected).await?;
             self.drop_upload().await?;
             tracing::info!(%hash, "already rejected");
-            return Ok(Some(Outcome::Skipped("already rejected")));
+            return Ok(Next::Done(Outcome::Skipped("already rejected")));
         }
         if r.status == MediaStatus::Deleting {
             // Its bytes arrived again after a sweep that died claimed it: take it back and store
@@ -258,7 +267,16 @@ impl Upload<'_> {
                 return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
             }
         }
-        Ok(None)
+        Ok(Next::Process { recorded: true })
+    }
+
+    /// An upload whose record is gone (swept while the event waited) gets a fresh one, once
+    /// its bytes are known to be there.
+    async fn record(&self, recorded: bool) -> Result<&Self, StoreError> {
+        if !recorded {
+            self.app.media.ensure_record(&self.hash, &self.now).await?;
+        }
+        Ok(self)
     }
 
     /// The object's bytes, read up to the largest size any file may have, and checked to be
@@ -410,6 +428,22 @@ mod logic_tests {
         assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
         assert!(!blobs.exists(&key).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap(), record);
+    }
+
+    /// The sweep removed the record and the object, then the event came (again): nothing is
+    /// left behind, and an upload of the same bytes later is stored as usual.
+    #[tokio::test]
+    async fn a_late_event_whose_object_is_gone_leaves_no_record() {
+        let (app, blobs) = App::in_memory_with_blobs("k");
+        let bytes = png(12, 9);
+        let hash = Sha256Hash::of(&bytes);
+        let key = app.config.keys.upload(&hash);
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Skipped("upload object is gone"));
+        assert_eq!(app.media.get(&hash).await.unwrap(), None);
+        blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
+        assert!(matches!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Ready(_)));
+        assert_eq!(app.media.get(&hash).await.unwrap().map(|r| r.status), Some(MediaStatus::Ready));
     }
 
     #[tokio::test]
