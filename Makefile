@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda sweep reconcile migrate mirror import-legacy soak sam-local sam-test
+.PHONY: up down test token invoke demo check lambda sweep reconcile migrate mirror import-legacy soak chaos sam-local sam-test
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -31,5 +31,7 @@ mirror:  ## compare Postgres with DynamoDB (repair, or backfill): make mirror FI
 	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/mirror.json && scripts/invoke sync-postgres .local/mirror.json
 import-legacy: ## import AnkiCollab's media: make import-legacy SOURCE_DATABASE_URL=… SOURCE_BUCKET=… [SOURCE_ENDPOINT=…] [SOURCE_REGION=…]
 	scripts/import-legacy
+chaos:   ## a workload while DynamoDB and S3 fail, then every invariant: make chaos MINUTES=10 RATE=0.25 SEEDS="1 2"
+	MINUTES=$(or $(MINUTES),1) RATE=$(or $(RATE),0.25) SEEDS="$(or $(SEEDS),1)" scripts/chaos
 soak:    ## an hour of mixed traffic, with memory and latency every minute: make soak MINUTES=60
 	scripts/soak --minutes $(or $(MINUTES),60)
