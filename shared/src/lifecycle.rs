@@ -185,6 +185,11 @@ async fn sweep_one(
 ) -> Result<Swept, StoreError> {
     let now_s = now_rfc3339(now);
     let claimed = if r.status == MediaStatus::Deleting {
+        if !claim_expired(r, now) {
+            // Another sweep is at work on it; renewing its claim would only hold a reference back
+            // longer.
+            return Ok(Swept::Raced);
+        }
         // Left by an interrupted sweep: finished without waiting again, under a fresh claim.
         app.media.renew_delete(&r.hash, &claim_until()).await?
     } else if last_change(r).is_some_and(|t| now - t < grace) {
@@ -441,6 +446,11 @@ mod tests {
         let claim = now + time::Duration::seconds(30);
         assert!(app.media.begin_delete(&hash, seen.as_deref(), &now_rfc3339(now), &now_rfc3339(claim)).await.unwrap());
         assert_eq!(take_back(app.media.as_ref(), &[hash], now).await.unwrap(), 0, "the claim is live");
+        // Another sweep leaves a live claim as it is: renewing it would hold the reference longer.
+        let report = sweep(&app, &*blobs, now, time::Duration::ZERO).await.unwrap();
+        assert_eq!((report.raced, report.deleted), (1, 0), "{report:?}");
+        let r = app.media.get(&hash).await.unwrap().unwrap();
+        assert_eq!(r.deleting_until, Some(now_rfc3339(claim)));
         let after = claim + time::Duration::SECOND;
         assert_eq!(take_back(app.media.as_ref(), &[hash], after).await.unwrap(), 1);
         let r = app.media.get(&hash).await.unwrap().unwrap();
