@@ -98,6 +98,27 @@ impl DynamoMedia {
         HashMap::from([("hash".to_string(), s(hash.to_hex()))])
     }
 
+    /// A deleting record made `missing` (its bytes may be gone): the caller adds the condition.
+    fn deleting_to_missing(
+        &self,
+        hash: &Sha256Hash,
+        now: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(hash)))
+            .update_expression("SET #status = :missing, #updated = :now REMOVE #key, #thumb, #until")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#key", "stored_key")
+            .expression_attribute_names("#thumb", "thumb_key")
+            .expression_attribute_names("#until", "deleting_until")
+            .expression_attribute_values(":deleting", s("deleting"))
+            .expression_attribute_values(":missing", s("missing"))
+            .expression_attribute_values(":now", s(now))
+    }
+
     async fn get_chunk(&self, chunk: Vec<Sha256Hash>) -> Result<Vec<MediaRecord>, StoreError> {
         let keys: Vec<_> = chunk.iter().map(Self::key).collect();
         // Several of these names are DynamoDB reserved words, so all go through placeholders.
@@ -404,21 +425,8 @@ impl MediaRepo for DynamoMedia {
     }
 
     async fn take_back(&self, hash: &Sha256Hash, seen_until: Option<&str>, now: &str) -> Result<bool, StoreError> {
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(hash)))
-            .update_expression("SET #status = :missing, #updated = :now REMOVE #key, #thumb, #until")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#updated", "updated_at")
-            .expression_attribute_names("#key", "stored_key")
-            .expression_attribute_names("#thumb", "thumb_key")
-            .expression_attribute_names("#until", "deleting_until")
-            .expression_attribute_values(":deleting", s("deleting"))
-            .expression_attribute_values(":missing", s("missing"))
-            .expression_attribute_values(":now", s(now));
-        req = match seen_until {
+        let req = self.deleting_to_missing(hash, now);
+        let req = match seen_until {
             Some(seen) => req
                 .condition_expression("#status = :deleting AND #until = :seen")
                 .expression_attribute_values(":seen", s(seen)),
@@ -450,23 +458,8 @@ impl MediaRepo for DynamoMedia {
                 // A reference arrived after all: the bytes are gone, so the hash is missing. If
                 // this fails, the record stays `deleting` until its claim expires and the next
                 // reference takes it back (`lifecycle::take_back`).
-                let missing = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::key(hash)))
-                    .update_expression("SET #status = :missing, #updated = :now REMOVE #key, #thumb, #until")
-                    .condition_expression("#status = :deleting")
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_names("#updated", "updated_at")
-                    .expression_attribute_names("#key", "stored_key")
-                    .expression_attribute_names("#thumb", "thumb_key")
-                    .expression_attribute_names("#until", "deleting_until")
-                    .expression_attribute_values(":deleting", s("deleting"))
-                    .expression_attribute_values(":missing", s("missing"))
-                    .expression_attribute_values(":now", s(now))
-                    .send()
-                    .await;
+                let missing =
+                    self.deleting_to_missing(hash, now).condition_expression("#status = :deleting").send().await;
                 match missing {
                     Err(e) if !is_conditional_failure(&e) => Err(sdk_err(e)),
                     _ => Ok(false),
