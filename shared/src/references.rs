@@ -255,9 +255,8 @@ pub async fn set_note(
             Some((why, step)) => {
                 tracing::info!(deck, note_id, attempt, ?why, "reference update interrupted; planning again");
                 if why == Commit::Conflict {
-                    unsure = Some(step.clone());
-                }
-                if why == Commit::Deleting {
+                    unsure = Some(step);
+                } else if why == Commit::Deleting {
                     look_up_again = true;
                     // A sweep that died while deleting one of them never comes back for it: once
                     // its claim has run out, the reference takes the record back.
