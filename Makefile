@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda sweep reconcile migrate mirror import-legacy soak chaos sam-local sam-test
+.PHONY: up down test token invoke demo check lambda sweep reconcile revoke unrevoke revocations migrate mirror import-legacy soak chaos sam-local sam-test
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -25,6 +25,14 @@ sweep:   ## sweep orphans now: make sweep GRACE=0
 	@echo '{"mode": "sweep", "grace_seconds": $(or $(GRACE),86400)}' > .local/sweep.json && scripts/invoke sweep-orphans .local/sweep.json
 reconcile: ## recompute reference counts: make reconcile FIX=true
 	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/reconcile.json && scripts/invoke sweep-orphans .local/reconcile.json
+revoke:  ## refuse a user's tokens within a minute: make revoke SUB=u123 [BEFORE=<unix seconds>: only tokens issued before]
+	@test -n "$(SUB)" || { echo "usage: make revoke SUB=<sub> [BEFORE=<unix seconds>]"; exit 1; }
+	@python3 -c 'import json,sys; c={"mode":"revoke","sub":sys.argv[1]}; sys.argv[2] and c.update(issued_before=int(sys.argv[2])); print(json.dumps(c))' "$(SUB)" "$(BEFORE)" > .local/revoke.json && scripts/invoke sweep-orphans .local/revoke.json
+unrevoke: ## let a revoked user back in: make unrevoke SUB=u123
+	@test -n "$(SUB)" || { echo "usage: make unrevoke SUB=<sub>"; exit 1; }
+	@python3 -c 'import json,sys; print(json.dumps({"mode":"unrevoke","sub":sys.argv[1]}))' "$(SUB)" > .local/unrevoke.json && scripts/invoke sweep-orphans .local/unrevoke.json
+revocations: ## list the deny-list
+	@echo '{"mode": "revocations"}' > .local/revocations.json && scripts/invoke sweep-orphans .local/revocations.json
 migrate: ## apply the Postgres migrations: make migrate [DATABASE_URL=postgres://…] (default: the stack's)
 	scripts/migrate
 mirror:  ## compare Postgres with DynamoDB (repair, or backfill): make mirror FIX=true [DATABASE_URL=…]

@@ -177,6 +177,15 @@ SDK_CONNECT_TIMEOUT_SECS=5
 SDK_OPERATION_TIMEOUT_SECS=30
 DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 JWT_SECRET=$(cat "$LOCAL/jwt-secret")
+# Tests drive the API from many threads as a handful of users, far faster than people do: the
+# rate limits here are production's x50, so every request still takes a token from a real bucket
+# in moto (tests/security.rs drives a burst past production's own limits with an app of its own).
+# The deny-list is read every 5 s instead of every 60, so the revocation test waits less.
+RATE_LIMIT_UPLOADS=6000
+RATE_LIMIT_DOWNLOADS=12000
+RATE_LIMIT_REFERENCES=300000
+RATE_LIMIT_MAINTAINER=30000
+REVOCATION_REFRESH_SECS=5
 GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT
 # The maintainer page's browser tests embed it from this origin (a page they serve themselves).
 MAINTAINER_PAGE_EMBED_ORIGINS=http://127.0.0.1:$((GATEWAY_PORT + 2))

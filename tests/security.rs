@@ -223,3 +223,188 @@ async fn oversized_bodies_and_batches_are_refused_whole() -> anyhow::Result<()> 
     assert_eq!(code(r), (413, "too_many_items".into()));
     Ok(())
 }
+
+/// A user revoked with `{"mode": "revoke"}` (what `make revoke` sends the sweep-orphans
+/// function) is refused on every route by the running gateway within its refresh period (5 s
+/// locally, a minute deployed); a revocation by time refuses only tokens issued before it, so
+/// signing in again lets the user back; `unrevoke` lets every token back.
+#[tokio::test]
+async fn a_revoked_user_is_refused_within_the_refresh_period() -> anyhow::Result<()> {
+    use shared::lifecycle::{run, SweepCommand};
+    let stack = Stack::connect().await?;
+    let app = shared::App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
+    let command = |v: Value| {
+        let (app, blobs) = (&app, &blobs);
+        async move {
+            let command = SweepCommand::from_event(v)?;
+            anyhow::Ok(run(app, &**blobs, &command, time::OffsetDateTime::now_utc()).await?)
+        }
+    };
+    let sub = format!("revoked-{}", &sha256_hex(&unique_bytes(8))[..12]);
+    let token = |scope: &str| shared::auth::mint(stack.secret.as_bytes(), &sub, scope, &[], 3600);
+    let status_of = |token: String| {
+        let stack = &stack;
+        async move {
+            let r = stack.call(Method::GET, &format!("/v1/media/{}", "0".repeat(64)), Some(&token), None).await?;
+            anyhow::Ok((r.0, r.1["error"]["message"].as_str().unwrap_or_default().to_string()))
+        }
+    };
+    // Waits until `token` gets `want`, at most the production bound (60 s) and a little.
+    let until = |token: String, want: u16| async move {
+        let started = std::time::Instant::now();
+        loop {
+            let (status, message) = status_of(token.clone()).await?;
+            if status == want {
+                return anyhow::Ok((started.elapsed(), message));
+            }
+            anyhow::ensure!(started.elapsed().as_secs() < 65, "still {status} {message} after 65 s");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    };
+    let before = token("download");
+    // An unknown hash: 404 once the caller is let in, 401 if not.
+    assert_eq!(status_of(before.clone()).await?.0, 404, "not revoked yet");
+
+    command(json!({"mode": "revoke", "sub": sub})).await?;
+    let (took, message) = until(before.clone(), 401).await?;
+    assert!(message.contains("revoked"), "{message}");
+    let refresh = std::env::var("REVOCATION_REFRESH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    assert!(took.as_secs() <= refresh + 3, "honoured after {took:?}, the refresh is {refresh} s");
+    assert_eq!(status_of(token("download")).await?.0, 401, "a new token too: the user is revoked outright");
+    let listed = command(json!({"mode": "revocations"})).await?;
+    assert_eq!(listed[sub.as_str()], json!("all"), "{listed}");
+
+    // Only tokens issued before a time: a token minted after it gets in again.
+    let cutoff = now() as u64 + 1;
+    command(json!({"mode": "revoke", "sub": sub, "issued_before": cutoff})).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let after = token("download");
+    until(after.clone(), 404).await?;
+    assert_eq!(status_of(before.clone()).await?.0, 401, "a token from before the cutoff stays refused");
+
+    command(json!({"mode": "unrevoke", "sub": sub})).await?;
+    until(before, 404).await?;
+    Ok(())
+}
+
+/// A burst past a user's rate is answered 429 `rate_limited` with `Retry-After`, on another
+/// instance too (the bucket is in DynamoDB, not in the instance), and served again once
+/// `Retry-After` has passed. Two instances of the API with production-like limits of their own,
+/// over the stack's DynamoDB.
+#[tokio::test]
+async fn a_burst_past_the_rate_is_answered_429_then_served_after_retry_after() -> anyhow::Result<()> {
+    use shared::access::{Gate, Rate, RateLimits};
+    use shared::api::{handle, Route};
+    let stack = Stack::connect().await?;
+    let instance = || async {
+        let mut app = shared::App::from_env().await?;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let access = std::sync::Arc::new(shared::store::access_dynamo::DynamoAccess::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &app.config.quotas_table,
+        ));
+        let limits = RateLimits { downloads: Rate { per_minute: 60, burst: 3 }, ..RateLimits::default() };
+        app.gate = Gate::new(access.clone(), access, limits, 60);
+        anyhow::Ok(app)
+    };
+    let (a, b) = (instance().await?, instance().await?);
+    let sub = format!("burst-{}", &sha256_hex(&unique_bytes(8))[..12]);
+    let token = shared::auth::mint(stack.secret.as_bytes(), &sub, "download", &[], 3600);
+    async fn get(app: &shared::App, token: &str) -> http::Response<lambda_http::Body> {
+        let request = http::Request::builder()
+            .uri(format!("/v1/media/{}", "0".repeat(64)))
+            .header("authorization", format!("Bearer {token}"))
+            .body(lambda_http::Body::Empty)
+            .expect("a request");
+        handle(app, request, Route::ALL).await
+    }
+    for i in 0..3 {
+        let app = if i == 1 { &b } else { &a };
+        // An unknown hash: 404 is the answer of a request let in.
+        assert_eq!(get(app, &token).await.status(), 404, "request {i} of a burst of three");
+    }
+    for app in [&a, &b] {
+        let refused = get(app, &token).await;
+        assert_eq!(refused.status(), 429);
+        let body: Value = serde_json::from_slice(refused.body().as_ref())?;
+        assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        let wait: u64 = refused.headers()["retry-after"].to_str()?.parse()?;
+        assert!((1..=2).contains(&wait), "one token a second: Retry-After {wait}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(get(&b, &token).await.status(), 404, "served once Retry-After has passed");
+    // Another user's bucket is their own.
+    let other = shared::auth::mint(stack.secret.as_bytes(), &format!("{sub}-2"), "download", &[], 3600);
+    assert_eq!(get(&a, &other).await.status(), 404);
+    Ok(())
+}
+
+/// Cursors are decoded before they reach DynamoDB: a forged one (empty, over-long, not base64,
+/// not UTF-8, not a filename) is a 400 naming the cursor, on both routes that take one; the
+/// stack's DynamoDB is the judge of what would otherwise have reached it.
+#[tokio::test]
+async fn forged_cursors_are_refused_with_400() -> anyhow::Result<()> {
+    use base64::Engine;
+    let stack = Stack::connect().await?;
+    let deck = deck("cursor");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let forged = ["".to_string(), b64(&[b'a'; 3000]), "!!!".into(), b64(&[0xff, 0xfe]), b64(b"a/b"), b64(b"..")];
+    for cursor in &forged {
+        let r = stack.post("/v1/downloads", &stack.token("download"), json!({"deck": deck, "cursor": cursor})).await?;
+        assert_eq!((r.0, r.1["error"]["code"].as_str()), (400, Some("bad_request")), "downloads, {cursor:?}: {r:?}");
+        assert!(r.1["error"]["message"].as_str().unwrap_or_default().contains("cursor"), "{r:?}");
+        let path = format!("/v1/decks/{deck}/media?cursor={}", urlencode(cursor));
+        let r = stack.call(Method::GET, &path, Some(&stack.maintainer(&[&deck])), None).await?;
+        assert_eq!((r.0, r.1["error"]["code"].as_str()), (400, Some("bad_request")), "listing, {cursor:?}: {r:?}");
+    }
+    // A cursor the API gave is taken.
+    let r =
+        stack.post("/v1/downloads", &stack.token("download"), json!({"deck": deck, "cursor": b64(b"a.png")})).await?;
+    assert_eq!(r.0, 200, "{r:?}");
+    Ok(())
+}
+
+/// A pending record's declared size and uploader belong to whoever asked first while their URL
+/// is valid: another user asking for the same hash with another size gets a URL of their own and
+/// changes nothing, so the first user's upload still succeeds.
+#[tokio::test]
+async fn another_user_cannot_change_a_pending_upload() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    let deck = deck("pending");
+    let bytes = integration_tests::unique_png();
+    let hash = sha256_hex(&bytes);
+    let ask = |sub: &str, size: usize| {
+        let token = shared::auth::mint(stack.secret.as_bytes(), sub, "upload", &[], 3600);
+        let body = json!({"deck": deck, "files": [{"hash": hash, "size": size, "filename": "p.png"}]});
+        let stack = &stack;
+        async move { stack.post("/v1/uploads", &token, body).await }
+    };
+    let (status, first) = ask("first-uploader", bytes.len()).await?;
+    assert_eq!((status, first["files"][0]["status"].as_str()), (200, Some("upload")), "{first}");
+    let (status, second) = ask("second-uploader", bytes.len() + 1000).await?;
+    assert_eq!((status, second["files"][0]["status"].as_str()), (200, Some("upload")), "{second}");
+    let record = stack.record(&hash).await?.expect("a pending record");
+    assert_eq!(record["size"].as_n().ok().map(String::as_str), Some(bytes.len().to_string().as_str()));
+    assert_eq!(record["uploader"].as_s().ok().map(String::as_str), Some("first-uploader"));
+    // The second user's URL is for their size: storage refuses the real bytes under it.
+    let refused = stack.put_upload(&second["files"][0], bytes.clone()).await;
+    assert!(!matches!(refused, Ok(200)), "{refused:?}");
+    assert_eq!(stack.put_upload(&first["files"][0], bytes.clone()).await?, 200);
+    let done = stack.wait_processed(&hash).await?;
+    assert_eq!((done["status"].as_str(), done["size"].as_u64()), (Some("ready"), Some(bytes.len() as u64)), "{done}");
+    Ok(())
+}
+
+/// Paths with an empty segment are no route: `//admin` would serve the page with a base that
+/// sends its API calls (and the maintainer's token) to another host.
+#[tokio::test]
+async fn paths_with_empty_segments_are_not_found() -> anyhow::Result<()> {
+    let stack = Stack::connect().await?;
+    for path in ["//admin?deck=d1", "///admin?deck=d1", "/admin/?deck=d1", "//v1/downloads", "/v1//downloads"] {
+        let r = stack.http.get(format!("{}{path}", stack.api)).send().await?;
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+    }
+    assert_eq!(stack.http.get(format!("{}/admin?deck=d1", stack.api)).send().await?.status().as_u16(), 200);
+    Ok(())
+}

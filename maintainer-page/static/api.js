@@ -1,7 +1,11 @@
 // The two maintainer calls, and what their failures mean in plain words.
 
-/** The API lives where the page does: /admin → /v1/…, also under a custom domain's base path. */
-const API_BASE = location.pathname.replace(/\/admin\/?$/, "");
+/**
+ * The API lives where the page does: /admin → /v1/…, also under a custom domain's base path.
+ * Always absolute on this origin: a path such as `//admin` must not make `//v1/…`, which a
+ * browser would send to another host.
+ */
+const API_BASE = location.origin + location.pathname.replace(/\/admin\/?$/, "").replace(/\/{2,}/g, "/").replace(/\/$/, "");
 
 export class ApiError extends Error {
   constructor(kind, message, status = 0) {

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::access::RouteClass;
 use crate::app::App;
 use crate::auth::Principal;
 use crate::download_urls::GetUrls;
@@ -34,6 +35,17 @@ pub enum Route {
 }
 
 impl Route {
+    /// The rate limit a route counts against (`access`); `None` for the page, which needs no token.
+    pub fn class(self) -> Option<RouteClass> {
+        match self {
+            Route::Uploads => Some(RouteClass::Uploads),
+            Route::Downloads | Route::MediaStatus => Some(RouteClass::Downloads),
+            Route::References => Some(RouteClass::References),
+            Route::DeckMedia | Route::DeckMediaRemove => Some(RouteClass::Maintainer),
+            Route::AdminPage | Route::AdminAsset => None,
+        }
+    }
+
     pub const ALL: &'static [Route] = &[
         Route::Uploads,
         Route::Downloads,
@@ -53,9 +65,13 @@ fn decode_segment(s: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request("path: not UTF-8 once decoded"))
 }
 
-/// Match a path to a route and its (decoded) path parameters.
+/// Match a path to a route and its (decoded) path parameters. A path has no empty segment:
+/// `//admin` is not the page (its relative URLs would resolve to another host), nor is `/admin/`.
 pub fn route(method: &Method, path: &str) -> Result<(Route, Vec<String>), ApiError> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or_default().split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(ApiError::not_found("no such route"));
+    }
     let (route, params, allowed) = match segments[..] {
         ["v1", "uploads"] => (Route::Uploads, vec![], Method::POST),
         ["v1", "downloads"] => (Route::Downloads, vec![], Method::POST),
@@ -167,10 +183,6 @@ fn admin(app: &App, req: &Request, route: Route, params: &[String]) -> Result<Re
         let served = params.first().and_then(|name| maintainer_page::asset(name));
         return served.map(|s| served_response(req, s)).ok_or_else(|| ApiError::not_found("no such file"));
     }
-    // `/admin/` would resolve the page's relative URLs under `/admin/admin/`.
-    if req.uri().path().ends_with('/') {
-        return Err(ApiError::not_found("no such route"));
-    }
     let deck = query_param(req, "deck").ok_or_else(|| ApiError::bad_request("deck: required (/admin?deck=<deck>)"))?;
     check_deck(&deck)?;
     Ok(served_response(req, maintainer_page::page(&app.config.embed_origins, GetUrls::origin(app))))
@@ -212,6 +224,9 @@ async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Respons
     }
     let who = authenticate(app, req)?;
     let now = OffsetDateTime::now_utc();
+    if let Some(class) = route.class() {
+        app.gate.admit(&who, class, now).await?;
+    }
     let body = req.body().as_ref();
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     Ok(match route {
@@ -259,6 +274,9 @@ mod tests {
         assert_eq!(route(&Method::GET, "/admin/app.js").unwrap(), (Route::AdminAsset, vec!["app.js".to_string()]));
         assert_eq!(route(&Method::POST, "/admin").unwrap_err().status, 405);
         assert_eq!(route(&Method::GET, "/admin/a/b.js").unwrap_err().status, 404);
+        for empty in ["//admin", "/admin/", "//v1/uploads", "/v1//uploads", "/v1/uploads/", "", "/"] {
+            assert_eq!(route(&Method::GET, empty).unwrap_err().status, 404, "{empty:?}");
+        }
     }
 
     fn get(uri: &str, headers: &[(&str, &str)]) -> Request {
@@ -313,6 +331,8 @@ mod tests {
             ("/admin?deck=a%2Fb", 400),
             ("/admin?deck=%3Cscript%3E", 400),
             ("/admin/?deck=d1", 404),
+            ("//admin?deck=d1", 404),
+            ("///admin?deck=d1", 404),
             ("/admin/index.html", 404),
             ("/admin/..%2FCargo.toml", 404),
         ] {

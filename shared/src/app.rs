@@ -5,11 +5,13 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
+use crate::access::Gate;
 use crate::auth::TokenVerifier;
 use crate::cdn::CdnSigner;
 use crate::config::{Config, ConfigError, SdkTimeouts};
 use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
+use crate::store::access_dynamo::DynamoAccess;
 use crate::store::dynamo::{DynamoDecks, DynamoMedia};
 use crate::store::quota_dynamo::DynamoQuotas;
 use crate::store::refs::ReferenceStore;
@@ -48,6 +50,8 @@ pub struct App {
     pub tokens: Option<TokenVerifier>,
     /// Signs download URLs for the CloudFront distribution, when it is on; S3 signs them otherwise.
     pub cdn: Option<CdnSigner>,
+    /// Revocations and rate limits, with this instance's memory of them.
+    pub gate: Gate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +107,9 @@ impl App {
             Some(url) => S3Endpoint::path_style(url, &config.bucket).map_err(InitError::Endpoint)?,
             None => S3Endpoint::aws(&config.bucket, &config.region),
         };
+        let access = Arc::new(DynamoAccess::new(dynamo.clone(), &config.quotas_table));
         Ok(Self {
+            gate: Gate::new(access.clone(), access, config.rate_limits, config.revocation_refresh_secs),
             media: Arc::new(DynamoMedia::new(dynamo.clone(), &config.media_table)),
             refs: Arc::new(DynamoRefs::new(
                 dynamo.clone(),
@@ -230,6 +236,8 @@ impl App {
             embed_origins: Default::default(),
             cdn: None,
             sdk_timeouts: Default::default(),
+            rate_limits: Default::default(),
+            revocation_refresh_secs: 60,
         };
         let store = Arc::new(MemoryStore::default());
         let app = Self {
@@ -245,6 +253,7 @@ impl App {
             })),
             tokens: Some(TokenVerifier::new(jwt_secret.as_bytes())),
             cdn: None,
+            gate: Gate::new(store.clone(), store.clone(), config.rate_limits, config.revocation_refresh_secs),
             config,
         };
         (app, store)

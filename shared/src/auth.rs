@@ -70,6 +70,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A caller as a verified token would describe it (tests).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn for_tests(sub: &str, scopes: &str, issued_at: u64) -> Self {
+        Self {
+            sub: sub.into(),
+            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+            decks: vec![],
+            issued_at,
+        }
+    }
+
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.iter().any(|s| s == scope.as_str())
     }
@@ -91,6 +102,11 @@ pub const CLOCK_SKEW_SECS: u64 = 30;
 pub const MAX_DECKS: usize = 256;
 /// The longest `sub`.
 pub const MAX_SUB_BYTES: usize = 128;
+
+/// A subject as tokens may carry it: 1–128 printable ASCII characters.
+pub fn is_valid_sub(sub: &str) -> bool {
+    !sub.is_empty() && sub.len() <= MAX_SUB_BYTES && sub.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// What a token must say about where it comes from and how long it lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +238,7 @@ impl TokenVerifier {
             }
         })?;
         let c = data.claims;
-        if c.sub.is_empty() || c.sub.len() > MAX_SUB_BYTES || !c.sub.bytes().all(|b| b.is_ascii_graphic()) {
+        if !is_valid_sub(&c.sub) {
             return Err(ApiError::unauthorized("token sub must be 1-128 printable ASCII characters"));
         }
         let now = now_secs();

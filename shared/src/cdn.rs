@@ -25,6 +25,8 @@ pub enum CdnError {
     Url(String),
     #[error("signing the CloudFront policy failed")]
     Sign,
+    #[error("a grant names a key prefix such as media/, never the whole distribution: {0:?}")]
+    Prefix(String),
 }
 
 pub struct CdnSigner {
@@ -73,9 +75,13 @@ impl CdnSigner {
         &self.base
     }
 
-    /// One policy and signature for every URL under `prefix` (`media/`, say; empty for the whole
-    /// distribution) that expires at `expires` (Unix seconds).
+    /// One policy and signature for every URL under `prefix` (`media/`, `thumbs/`) that expires
+    /// at `expires` (Unix seconds). A prefix is a folder: never empty (the whole distribution).
     pub fn grant(&self, prefix: &str, expires: i64) -> Result<Grant, CdnError> {
+        let folder = prefix.strip_suffix('/').filter(|p| !p.is_empty());
+        if folder.is_none_or(|p| !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')) {
+            return Err(CdnError::Prefix(prefix.into()));
+        }
         let resource = format!("{}/{prefix}*", self.base);
         // The policy is JSON CloudFront parses; its resource holds only the host and a key
         // prefix, which need no escaping.
@@ -162,6 +168,15 @@ mod tests {
         assert!(public.verify(policy.replace("1700000000", "1700000001").as_bytes(), &signature).is_err());
         for name in ["Policy", "Signature"] {
             assert!(!param(&a, name).contains(['+', '=', '/']), "{name} is CloudFront's URL-safe base64");
+        }
+    }
+
+    #[test]
+    fn a_grant_is_for_one_folder_never_the_whole_distribution() {
+        let signer = CdnSigner::new("https://d1.cloudfront.net", "K", TEST_KEY).unwrap();
+        assert_eq!(signer.grant("thumbs/", 1).unwrap().resource, "https://d1.cloudfront.net/thumbs/*");
+        for bad in ["", "/", "media", "*", "media/*", "a/b/", "../"] {
+            assert!(matches!(signer.grant(bad, 1), Err(CdnError::Prefix(_))), "{bad:?}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! Typed configuration, parsed once from the environment at start-up.
 
+use crate::access::{Rate, RateLimits};
 use crate::maintainer_page::EmbedOrigins;
 use crate::model::Keys;
 use crate::policy::Limits;
@@ -43,6 +44,11 @@ pub struct Config {
     /// Downloads through CloudFront, when `CDN_URL` is set.
     pub cdn: Option<CdnConfig>,
     pub sdk_timeouts: SdkTimeouts,
+    /// Per user and route class (`RATE_LIMIT_UPLOADS`, `RATE_LIMIT_DOWNLOADS`,
+    /// `RATE_LIMIT_REFERENCES`, `RATE_LIMIT_MAINTAINER`: `N` a minute or `N/BURST`, 0 for none).
+    pub rate_limits: RateLimits,
+    /// How often an instance reads the deny-list again (`REVOCATION_REFRESH_SECS`, at most 60).
+    pub revocation_refresh_secs: u64,
 }
 
 /// Bounds on every AWS SDK call, chosen per function for its own timeout
@@ -201,6 +207,28 @@ impl Config {
                 ..d
             },
             sdk_timeouts: SdkTimeouts::from_settings(&s)?,
+            rate_limits: {
+                let d = RateLimits::default();
+                let rate = |name: &'static str, default: Rate| match s.var(name) {
+                    None => Ok(default),
+                    Some(v) => Rate::parse(&v).map_err(|e| ConfigError::Invalid(name, e)),
+                };
+                RateLimits {
+                    uploads: rate("RATE_LIMIT_UPLOADS", d.uploads)?,
+                    downloads: rate("RATE_LIMIT_DOWNLOADS", d.downloads)?,
+                    references: rate("RATE_LIMIT_REFERENCES", d.references)?,
+                    maintainer: rate("RATE_LIMIT_MAINTAINER", d.maintainer)?,
+                }
+            },
+            revocation_refresh_secs: match s.number("REVOCATION_REFRESH_SECS", 60u64)? {
+                secs @ 1..=60 => secs,
+                v => {
+                    return Err(ConfigError::Invalid(
+                        "REVOCATION_REFRESH_SECS",
+                        format!("{v}: must be 1 to 60 seconds"),
+                    ))
+                }
+            },
         })
     }
 }
@@ -231,6 +259,30 @@ mod tests {
         assert_eq!((c.limits.max_pixels, c.limits.daily_upload_files), (d.max_pixels, d.daily_upload_files));
         assert_eq!((c.jwt_secret, c.s3_public_endpoint), (None, None));
         assert_eq!(c.sdk_timeouts, SdkTimeouts::default());
+        assert_eq!((c.rate_limits, c.revocation_refresh_secs), (RateLimits::default(), 60));
+    }
+
+    #[test]
+    fn rate_limits_and_the_revocation_refresh_are_bounded() {
+        let mut pairs = TABLES.to_vec();
+        pairs.extend([
+            ("RATE_LIMIT_UPLOADS", "30/5"),
+            ("RATE_LIMIT_REFERENCES", "0"),
+            ("REVOCATION_REFRESH_SECS", "5"),
+        ]);
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(c.rate_limits.uploads, Rate { per_minute: 30, burst: 5 });
+        assert_eq!(c.rate_limits.references, Rate::UNLIMITED);
+        assert_eq!(c.rate_limits.downloads, RateLimits::default().downloads);
+        assert_eq!(c.revocation_refresh_secs, 5);
+        for (name, bad) in
+            [("RATE_LIMIT_DOWNLOADS", "lots"), ("REVOCATION_REFRESH_SECS", "3600"), ("REVOCATION_REFRESH_SECS", "0")]
+        {
+            let mut pairs = TABLES.to_vec();
+            pairs.push((name, bad));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
     }
 
     #[test]

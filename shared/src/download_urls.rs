@@ -1,5 +1,8 @@
 //! How one answer's download URLs are signed: a pre-signed S3 GET per object, or, with the
-//! CloudFront distribution on, one policy and signature that every URL of the answer shares.
+//! CloudFront distribution on, one policy and signature per key prefix that every URL of the
+//! answer under that prefix shares. CloudFront takes one statement per policy, so an answer with
+//! media and thumbnails carries two grants, `media/*` and `thumbs/*`, never the whole
+//! distribution.
 
 use time::OffsetDateTime;
 
@@ -10,20 +13,28 @@ use crate::presign::{Credentials, Presigner};
 
 pub enum GetUrls<'a> {
     S3 { presigner: &'a Presigner, creds: Credentials, now: OffsetDateTime, ttl: u32 },
-    Cdn { signer: &'a CdnSigner, grant: Grant },
+    Cdn { signer: &'a CdnSigner, grants: Vec<(String, Grant)> },
 }
 
 impl GetUrls<'_> {
-    /// For an answer whose URLs expire `ttl` seconds after `now`, all of them under `prefix`
-    /// (`media/`; empty for the whole distribution).
-    pub async fn for_answer<'a>(app: &'a App, prefix: &str, now: OffsetDateTime) -> Result<GetUrls<'a>, StoreError> {
+    /// For an answer whose URLs expire `ttl` seconds after `now`, each under one of `prefixes`
+    /// (`media/`, `thumbs/`: what the answer needs, never more).
+    pub async fn for_answer<'a>(
+        app: &'a App,
+        prefixes: &[&str],
+        now: OffsetDateTime,
+    ) -> Result<GetUrls<'a>, StoreError> {
         let ttl = app.config.url_ttl_secs;
         match &app.cdn {
             Some(signer) => {
                 let expires = now.unix_timestamp() + i64::from(ttl);
                 // Signing fails only if the key does; answer 503 rather than URLs that do not work.
-                let grant = signer.grant(prefix, expires).map_err(|e| StoreError::new("cloudfront", e))?;
-                Ok(GetUrls::Cdn { signer, grant })
+                let grants = prefixes
+                    .iter()
+                    .map(|p| Ok((p.to_string(), signer.grant(p, expires)?)))
+                    .collect::<Result<_, crate::cdn::CdnError>>()
+                    .map_err(|e| StoreError::new("cloudfront", e))?;
+                Ok(GetUrls::Cdn { signer, grants })
             }
             None => {
                 let creds = app.credentials.credentials().await?;
@@ -37,10 +48,18 @@ impl GetUrls<'_> {
         app.cdn.as_ref().map_or(app.presigner.origin(), CdnSigner::base_url)
     }
 
-    pub fn url(&self, key: &str) -> String {
+    /// The URL of `key`; `None` for a key under no prefix the answer was granted (a CloudFront
+    /// URL for it would be refused).
+    pub fn url(&self, key: &str) -> Option<String> {
         match self {
-            GetUrls::S3 { presigner, creds, now, ttl } => presigner.get(creds, key, *now, *ttl).url,
-            GetUrls::Cdn { signer, grant } => signer.url(grant, key),
+            GetUrls::S3 { presigner, creds, now, ttl } => Some(presigner.get(creds, key, *now, *ttl).url),
+            GetUrls::Cdn { signer, grants } => {
+                let grant = grants.iter().find(|(prefix, _)| key.starts_with(prefix.as_str())).map(|(_, g)| g);
+                if grant.is_none() {
+                    tracing::error!(key, "no grant covers this key");
+                }
+                grant.map(|g| signer.url(g, key))
+            }
         }
     }
 }

@@ -51,15 +51,19 @@ pub struct DownloadResponse {
     pub next_cursor: Option<String>,
 }
 
-fn encode_cursor(after: &str) -> String {
+pub(crate) fn encode_cursor(after: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+/// A cursor is the last filename of the page before, base64url: decoded, it must be a name the
+/// deck index can hold, or DynamoDB would be asked for a key it refuses (an empty or over-long
+/// one) and the answer would be a 503 instead of this 400.
+pub(crate) fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
+        .filter(|name| normalize_filename(name).is_ok_and(|n| &n == name))
         .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this API returned"))
 }
 
@@ -109,17 +113,22 @@ pub async fn presign_downloads(
     let hashes: Vec<Sha256Hash> = entries.iter().map(|(_, h)| *h).collect();
     let records = lookup(app.media.as_ref(), &hashes).await?;
     // Every URL of a download answer is under media/: with CloudFront, one policy covers them.
-    let signer = GetUrls::for_answer(app, "media/", now).await?;
+    let signer = GetUrls::for_answer(app, &[app.config.keys.media_prefix.as_str()], now).await?;
     let ttl = app.config.url_ttl_secs;
     let expires_at = now_rfc3339(now + time::Duration::seconds(i64::from(ttl)));
     // Signing is per stored key; a deck may use one file under several names.
-    let mut urls: HashMap<&str, String> = HashMap::new();
+    let mut urls: HashMap<&str, Option<String>> = HashMap::new();
     let mut files = Vec::with_capacity(entries.len());
     for (filename, hash) in &entries {
         let record = records.get(hash);
-        match record {
+        let signed = match record {
             Some(r @ MediaRecord { status: MediaStatus::Ready, stored_key: Some(key), .. }) => {
-                let url = urls.entry(key.as_str()).or_insert_with(|| signer.url(key)).clone();
+                urls.entry(key.as_str()).or_insert_with(|| signer.url(key)).clone().map(|url| (r, url))
+            }
+            _ => None,
+        };
+        match signed {
+            Some((r, url)) => {
                 files.push(DownloadFile {
                     filename: filename.clone(),
                     hash: hash.to_hex(),
@@ -130,9 +139,9 @@ pub async fn presign_downloads(
                     expires_at: expires_at.clone(),
                 });
             }
-            other => unavailable.push(Unavailable {
+            None => unavailable.push(Unavailable {
                 filename: filename.clone(),
-                reason: match other.map(|r| r.status) {
+                reason: match record.map(|r| r.status) {
                     Some(MediaStatus::Pending) => "pending",
                     Some(MediaStatus::Rejected) => "rejected",
                     _ => "missing",

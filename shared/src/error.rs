@@ -54,6 +54,13 @@ impl ApiError {
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(413, "payload_too_large", message)
     }
+    /// Past the caller's rate for this kind of request (`access`): retry after `secs`.
+    pub fn rate_limited(secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(429, "rate_limited", format!("too many requests; retry in {secs} s"))
+        }
+    }
     pub fn unavailable() -> Self {
         Self { retry_after: Some(1), ..Self::new(503, "unavailable", "storage is busy; retry shortly") }
     }

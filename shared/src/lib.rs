@@ -6,6 +6,7 @@
 //! - [`uploads`], [`process`], [`downloads`]: what each function does.
 //! - [`api`], [`error`]: HTTP mapping, in one place; [`maintainer_page`]: the page it serves.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod audio;

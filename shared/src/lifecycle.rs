@@ -306,6 +306,17 @@ pub enum SweepCommand {
         #[serde(default)]
         fix: bool,
     },
+    /// Refuse a user's tokens (every one, or those issued before `issued_before`, in seconds
+    /// since the epoch) everywhere within a minute (`make revoke SUB=…`).
+    Revoke {
+        sub: String,
+        #[serde(default)]
+        issued_before: Option<u64>,
+    },
+    /// Take a user off the deny-list.
+    Unrevoke { sub: String },
+    /// The deny-list as it stands.
+    Revocations,
 }
 
 impl SweepCommand {
@@ -315,6 +326,9 @@ impl SweepCommand {
         let command: Self = serde_json::from_value(event).map_err(|e| CommandError::Malformed(e.to_string()))?;
         match command {
             Self::Sweep { grace_seconds: Some(g) } if g < 0 => Err(CommandError::NegativeGrace(g)),
+            Self::Revoke { sub, .. } | Self::Unrevoke { sub } if !crate::auth::is_valid_sub(&sub) => {
+                Err(CommandError::Subject(sub))
+            }
             command => Ok(command),
         }
     }
@@ -324,11 +338,13 @@ impl SweepCommand {
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(
-        "not a sweep-orphans command ({0}); expected {{\"mode\": \"sweep\", \"grace_seconds\"?: n}} or {{\"mode\": \"reconcile\", \"fix\"?: bool}}"
+        "not a sweep-orphans command ({0}); expected {{\"mode\": \"sweep\", \"grace_seconds\"?: n}}, {{\"mode\": \"reconcile\", \"fix\"?: bool}}, {{\"mode\": \"revoke\", \"sub\": s, \"issued_before\"?: n}}, {{\"mode\": \"unrevoke\", \"sub\": s}} or {{\"mode\": \"revocations\"}}"
     )]
     Malformed(String),
     #[error("not a sweep-orphans command: grace_seconds is {0}; it must be 0 or more")]
     NegativeGrace(i64),
+    #[error("not a sweep-orphans command: sub {0:?} is not 1-128 printable ASCII characters, as a token's")]
+    Subject(String),
 }
 
 /// Run a command; the answer is the report as JSON.
@@ -339,12 +355,26 @@ pub async fn run(
     now: OffsetDateTime,
 ) -> Result<serde_json::Value, StoreError> {
     let to_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| StoreError::new("report", e));
-    match *command {
+    let revocations = app.gate.revocations();
+    match command {
         SweepCommand::Sweep { grace_seconds } => {
             let grace = time::Duration::seconds(grace_seconds.unwrap_or(app.config.sweep_grace_secs));
             to_json(serde_json::to_value(sweep(app, blobs, now, grace).await?))
         }
-        SweepCommand::Reconcile { fix } => to_json(serde_json::to_value(reconcile_counts(app, blobs, fix, now).await?)),
+        SweepCommand::Reconcile { fix } => {
+            to_json(serde_json::to_value(reconcile_counts(app, blobs, *fix, now).await?))
+        }
+        SweepCommand::Revoke { sub, issued_before } => {
+            crate::access::revoke(revocations, sub, *issued_before).await?;
+            tracing::warn!(sub = %sub, ?issued_before, "revoked");
+            Ok(serde_json::json!({"revoked": sub, "issued_before": issued_before, "honoured_within_secs": 60}))
+        }
+        SweepCommand::Unrevoke { sub } => {
+            let was = revocations.unrevoke(sub).await?;
+            tracing::warn!(sub = %sub, was_revoked = was, "unrevoked");
+            Ok(serde_json::json!({"unrevoked": sub, "was_revoked": was}))
+        }
+        SweepCommand::Revocations => to_json(serde_json::to_value(revocations.deny_list().await?)),
     }
 }
 
@@ -395,6 +425,35 @@ mod tests {
         ] {
             let err = SweepCommand::from_event(bad.clone()).expect_err(&bad.to_string());
             assert!(err.to_string().contains("sweep"), "{bad}: {err}");
+        }
+    }
+
+    /// `make revoke`'s commands: a subject is revoked (outright or by time), listed, and
+    /// restored; a subject no token could carry is refused before anything is written.
+    #[tokio::test]
+    async fn revoke_commands_change_the_deny_list() {
+        let (app, blobs) = App::in_memory_with_blobs("k");
+        let now = OffsetDateTime::now_utc();
+        let run_json = |v: serde_json::Value| {
+            let (app, blobs) = (&app, &blobs);
+            async move { run(app, &**blobs, &SweepCommand::from_event(v).unwrap(), now).await.unwrap() }
+        };
+        run_json(json!({"mode": "revoke", "sub": "mallory"})).await;
+        run_json(json!({"mode": "revoke", "sub": "bob", "issued_before": 1_800_000_000})).await;
+        let list = run_json(json!({"mode": "revocations"})).await;
+        assert_eq!(list, json!({"mallory": "all", "bob": {"issued_before": 1_800_000_000}}));
+        assert_eq!(run_json(json!({"mode": "unrevoke", "sub": "mallory"})).await["was_revoked"], json!(true));
+        assert_eq!(run_json(json!({"mode": "unrevoke", "sub": "mallory"})).await["was_revoked"], json!(false));
+        assert_eq!(run_json(json!({"mode": "revocations"})).await, json!({"bob": {"issued_before": 1_800_000_000}}));
+        for bad in [
+            json!({"mode": "revoke"}),
+            json!({"mode": "revoke", "sub": ""}),
+            json!({"mode": "revoke", "sub": "a b"}),
+            json!({"mode": "revoke", "sub": "x".repeat(129)}),
+            json!({"mode": "revoke", "sub": "u", "issued_before": "yesterday"}),
+            json!({"mode": "unrevoke", "sub": "u", "all": true}),
+        ] {
+            assert!(SweepCommand::from_event(bad.clone()).is_err(), "{bad}");
         }
     }
 

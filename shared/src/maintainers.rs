@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use unicode_normalization::UnicodeNormalization;
 
-use base64::Engine;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -77,15 +76,7 @@ pub async fn list_deck_media(
     authorize(who, deck)?;
     // Names are stored NFC; a query typed on a Mac may arrive NFD.
     let needle = query.map(|q| q.nfc().collect::<String>().to_lowercase()).filter(|q| !q.is_empty());
-    let mut after = cursor
-        .map(|c| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::bad_request("cursor: not a cursor this API returned"))
-        })
-        .transpose()?;
+    let mut after = cursor.map(crate::downloads::decode_cursor).transpose()?;
     // Search filters whole index pages; keep reading until a page of matches, the end, or the
     // most one request may read (then the page may hold fewer matches, or none, and a cursor).
     let mut matches = Vec::new();
@@ -105,14 +96,15 @@ pub async fn list_deck_media(
     };
     let hashes: Vec<Sha256Hash> = matches.iter().map(|e| e.hash).collect();
     let records = lookup(app.media.as_ref(), &hashes).await?;
-    // Previews are under media/ and thumbs/: the policy covers the distribution, which serves only those.
-    let signer = GetUrls::for_answer(app, "", now).await?;
+    // Previews are under media/ and thumbs/: a grant for each, nothing else.
+    let keys = &app.config.keys;
+    let signer = GetUrls::for_answer(app, &[keys.media_prefix.as_str(), keys.thumb_prefix.as_str()], now).await?;
     let files = matches
         .into_iter()
         .map(|e| {
             let r = records.get(&e.hash);
             let ready = r.filter(|r| r.status == MediaStatus::Ready);
-            let sign = |key: &Option<String>| key.as_deref().map(|k| signer.url(k));
+            let sign = |key: &Option<String>| key.as_deref().and_then(|k| signer.url(k));
             MaintainerFile {
                 filename: e.filename,
                 hash: e.hash.to_hex(),
@@ -130,7 +122,7 @@ pub async fn list_deck_media(
             }
         })
         .collect();
-    let next_cursor = next.map(|a| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(a));
+    let next_cursor = next.as_deref().map(crate::downloads::encode_cursor);
     Ok(MaintainerPage { files, next_cursor })
 }
 

@@ -286,16 +286,23 @@ impl Upload<'_> {
         let max = self.app.config.limits.max_any_bytes();
         Ok(match self.blobs.read(key, max).await? {
             None => Read::Gone,
-            Some(ReadBlob::TooLarge(_)) => Read::Refused(RejectReason::TooLarge),
+            // Final only for the bytes the key names (S3 checked them against it as they were
+            // written); other bytes under this key say nothing about the file, so the user may
+            // upload it again.
+            Some(ReadBlob::TooLarge(_)) => match self.blobs.verified_sha256(key).await? {
+                Some(h) if h == self.hash => Read::Refused(RejectReason::TooLarge),
+                _ => Read::Refused(RejectReason::HashMismatch),
+            },
             Some(ReadBlob::Bytes(b)) => self.verify(b, max),
         })
     }
 
     fn verify(&self, bytes: Vec<u8>, max: u64) -> Read {
-        if bytes.is_empty() {
-            Read::Refused(RejectReason::EmptyFile)
-        } else if Sha256Hash::of(&bytes) != self.hash {
+        if Sha256Hash::of(&bytes) != self.hash {
+            // Compared first: a final reason (empty, too large) must be about the file the key names.
             Read::Refused(RejectReason::HashMismatch)
+        } else if bytes.is_empty() {
+            Read::Refused(RejectReason::EmptyFile)
         } else if bytes.len() as u64 > max {
             Read::Refused(RejectReason::TooLarge)
         } else {
@@ -528,6 +535,30 @@ mod logic_tests {
         let (app, blobs) = App::in_memory_with_blobs("k");
         let outcome = process_key(&app, &*blobs, "media/abc", OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Skipped("not an upload key"));
+    }
+
+    /// `empty_file` and `too_large` are final: the hash can never be uploaded again. So they are
+    /// given only for the bytes the key names; other bytes under a key (empty, or larger than any
+    /// file may be) are a hash mismatch, which the uploader may retry with the right bytes.
+    #[tokio::test]
+    async fn final_reasons_are_given_only_for_the_bytes_the_key_names() {
+        let (app, blobs) = App::in_memory_with_blobs("k");
+        let now = OffsetDateTime::now_utc();
+        let max = app.config.limits.max_any_bytes() as usize;
+        let big = vec![7u8; max + 1];
+        let cases = [
+            (Sha256Hash::of(b"a file"), Vec::new(), RejectReason::HashMismatch),
+            (Sha256Hash::of(b""), Vec::new(), RejectReason::EmptyFile),
+            (Sha256Hash::of(b"another file"), big.clone(), RejectReason::HashMismatch),
+            (Sha256Hash::of(&big), big, RejectReason::TooLarge),
+        ];
+        for (hash, bytes, want) in cases {
+            let key = app.config.keys.upload(&hash);
+            blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
+            assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Rejected(want), "{want}");
+            let record = app.media.get(&hash).await.unwrap().unwrap();
+            assert_eq!(record.finally_rejected(), !want.allows_retry(), "{want}");
+        }
     }
 
     /// `events/process-upload.json` as S3 delivers it: the upload it names (the empty file's

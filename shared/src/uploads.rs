@@ -207,7 +207,8 @@ async fn reserve(
                 {
                     began = app.media.begin_upload(&upload).await?;
                 }
-                if began != BeginUpload::Started && reserved == Reserve::Granted {
+                let issues_url = matches!(began, BeginUpload::Started | BeginUpload::Shared);
+                if !issues_url && reserved == Reserve::Granted {
                     app.quotas.release(&hold).await?;
                 }
                 Ok::<_, crate::error::StoreError>((hash, Ok(began)))
@@ -218,7 +219,7 @@ async fn reserve(
         .await?;
     for (hash, outcome) in started {
         let changed = match outcome {
-            Ok(BeginUpload::Started) => continue,
+            Ok(BeginUpload::Started | BeginUpload::Shared) => continue,
             Ok(BeginUpload::AlreadyReady) => Decision::Exists,
             Ok(BeginUpload::Rejected(r)) | Err(r) => Decision::Refused(r),
             Ok(BeginUpload::Busy) => Decision::Refused(RejectReason::RetryLater),

@@ -215,8 +215,19 @@ def test_maintainer_previews_come_through_the_distribution(cdn: str, cdn_gateway
             if f.get(key):
                 status, data, _ = fetch(f[key])
                 assert status == 200, (key, data)
-    policy = json.loads(cdn_emulator.cf_b64decode(params(files[0]["url"])["Policy"]))
-    assert policy["Statement"][0]["Resource"] == f"{cdn}/*", "previews need media/ and thumbs/"
+    # Two grants, one per prefix the previews need; never the whole distribution.
+    with_thumb = next(f for f in files if f.get("thumbnail_url"))
+    resources = {key: json.loads(cdn_emulator.cf_b64decode(params(with_thumb[key])["Policy"]))["Statement"][0]["Resource"]
+                 for key in ("url", "thumbnail_url")}
+    assert resources == {"url": f"{cdn}/media/*", "thumbnail_url": f"{cdn}/thumbs/*"}, resources
+    # Neither query string opens anything under the other's prefix, nor uploads/.
+    media_query = with_thumb["url"].split("?", 1)[1]
+    thumb_query = with_thumb["thumbnail_url"].split("?", 1)[1]
+    for crossed in (with_thumb["thumbnail_url"].split("?")[0] + "?" + media_query,
+                    with_thumb["url"].split("?")[0] + "?" + thumb_query,
+                    f"{cdn}/uploads/{with_thumb['hash']}?{media_query}"):
+        status, data, _ = fetch(crossed)
+        assert status == 403, (crossed, data)
     # The page may load its previews from the distribution, and from nowhere else.
     with urllib.request.urlopen(cdn_gateway + f"/admin?deck={name}", timeout=30) as r:
         csp = r.headers["Content-Security-Policy"]

@@ -91,6 +91,22 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
     let r = record(repo, &a).await?;
     assert_eq!((r.size, r.created_at.as_deref()), (Some(1000), Some(t1.as_str())), "created once");
 
+    // Another user asking for it while the first user's URL is valid gets a URL of its own and
+    // changes nothing of the record (a wrong size there would fail the first user's upload);
+    // once that URL has expired, the other user's request takes the record over.
+    let (t_other, t_later) = (t.next(), t.next());
+    let other = |hash, size, expires_at, now| PendingUpload { hash, size, uploader: "someone-else", expires_at, now };
+    assert_eq!(repo.begin_upload(&other(a, 7, &t_later, &t_other)).await?, BeginUpload::Shared);
+    let r = record(repo, &a).await?;
+    assert_eq!((r.size, r.uploader.as_deref()), (Some(1000), Some("contract")), "left as declared");
+    let lapsed = ids.hash(20);
+    let (t_first, t_expired, t_after) = (t.next(), t.next(), t.next());
+    let first = PendingUpload { hash: lapsed, size: 5, uploader: "contract", expires_at: &t_expired, now: &t_first };
+    assert_eq!(repo.begin_upload(&first).await?, BeginUpload::Started);
+    assert_eq!(repo.begin_upload(&other(lapsed, 6, &t_later, &t_after)).await?, BeginUpload::Started);
+    let r = record(repo, &lapsed).await?;
+    assert_eq!((r.size, r.uploader.as_deref()), (Some(6), Some("someone-else")), "taken over once expired");
+
     // Ready: the stored form is recorded, the upload's bookkeeping goes, and it stays ready.
     let t3 = t.next();
     assert!(repo.mark_ready(&a, &stored(&a), &t3).await?);
@@ -264,6 +280,7 @@ pub async fn media_repo(repo: &dyn MediaRepo) -> Result<(), StoreError> {
         (f, MediaStatus::Pending),
         (h, MediaStatus::Ready),
         (i, MediaStatus::Pending),
+        (lapsed, MediaStatus::Pending),
     ]);
     assert_eq!(all, expected);
 

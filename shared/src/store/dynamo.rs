@@ -51,7 +51,7 @@ pub(super) fn request_token() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+pub(super) fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
@@ -190,9 +190,12 @@ impl MediaRepo for DynamoMedia {
                  #updated = :now, #created = if_not_exists(#created, :now), #refs = if_not_exists(#refs, :zero) \
                  REMOVE #reason",
             )
-            // As `MediaRecord::finally_rejected` says: a rejection without a final reason may be retried.
+            // As `MediaRecord::finally_rejected` says: a rejection without a final reason may be
+            // retried. Another user's pending upload is left alone while its URL may still be used.
             .condition_expression(format!(
-                "attribute_not_exists(#alias) AND (attribute_not_exists(#hash) OR #status IN (:pending, :missing) \
+                "attribute_not_exists(#alias) AND (attribute_not_exists(#hash) OR #status = :missing \
+                 OR (#status = :pending AND (attribute_not_exists(#uploader) OR #uploader = :uploader \
+                 OR attribute_not_exists(#expires) OR #expires < :now)) \
                  OR (#status = :rejected AND (attribute_not_exists(#reason) OR #reason IN ({}))))",
                 retry_values.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
@@ -226,6 +229,7 @@ impl MediaRepo for DynamoMedia {
                         Ok(BeginUpload::Rejected(r.reason.unwrap_or(RejectReason::UnsupportedType)))
                     }
                     Some(r) if r.status == MediaStatus::Deleting => Ok(BeginUpload::Busy),
+                    Some(r) if r.status == MediaStatus::Pending => Ok(BeginUpload::Shared),
                     _ => Ok(BeginUpload::AlreadyReady),
                 }
             }

@@ -146,6 +146,9 @@ impl BlobStore for Faulty {
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         self.blobs.list(prefix).await
     }
+    async fn verified_sha256(&self, key: &str) -> Result<Option<Sha256Hash>, StoreError> {
+        self.blobs.verified_sha256(key).await
+    }
 }
 
 /// What one interrupted sweep led to, for the caller's report.

@@ -24,6 +24,11 @@ pub struct State {
     pub usage: HashMap<(String, String), (u64, u64)>,
     /// (user, day, hash) → (bytes, issued_at while pending)
     pub holds: HashMap<(String, String, Sha256Hash), (u64, Option<String>)>,
+    pub deny_list: crate::access::DenyList,
+    /// bucket key → theoretical arrival time (ms)
+    pub buckets: HashMap<String, u64>,
+    /// Every bucket write, done or not (the rate limiter's cost).
+    pub bucket_writes: u64,
 }
 
 #[derive(Default)]
@@ -32,6 +37,46 @@ pub struct MemoryStore(pub Mutex<State>);
 impl MemoryStore {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn bucket_writes(&self) -> u64 {
+        self.lock().bucket_writes
+    }
+}
+
+#[async_trait]
+impl crate::access::RevocationStore for MemoryStore {
+    async fn deny_list(&self) -> Result<crate::access::DenyList, StoreError> {
+        Ok(self.lock().deny_list.clone())
+    }
+    async fn revoke(&self, sub: &str, how: crate::access::Revocation) -> Result<(), StoreError> {
+        self.lock().deny_list.insert(sub.to_string(), how);
+        Ok(())
+    }
+    async fn unrevoke(&self, sub: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().deny_list.remove(sub).is_some())
+    }
+}
+
+#[async_trait]
+impl crate::access::BucketStore for MemoryStore {
+    async fn write(
+        &self,
+        key: &str,
+        write: crate::access::BucketWrite,
+        _expires_at: i64,
+    ) -> Result<crate::access::BucketWritten, StoreError> {
+        use crate::access::{BucketWrite, BucketWritten};
+        let mut s = self.lock();
+        s.bucket_writes += 1;
+        let found = s.buckets.get(key).copied();
+        let new = match (write, found) {
+            (BucketWrite::Advance { by, min, max }, Some(t)) if (min..=max).contains(&t) => t + by,
+            (BucketWrite::Restart { to, before }, t) if t.is_none_or(|t| t < before) => to,
+            _ => return Ok(BucketWritten::Found(found)),
+        };
+        s.buckets.insert(key.to_string(), new);
+        Ok(BucketWritten::Done(new))
     }
 }
 
@@ -59,6 +104,11 @@ impl MediaRepo for MemoryStore {
         }
         if let (true, Some(reason)) = (r.finally_rejected(), r.reason) {
             return Ok(BeginUpload::Rejected(reason));
+        }
+        let someone_elses = r.uploader.as_deref().is_some_and(|who| who != u.uploader)
+            && r.upload_expires_at.as_deref().is_some_and(|until| until >= u.now);
+        if r.status == MediaStatus::Pending && someone_elses {
+            return Ok(BeginUpload::Shared);
         }
         r.status = MediaStatus::Pending;
         r.reason = None;
@@ -357,6 +407,9 @@ impl BlobStore for MemoryStore {
     }
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self.lock().blobs.contains_key(key))
+    }
+    async fn verified_sha256(&self, key: &str) -> Result<Option<Sha256Hash>, StoreError> {
+        Ok(self.lock().blobs.get(key).map(|(b, _)| Sha256Hash::of(b)))
     }
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(self

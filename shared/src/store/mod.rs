@@ -1,6 +1,7 @@
 //! Storage behind one small trait per capability, so the logic can be tested without AWS and each
 //! adapter can be tested against a real emulator.
 
+pub mod access_dynamo;
 #[cfg(any(test, feature = "test-util"))]
 pub mod contract;
 pub mod dynamo;
@@ -35,6 +36,10 @@ pub enum BeginUpload {
     Rejected(RejectReason),
     /// The sweeper is deleting this hash this very moment; ask again shortly.
     Busy,
+    /// Another user's upload of this hash is pending and its URL still valid. The record is
+    /// left as that user declared it (size, uploader); this caller gets a URL of its own, and
+    /// whichever bytes arrive first are checked against the hash as always.
+    Shared,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +275,10 @@ pub trait BlobStore: Send + Sync {
     async fn exists(&self, key: &str) -> Result<bool, StoreError>;
     /// Keys and sizes under a prefix (`lifecycle::reconcile_counts`).
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// The SHA-256 the store itself verified when the object was written (S3 checks the
+    /// checksum our pre-signed PUTs carry), without reading it; `None` if it holds none or the
+    /// object is gone. Processing uses it to tell a too-large file from a wrong one unread.
+    async fn verified_sha256(&self, key: &str) -> Result<Option<Sha256Hash>, StoreError>;
 }
 
 /// Records for `hashes`, following aliases: a hash of converted bytes answers with the record of

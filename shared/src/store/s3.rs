@@ -90,6 +90,26 @@ impl BlobStore for S3Blobs {
         Ok(out)
     }
 
+    async fn verified_sha256(&self, key: &str) -> Result<Option<Sha256Hash>, StoreError> {
+        use base64::Engine;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await;
+        let head = match head {
+            Ok(h) => h,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
+            Err(e) => return Err(sdk_err(e)),
+        };
+        // A multipart object's checksum is of its parts (`…-N`), not of its bytes: not one.
+        let digest = head.checksum_sha256().and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok());
+        Ok(digest.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()).map(Sha256Hash::from_digest))
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(true),
