@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda validate sweep reconcile migrate mirror restore import-legacy soak chaos sam-local sam-test
+.PHONY: up down test token invoke demo check lambda validate sweep reconcile migrate mirror restore redrive import-legacy soak chaos sam-local sam-test
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -33,6 +33,8 @@ mirror:  ## compare Postgres with DynamoDB (repair, or backfill): make mirror FI
 	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/mirror.json && scripts/invoke sync-postgres .local/mirror.json
 restore: ## bring back a deleted media object and thumbnail: make restore HASH=<sha256> [STACK=<name>] [RECORD_FROM=<table>]
 	@scripts/restore "$(HASH)" $(if $(STACK),--stack "$(STACK)") $(if $(RECORD_FROM),--record-from "$(RECORD_FROM)")
+redrive: ## on AWS, replay a failure queue: make redrive QUEUE=ProcessUploadFailures|ScheduleFailures|SyncPostgresFailures STACK=<name> [DRY_RUN=1]
+	@scripts/redrive "$(QUEUE)" --stack "$(or $(STACK),ankicollab-media)" $(if $(DRY_RUN),--dry-run)
 import-legacy: ## import AnkiCollab's media: make import-legacy SOURCE_DATABASE_URL=… SOURCE_BUCKET=… [SOURCE_ENDPOINT=…] [SOURCE_REGION=…]
 	scripts/import-legacy
 chaos:   ## a workload while DynamoDB and S3 fail, then every invariant: make chaos MINUTES=10 RATE=0.25 SEEDS="1 2"
