@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from samcli.yamlhelper import yaml_parse
-from samtranslator.translator.transform import transform
+from samcli.yamlhelper import yaml_parse  # type: ignore[import-untyped]
+from samtranslator.translator.transform import transform  # type: ignore[import-untyped]
 
 
 class _NoManagedPolicies:
