@@ -329,3 +329,22 @@ def test_the_outputs_the_runbook_and_readme_use_exist() -> None:
         used |= set(re.findall(r"\$\(out (\w+)\)", doc.read_text()))
     assert used, "the runbook reads no output through `out`"
     assert used <= outputs, f"outputs the docs use but the template lacks: {sorted(used - outputs)}"
+
+
+def test_each_function_may_send_to_its_failure_queues() -> None:
+    """A destination the role may not write to loses the failure silently."""
+    def may_send(function: str, queue: str) -> bool:
+        role = props(target(props(function)["Role"]))
+        statements = [s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+        for s in statements:
+            actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+            resources_ = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+            if "sqs:SendMessage" in actions and any(target(r) == queue for r in resources_ if isinstance(r, dict)):
+                return True
+        return False
+
+    for config in resources("AWS::Lambda::EventInvokeConfig").values():
+        function = target(config["Properties"]["FunctionName"])
+        queue = target(config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"])
+        assert may_send(function, queue), f"{function} may not send to {queue}"
+    assert may_send("SyncPostgresFunction", "SyncPostgresFailures")
