@@ -93,13 +93,18 @@ def restore_key(t: Target, key: str) -> str:
     if not versions:
         return "none"
     newest = max(versions, key=lambda v: v["LastModified"])
-    # A copy (not removing the marker) keeps the history whole; the object's Content-Type and
-    # Cache-Control travel with it.
+    # A copy (not removing the marker) keeps the history whole. The headers are set again from
+    # the version's own: some S3s refuse a copy onto its own key that changes no metadata.
+    head = t.s3.head_object(Bucket=t.bucket, Key=key, VersionId=newest["VersionId"])
+    headers = {k: head[k] for k in ("ContentType", "CacheControl", "ContentEncoding", "ContentDisposition",
+                                    "ContentLanguage") if head.get(k)}
     t.s3.copy_object(
         Bucket=t.bucket,
         Key=key,
         CopySource={"Bucket": t.bucket, "Key": key, "VersionId": newest["VersionId"]},
-        MetadataDirective="COPY",
+        MetadataDirective="REPLACE",
+        Metadata=head.get("Metadata", {}),
+        **headers,
     )
     print(f"{key}: restored version {newest['VersionId']} of {newest['LastModified']:%Y-%m-%d %H:%M:%S} UTC")
     return "restored"
