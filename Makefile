@@ -1,5 +1,5 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda sweep reconcile revoke unrevoke revocations migrate mirror import-legacy soak chaos sam-local sam-test
+.PHONY: up down test token invoke demo check lambda validate sweep reconcile revoke unrevoke revocations migrate mirror restore redrive import-legacy soak chaos sam-local sam-test
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
@@ -21,6 +21,8 @@ check:   ## formatting and lints, as CI runs them
 	cargo clippy --workspace --all-targets -- -D warnings
 lambda:  ## build the deployable arm64 artifacts
 	. scripts/lib.sh && "$$TOOLS_VENV/bin/sam" validate --lint && PATH="$$TOOLS_VENV/bin:$$PATH" "$$TOOLS_VENV/bin/sam" build
+validate: ## sam validate --lint, cfn-lint (informational rules too) and checkov on the template, as CI runs them
+	scripts/validate-template
 sweep:   ## sweep orphans now: make sweep GRACE=0
 	@echo '{"mode": "sweep", "grace_seconds": $(or $(GRACE),86400)}' > .local/sweep.json && scripts/invoke sweep-orphans .local/sweep.json
 reconcile: ## recompute reference counts: make reconcile FIX=true
@@ -37,6 +39,10 @@ migrate: ## apply the Postgres migrations: make migrate [DATABASE_URL=postgres:/
 	scripts/migrate
 mirror:  ## compare Postgres with DynamoDB (repair, or backfill): make mirror FIX=true [DATABASE_URL=…]
 	@echo '{"mode": "reconcile", "fix": $(or $(FIX),false)}' > .local/mirror.json && scripts/invoke sync-postgres .local/mirror.json
+restore: ## bring back a deleted media object and thumbnail: make restore HASH=<sha256> [STACK=<name>] [RECORD_FROM=<table>]
+	@scripts/restore "$(HASH)" $(if $(STACK),--stack "$(STACK)") $(if $(RECORD_FROM),--record-from "$(RECORD_FROM)")
+redrive: ## on AWS, replay a failure queue: make redrive QUEUE=ProcessUploadFailures|ScheduleFailures|SyncPostgresFailures STACK=<name> [DRY_RUN=1]
+	@scripts/redrive "$(QUEUE)" --stack "$(or $(STACK),ankicollab-media)" $(if $(DRY_RUN),--dry-run)
 import-legacy: ## import AnkiCollab's media: make import-legacy SOURCE_DATABASE_URL=… SOURCE_BUCKET=… [SOURCE_ENDPOINT=…] [SOURCE_REGION=…]
 	scripts/import-legacy
 chaos:   ## a workload while DynamoDB and S3 fail, then every invariant: make chaos MINUTES=10 RATE=0.25 SEEDS="1 2"

@@ -7,6 +7,7 @@ LOCAL="$REPO/.local"
 LS_VENV="$CACHE/venv-localstack"
 TOOLS_VENV="$CACHE/venv-tools"
 CLIENT_VENV="$CACHE/venv-client"
+LINT_VENV="$CACHE/venv-lint"
 mkdir -p "$CACHE" "$LOCAL"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

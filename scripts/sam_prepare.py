@@ -121,6 +121,8 @@ def main() -> None:
         "DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:000000000000:secret:local",
         # The throwaway Postgres has no TLS.
         "DatabaseSslMode": "disable",
+        # Required on AWS (the alarms' recipient); sam local creates no topic.
+        "AlarmEmail": "alarms@example.invalid",
     }
     (args.out / "parameters").write_text("".join(f"{k}={v}\n" for k, v in parameters.items()))
 

@@ -7,9 +7,9 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, Event, ExpirationStatus, FilterRule, FilterRuleName,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NotificationConfiguration,
-    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, Event, ExpirationStatus,
+    FilterRule, FilterRuleName, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NotificationConfiguration,
+    NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter, VersioningConfiguration,
 };
 use shared::config::Config;
 use shared::store::mirror::Mirror;
@@ -44,6 +44,13 @@ pub async fn run() -> anyhow::Result<()> {
                 .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => {}
         Err(e) => return Err(e).context("create bucket"),
     }
+    // Versioned, as template.yaml's bucket is: a deleted object stays restorable (`make restore`).
+    s3.put_bucket_versioning()
+        .bucket(&config.bucket)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .context("bucket versioning")?;
     let prefix = config.keys.upload_prefix.clone();
     s3.put_bucket_lifecycle_configuration()
         .bucket(&config.bucket)
