@@ -255,6 +255,16 @@ def run(sam_args: list[str]) -> None:
     check(f["stored_hash"] != digest or got.content == data, "unconverted bytes are the upload's", f)
     step(f"  {filename}: {len(data)} -> {len(got.content)} bytes, {f['content_type']}, sha256 verified")
 
+    step("compressed answers: POST /v1/downloads asking for gzip, through API Gateway's encoding as SAM emulates it")
+    names = [filename] + [f"missing-{i}.png" for i in range(40)]
+    r = requests.post(ENV["SAM_API_URL"] + "/v1/downloads", headers={"Authorization": f"Bearer {user}", "Accept-Encoding": "gzip"},
+                      json={"deck": DECK, "filenames": names}, timeout=120)
+    check(r.status_code == 200, "the gzipped answer", (r.status_code, r.text[:300]))
+    check(r.headers.get("content-encoding") == "gzip", "Content-Encoding: gzip", dict(r.headers))
+    zipped = r.json()  # requests gunzips it, as the add-on's client does
+    check([x["filename"] for x in zipped["files"]] == [filename] and len(zipped["unavailable"]) == 40, "it decodes to the answer", zipped)
+    step(f"  {len(r.content)} bytes of JSON, sent gzipped")
+
     step("maintainers: GET /v1/decks/{deck}/media?q=, then the preview and thumbnail URLs")
     listing = api("GET", f"/v1/decks/{DECK}/media?q={filename[:5]}", token("maintain", DECK))
     check([x.get("filename") for x in listing.get("files", [])] == [filename], "the search finds the file", listing)

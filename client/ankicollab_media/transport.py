@@ -253,6 +253,10 @@ class Transport:
             # CPU of a small download). Nor may a ~/.netrc entry replace the API's token.
             s.trust_env = False
             s.headers["User-Agent"] = USER_AGENT
+            # The API gzips large answers (a 10,000-file deck's download listing is ~6 MB of JSON
+            # and under 1.5 MB gzipped); requests decodes them. Asked for explicitly, whatever
+            # the session's defaults.
+            s.headers["Accept-Encoding"] = "gzip"
             self._local.session = s
             with self._sessions_lock:
                 self._sessions.append(s)

@@ -272,6 +272,7 @@ class FaultProxy:
         self.upstream = upstream
         self.seen: set[tuple[str, str, bytes]] = set()
         self.log: list[tuple[str, int]] = []
+        self.accept_encodings: list[str] = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -280,6 +281,7 @@ class FaultProxy:
 
             def _do(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.accept_encodings.append(self.headers.get("Accept-Encoding", ""))
                 key = (self.command, self.path, body)
                 if key not in proxy.seen:
                     proxy.seen.add(key)
@@ -327,6 +329,17 @@ def test_503_then_200_is_retried(stack: Stack, tmp_path: Path) -> None:
     assert info["status"] == "ready"
     statuses = [s for p, s in proxy.log if p == "/v1/downloads"]
     assert statuses == [503, 200], proxy.log
+    # The client asks for gzipped answers, and the API sends a large one gzipped.
+    assert proxy.accept_encodings and all(e == "gzip" for e in proxy.accept_encodings), proxy.accept_encodings
+    names = [f"r{i}.png" for i in range(5)] + [f"absent-{i}.png" for i in range(40)]
+    r = requests.post(
+        stack.api + "/v1/downloads",
+        json={"deck": deck, "filenames": names},
+        timeout=60,
+        headers={"Authorization": "Bearer " + stack.token("download"), "Accept-Encoding": "gzip"},
+    )
+    assert r.status_code == 200 and r.headers.get("Content-Encoding") == "gzip", r.headers
+    assert len(r.json()["files"]) == 5
 
 
 def test_a_401_refreshes_the_token_once(stack: Stack, tmp_path: Path) -> None:

@@ -125,12 +125,68 @@ fn parse_json<T: DeserializeOwned>(app: &App, body: &[u8]) -> Result<T, ApiError
     })
 }
 
-fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_string(value) {
-        Ok(body) => respond(status, body, None),
+/// Answers at least this large are sent gzipped to a client that accepts it: below, the frame
+/// (18 bytes) and the work are not worth it.
+pub const GZIP_FROM_BYTES: usize = 1024;
+/// zlib's fastest level: the answers are mostly repeated text (hosts, parameter names, a shared
+/// policy), which even the fastest level finds; higher levels add CPU for a few percent
+/// (BENCHMARKS.md, "Compressed answers").
+const GZIP_LEVEL: u32 = 1;
+
+/// Whether `Accept-Encoding` allows gzip: named with a q above 0, or not named and `*` allowed
+/// (RFC 9110, 12.5.3).
+pub fn accepts_gzip(req: &Request) -> bool {
+    let (mut gzip, mut any) = (None, None);
+    let codings = req.headers().get_all(http::header::ACCEPT_ENCODING).into_iter().filter_map(|v| v.to_str().ok());
+    for coding in codings.flat_map(|v| v.split(',')) {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or_default().trim();
+        let q = parts
+            .find_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())
+            .unwrap_or(0.0);
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(q > 0.0);
+        } else if name == "*" {
+            any = Some(q > 0.0);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::new(GZIP_LEVEL),
+    );
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+fn json_response<T: Serialize>(status: StatusCode, value: &T, gzip_ok: bool) -> Response<Body> {
+    let body = match serde_json::to_string(value) {
+        Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, "response did not serialise");
-            error_response(&ApiError::internal())
+            return error_response(&ApiError::internal());
+        }
+    };
+    if !gzip_ok || body.len() < GZIP_FROM_BYTES {
+        return respond(status, body, None);
+    }
+    match gzip(body.as_bytes()) {
+        Ok(compressed) => {
+            let mut response = respond(status, String::new(), None);
+            let headers = response.headers_mut();
+            headers.insert(http::header::CONTENT_ENCODING, http::HeaderValue::from_static("gzip"));
+            headers.insert(http::header::VARY, http::HeaderValue::from_static("accept-encoding"));
+            *response.body_mut() = Body::Binary(compressed);
+            response
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "gzip failed; answering uncompressed");
+            respond(status, body, None)
         }
     }
 }
@@ -229,24 +285,27 @@ async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Respons
     }
     let body = req.body().as_ref();
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    let gzip_ok = accepts_gzip(req);
     Ok(match route {
         Route::Uploads => {
-            json_response(StatusCode::OK, &presign_uploads(app, &who, parse_json(app, body)?, now).await?)
+            json_response(StatusCode::OK, &presign_uploads(app, &who, parse_json(app, body)?, now).await?, gzip_ok)
         }
         Route::Downloads => {
-            json_response(StatusCode::OK, &presign_downloads(app, &who, parse_json(app, body)?, now).await?)
+            json_response(StatusCode::OK, &presign_downloads(app, &who, parse_json(app, body)?, now).await?, gzip_ok)
         }
-        Route::MediaStatus => json_response(StatusCode::OK, &media_status(app.media.as_ref(), &who, param(0)).await?),
+        Route::MediaStatus => {
+            json_response(StatusCode::OK, &media_status(app.media.as_ref(), &who, param(0)).await?, gzip_ok)
+        }
         Route::References => {
-            json_response(StatusCode::OK, &apply_references(app, &who, parse_json(app, body)?, now).await?)
+            json_response(StatusCode::OK, &apply_references(app, &who, parse_json(app, body)?, now).await?, gzip_ok)
         }
         Route::DeckMedia => {
             let (q, cursor) = (query_param(req, "q"), query_param(req, "cursor"));
             let page = list_deck_media(app, &who, param(0), q.as_deref(), cursor.as_deref(), now).await?;
-            json_response(StatusCode::OK, &page)
+            json_response(StatusCode::OK, &page, gzip_ok)
         }
         Route::DeckMediaRemove => {
-            json_response(StatusCode::OK, &remove_deck_file(app, &who, param(0), param(1), now).await?)
+            json_response(StatusCode::OK, &remove_deck_file(app, &who, param(0), param(1), now).await?, gzip_ok)
         }
         // Served above, without a token.
         Route::AdminPage | Route::AdminAsset => return Err(ApiError::not_found("no such route")),
@@ -277,6 +336,77 @@ mod tests {
         for empty in ["//admin", "/admin/", "//v1/uploads", "/v1//uploads", "/v1/uploads/", "", "/"] {
             assert_eq!(route(&Method::GET, empty).unwrap_err().status, 404, "{empty:?}");
         }
+    }
+
+    #[test]
+    fn accept_encoding_is_read_as_http_says() {
+        let accepts = |value: Option<&str>| {
+            let mut b = http::Request::builder();
+            if let Some(v) = value {
+                b = b.header("accept-encoding", v);
+            }
+            accepts_gzip(&b.body(Body::Empty).unwrap())
+        };
+        for yes in ["gzip", "gzip, deflate", "br;q=1.0, gzip;q=0.8", "*", "deflate, *;q=0.5", "GZIP", "x-gzip"] {
+            assert!(accepts(Some(yes)), "{yes}");
+        }
+        for no in ["", "identity", "br", "gzip;q=0", "gzip;q=0, *", "*;q=0", "gzip;q=x"] {
+            assert!(!accepts(Some(no)), "{no}");
+        }
+        assert!(!accepts(None), "no header: identity only");
+    }
+
+    /// A large answer is gzipped for a client that accepts it and reads back as the same JSON;
+    /// a small one, an error, or a client that does not accept gzip get plain JSON.
+    #[tokio::test]
+    async fn large_answers_are_gzipped_for_clients_that_accept_it() {
+        use std::io::Read;
+        let app = App::in_memory("k");
+        let token = crate::auth::mint(b"k", "u", "upload download", &[], 600);
+        let files: Vec<serde_json::Value> = (0..50)
+            .map(|i| serde_json::json!({"hash": format!("{i:064x}"), "size": 10, "filename": format!("f{i}.png")}))
+            .collect();
+        let body = serde_json::json!({"deck": "d1", "files": files}).to_string();
+        let post = |encoding: Option<&str>, body: String| {
+            let mut b = http::Request::builder()
+                .method(Method::POST)
+                .uri("/v1/uploads")
+                .header("authorization", format!("Bearer {token}"));
+            if let Some(e) = encoding {
+                b = b.header("accept-encoding", e);
+            }
+            b.body(Body::Text(body)).unwrap()
+        };
+        let plain = handle(&app, post(None, body.clone()), Route::ALL).await;
+        let zipped = handle(&app, post(Some("gzip, deflate"), body.clone()), Route::ALL).await;
+        assert_eq!((plain.status(), zipped.status()), (200, 200));
+        assert!(plain.headers().get("content-encoding").is_none());
+        assert_eq!(zipped.headers()["content-encoding"], "gzip");
+        assert_eq!(zipped.headers()["vary"], "accept-encoding");
+        assert_eq!(zipped.headers()["content-type"], "application/json");
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(zipped.body().as_ref()).read_to_string(&mut unzipped).unwrap();
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_slice(plain.body().as_ref()).unwrap(), serde_json::from_str(&unzipped).unwrap());
+        assert_eq!(a["files"].as_array().unwrap().len(), 50);
+        // The same answer but for the signatures' time: compare what is not signed.
+        let names = |v: &serde_json::Value| v["files"].as_array().unwrap().iter().map(|f| f["status"].clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+        assert!(zipped.body().len() * 3 < plain.body().len(), "{} of {}", zipped.body().len(), plain.body().len());
+
+        let small = http::Request::builder()
+            .method(Method::POST)
+            .uri("/v1/downloads")
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept-encoding", "gzip")
+            .body(Body::Text(r#"{"deck": "d1", "filenames": ["a.png"]}"#.into()))
+            .unwrap();
+        let small = handle(&app, small, Route::ALL).await;
+        assert_eq!(small.status(), 200);
+        assert!(small.headers().get("content-encoding").is_none(), "{small:?}");
+        let error = handle(&app, post(Some("gzip"), "not json".into()), Route::ALL).await;
+        assert_eq!(error.status(), 400);
+        assert!(error.headers().get("content-encoding").is_none());
     }
 
     fn get(uri: &str, headers: &[(&str, &str)]) -> Request {
