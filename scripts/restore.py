@@ -32,6 +32,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from env_file import read_env_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,15 +43,6 @@ class Target:
     table: str | None
     s3: Any
     dynamodb: Any
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            env[k] = v
-    return env
 
 
 def clients(env: dict[str, str]) -> tuple[Any, Any]:

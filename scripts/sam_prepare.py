@@ -23,16 +23,8 @@ import shutil
 import urllib.parse
 from pathlib import Path
 
+from env_file import read_env_file
 from samcli.yamlhelper import yaml_dump, yaml_parse
-
-
-def read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            env[k] = v
-    return env
 
 
 def rehost(url: str, host: str) -> str:
@@ -52,7 +44,7 @@ def main() -> None:
     ap.add_argument("--prefix", default="")
     args = ap.parse_args()
 
-    stack = read_env(args.stack_env)
+    stack = read_env_file(args.stack_env)
     template = yaml_parse(args.template.read_text())
     code_root = args.out / "functions"
     shutil.rmtree(code_root, ignore_errors=True)

@@ -50,14 +50,15 @@ import zlib
 from collections import defaultdict
 from io import BytesIO
 
+from env_file import read_env_file
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
 GB = 1 << 30
 
 
 def stack_env() -> dict[str, str]:
-    text = (LOCAL / "stack.env").read_text()
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    return read_env_file(LOCAL / "stack.env")
 
 
 ENV = stack_env()
