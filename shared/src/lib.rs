@@ -35,3 +35,15 @@ pub mod telemetry;
 pub mod uploads;
 
 pub use app::App;
+
+/// A file of the shared corpus, for unit tests (`name` under it, e.g. `real/bell.oga`): from
+/// `$CORPUS` as the test scripts set it (scripts/lib.sh finds it), else `$ANKICOLLAB_CORPUS`, else
+/// `../shared/corpus` beside the repository.
+#[cfg(test)]
+pub(crate) fn corpus_file(name: &str) -> Vec<u8> {
+    let dir = std::env::var("CORPUS")
+        .or_else(|_| std::env::var("ANKICOLLAB_CORPUS"))
+        .unwrap_or_else(|_| format!("{}/../../shared/corpus", env!("CARGO_MANIFEST_DIR")));
+    let path = std::path::Path::new(&dir).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -514,12 +514,6 @@ mod tests {
         crate::audio::decode_samples(bytes, extension).unwrap()
     }
 
-    fn corpus(name: &str) -> Vec<u8> {
-        let root = std::env::var("ANKICOLLAB_CORPUS")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus").into());
-        std::fs::read(std::path::Path::new(&root).join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-    }
-
     const SCRIPT: &[u8] = b"<html><script>alert(document.cookie)</script></html>";
     const ZIP: &[u8] = b"PK\x03\x04\x14\0\0\0\x08\0evil.exe MZ\x90\0payload";
 
@@ -547,7 +541,7 @@ mod tests {
             ("real/dialog-warning.oga", "ogg"),
             ("real/message-new-instant.oga", "ogg"),
         ] {
-            let original = corpus(name);
+            let original = crate::corpus_file(name);
             let kind = match sniff(&original) {
                 Sniffed::Audio(k) => k,
                 other => panic!("{name}: {other:?}"),
@@ -561,7 +555,7 @@ mod tests {
 
     #[test]
     fn an_mp3_polyglot_loses_its_payload_and_plays_the_same() {
-        let clean = corpus("real/tts-1-0.mp3");
+        let clean = crate::corpus_file("real/tts-1-0.mp3");
         let frames = &clean[after_id3(&clean)..];
         let tag = id3v23(&[
             id3_frame(b"TIT2", b"\0Bonjour"),
@@ -598,7 +592,7 @@ mod tests {
 
     #[test]
     fn an_ogg_with_a_second_stream_and_a_trailing_zip_keeps_only_its_audio() {
-        let clean = corpus("real/bell.oga");
+        let clean = crate::corpus_file("real/bell.oga");
         let first = ogg_page(&clean, 0).unwrap();
         let hostile = [
             &clean[..first.end],

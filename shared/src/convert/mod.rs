@@ -810,12 +810,9 @@ fn encode_frames(frames: &[Frame], width: u32, height: u32, settings: &WebpSetti
 mod tests {
     use super::*;
 
-    /// A corpus file: from $CORPUS as the test scripts set it, else ../shared/corpus.
+    /// A picture of the corpus's `real/`.
     pub(super) fn corpus(name: &str) -> Vec<u8> {
-        let dir =
-            std::env::var("CORPUS").unwrap_or_else(|_| format!("{}/../../shared/corpus", env!("CARGO_MANIFEST_DIR")));
-        let path = format!("{dir}/real/{name}");
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::corpus_file(&format!("real/{name}"))
     }
 
     fn with(effort: Effort) -> Limits {
