@@ -65,6 +65,11 @@ impl Revocation {
         }
     }
 
+    /// As a command gives it: tokens issued before a time, or (none) every token.
+    pub fn issued_before(secs: Option<u64>) -> Self {
+        secs.map_or(Revocation::All, Revocation::IssuedBefore)
+    }
+
     pub fn refuses(self, issued_at: u64) -> bool {
         match self {
             Revocation::All => true,
@@ -223,10 +228,6 @@ impl Gate {
         }
     }
 
-    pub fn limits(&self) -> &RateLimits {
-        &self.limits
-    }
-
     /// The deny-list's store (the revoke commands write to it).
     pub fn revocations(&self) -> &dyn RevocationStore {
         self.revocations.as_ref()
@@ -340,12 +341,6 @@ impl Gate {
     }
 }
 
-/// Revoke, restore or list from a command (the sweep-orphans function's `revoke`, `unrevoke`
-/// and `revocations` modes; `make revoke`).
-pub async fn revoke(store: &dyn RevocationStore, sub: &str, issued_before: Option<u64>) -> Result<(), StoreError> {
-    store.revoke(sub, issued_before.map_or(Revocation::All, Revocation::IssuedBefore)).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,7 +425,7 @@ mod tests {
         let issued = t0.unix_timestamp() as u64;
         let user = principal("mallory", issued);
         g.admit(&user, RouteClass::Uploads, t0).await.unwrap();
-        revoke(store.as_ref(), "mallory", None).await.unwrap();
+        store.revoke("mallory", Revocation::All).await.unwrap();
         // Read a moment ago: the old list stands until it is a minute old.
         g.admit(&user, RouteClass::Uploads, at(59_000)).await.unwrap();
         let e = g.admit(&user, RouteClass::Downloads, at(60_000)).await.unwrap_err();
@@ -438,7 +433,7 @@ mod tests {
         assert!(e.message.contains("revoked"), "{e}");
         assert!(g.admit(&principal("alice", issued), RouteClass::Uploads, at(60_000)).await.is_ok());
 
-        revoke(store.as_ref(), "mallory", Some(issued + 10)).await.unwrap();
+        store.revoke("mallory", Revocation::IssuedBefore(issued + 10)).await.unwrap();
         let fresh = principal("mallory", issued + 10);
         assert!(g.admit(&user, RouteClass::Uploads, at(121_000)).await.is_err(), "an older token");
         assert!(g.admit(&fresh, RouteClass::Uploads, at(121_000)).await.is_ok(), "signed in again");

@@ -365,7 +365,7 @@ pub async fn run(
             to_json(serde_json::to_value(reconcile_counts(app, blobs, *fix, now).await?))
         }
         SweepCommand::Revoke { sub, issued_before } => {
-            crate::access::revoke(revocations, sub, *issued_before).await?;
+            revocations.revoke(sub, crate::access::Revocation::issued_before(*issued_before)).await?;
             tracing::warn!(sub = %sub, ?issued_before, "revoked");
             Ok(serde_json::json!({"revoked": sub, "issued_before": issued_before, "honoured_within_secs": 60}))
         }
