@@ -11,6 +11,7 @@ use crate::cdn::CdnSigner;
 use crate::config::{Config, ConfigError, SdkTimeouts};
 use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
+use crate::servable::ReadyCache;
 use crate::store::access_dynamo::DynamoAccess;
 use crate::store::dynamo::{DynamoDecks, DynamoMedia};
 use crate::store::quota_dynamo::DynamoQuotas;
@@ -52,6 +53,8 @@ pub struct App {
     pub cdn: Option<CdnSigner>,
     /// Revocations and rate limits, with this instance's memory of them.
     pub gate: Gate,
+    /// This instance's memory of ready records, for downloads (`servable`).
+    pub ready: ReadyCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,7 @@ impl App {
                 None => None,
             },
             cdn: None,
+            ready: ReadyCache::new(config.ready_cache_secs, config.ready_cache_entries),
             config,
         })
     }
@@ -216,7 +220,12 @@ impl App {
 
     /// [`App::in_memory`], and its store as the object store too.
     pub fn in_memory_with_blobs(jwt_secret: &str) -> (Self, Arc<crate::store::memory::MemoryStore>) {
-        use crate::store::memory::MemoryStore;
+        let store = Arc::new(crate::store::memory::MemoryStore::default());
+        (Self::in_memory_over(store.clone(), jwt_secret), store)
+    }
+
+    /// An app over `store`: several apps over one store are several instances of a function.
+    pub fn in_memory_over(store: Arc<crate::store::memory::MemoryStore>, jwt_secret: &str) -> Self {
         let config = Config {
             bucket: "media-bucket".into(),
             media_table: "media".into(),
@@ -238,9 +247,11 @@ impl App {
             sdk_timeouts: Default::default(),
             rate_limits: Default::default(),
             revocation_refresh_secs: 60,
+            // Off: the logic's tests sweep with no grace; `servable`'s own tests turn it on.
+            ready_cache_secs: 0,
+            ready_cache_entries: 0,
         };
-        let store = Arc::new(MemoryStore::default());
-        let app = Self {
+        Self {
             media: store.clone(),
             decks: store.clone(),
             refs: store.clone(),
@@ -254,8 +265,8 @@ impl App {
             tokens: Some(TokenVerifier::new(jwt_secret.as_bytes())),
             cdn: None,
             gate: Gate::new(store.clone(), store.clone(), config.rate_limits, config.revocation_refresh_secs),
+            ready: ReadyCache::off(),
             config,
-        };
-        (app, store)
+        }
     }
 }

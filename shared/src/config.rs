@@ -49,6 +49,19 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// How often an instance reads the deny-list again (`REVOCATION_REFRESH_SECS`, at most 60).
     pub revocation_refresh_secs: u64,
+    /// How long an API instance may answer downloads from its memory of ready records
+    /// (`READY_CACHE_SECS`, 0 for never; `servable`). The sweep's grace is never less.
+    pub ready_cache_secs: u64,
+    /// How many ready records an instance remembers at most (`READY_CACHE_ENTRIES`).
+    pub ready_cache_entries: usize,
+}
+
+impl Config {
+    /// The least grace period a sweep may use: what keeps an instance's memory of ready records
+    /// from ever disagreeing with the records (`servable`).
+    pub fn min_sweep_grace(&self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.ready_cache_secs).unwrap_or(i64::MAX))
+    }
 }
 
 /// Bounds on every AWS SDK call, chosen per function for its own timeout
@@ -229,6 +242,8 @@ impl Config {
                     ))
                 }
             },
+            ready_cache_secs: s.number("READY_CACHE_SECS", 3600u64)?,
+            ready_cache_entries: s.number("READY_CACHE_ENTRIES", 50_000usize)?,
         })
     }
 }

@@ -12,8 +12,9 @@ use crate::clock::now_rfc3339;
 use crate::download_urls::GetUrls;
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
-use crate::model::{MediaRecord, MediaStatus};
+use crate::model::MediaStatus;
 use crate::policy::{check_deck, normalize_filename};
+use crate::servable::Found;
 use crate::store::{lookup, MediaRepo};
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +74,7 @@ pub async fn presign_downloads(
     req: DownloadRequest,
     now: OffsetDateTime,
 ) -> Result<DownloadResponse, ApiError> {
+    let started = std::time::Instant::now();
     who.require_any(&[Scope::Download])?;
     check_deck(&req.deck)?;
     let mut unavailable = Vec::new();
@@ -110,8 +112,11 @@ pub async fn presign_downloads(
         }
     };
 
+    // Ready records this instance read since a deck read that started within the cache's time
+    // are answered from memory (`servable` says why that is safe); the rest are read.
     let hashes: Vec<Sha256Hash> = entries.iter().map(|(_, h)| *h).collect();
-    let records = lookup(app.media.as_ref(), &hashes).await?;
+    let after_deck_read = now + started.elapsed();
+    let found = app.ready.find(app.media.as_ref(), &hashes, now, after_deck_read).await?;
     // Every URL of a download answer is under media/: with CloudFront, one policy covers them.
     let signer = GetUrls::for_answer(app, &[app.config.keys.media_prefix.as_str()], now).await?;
     let ttl = app.config.url_ttl_secs;
@@ -120,31 +125,30 @@ pub async fn presign_downloads(
     let mut urls: HashMap<&str, Option<String>> = HashMap::new();
     let mut files = Vec::with_capacity(entries.len());
     for (filename, hash) in &entries {
-        let record = records.get(hash);
-        let signed = match record {
-            Some(r @ MediaRecord { status: MediaStatus::Ready, stored_key: Some(key), .. }) => {
-                urls.entry(key.as_str()).or_insert_with(|| signer.url(key)).clone().map(|url| (r, url))
-            }
-            _ => None,
+        let answer = found.get(hash).unwrap_or(&Found::Unavailable("missing"));
+        let signed = match answer {
+            Found::Ready(s) => urls
+                .entry(s.stored_key.as_str())
+                .or_insert_with(|| signer.url(&s.stored_key))
+                .clone()
+                .map(|url| (s, url)),
+            Found::Unavailable(_) => None,
         };
-        match signed {
-            Some((r, url)) => {
-                files.push(DownloadFile {
-                    filename: filename.clone(),
-                    hash: hash.to_hex(),
-                    stored_hash: r.stored_hash.unwrap_or(r.hash).to_hex(),
-                    url,
-                    size: r.stored_size.unwrap_or_default(),
-                    content_type: r.content_type.clone().unwrap_or_default(),
-                    expires_at: expires_at.clone(),
-                });
-            }
-            None => unavailable.push(Unavailable {
+        match (signed, answer) {
+            (Some((s, url)), _) => files.push(DownloadFile {
                 filename: filename.clone(),
-                reason: match record.map(|r| r.status) {
-                    Some(MediaStatus::Pending) => "pending",
-                    Some(MediaStatus::Rejected) => "rejected",
-                    _ => "missing",
+                hash: hash.to_hex(),
+                stored_hash: s.stored_hash.to_hex(),
+                url,
+                size: s.size,
+                content_type: s.content_type.clone(),
+                expires_at: expires_at.clone(),
+            }),
+            (None, answer) => unavailable.push(Unavailable {
+                filename: filename.clone(),
+                reason: match answer {
+                    Found::Unavailable(reason) => reason,
+                    Found::Ready(_) => "missing",
                 },
             }),
         }

@@ -27,6 +27,7 @@ pub mod policy;
 pub mod presign;
 pub mod process;
 pub mod references;
+pub mod servable;
 pub mod sniff;
 pub mod store;
 pub mod svg;

@@ -42,6 +42,9 @@ use crate::store::{BlobStore, MediaRepo};
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct SweepReport {
+    /// The grace period the sweep used: the one asked for, or, if that was shorter, the least
+    /// that keeps API instances' memory of ready records true (`Config::min_sweep_grace`).
+    pub grace_seconds: i64,
     pub scanned: usize,
     pub deleted: usize,
     pub bytes_reclaimed: u64,
@@ -120,8 +123,9 @@ enum Swept {
     Raced,
 }
 
-/// Delete media whose count has stayed zero longer than `grace`, re-checking at delete time. A
-/// storage error on one file is counted in the report, and the sweep goes on with the next.
+/// Delete media whose count has stayed zero longer than `grace` (never less than
+/// [`Config::min_sweep_grace`]), re-checking at delete time. A storage error on one file is
+/// counted in the report, and the sweep goes on with the next.
 pub async fn sweep(
     app: &App,
     blobs: &dyn BlobStore,
@@ -135,7 +139,8 @@ pub async fn sweep(
         let elapsed = time::Duration::try_from(started.elapsed()).unwrap_or(time::Duration::ZERO);
         now_rfc3339(now + elapsed + app.config.sdk_timeouts.sweep_claim())
     };
-    let mut report = SweepReport::default();
+    let grace = grace.max(app.config.min_sweep_grace());
+    let mut report = SweepReport { grace_seconds: grace.whole_seconds(), ..SweepReport::default() };
     for r in app.media.unreferenced().await? {
         report.scanned += 1;
         match sweep_one(app, blobs, &r, now, grace, &claim_until).await {

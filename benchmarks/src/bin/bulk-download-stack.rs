@@ -17,8 +17,10 @@ use anyhow::{ensure, Context};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use lambda_http::{Body, Request};
 use shared::api::{handle, Route};
+use shared::download_urls::GetUrls;
 use shared::hash::Sha256Hash;
 use shared::model::{MediaRecord, MediaStatus};
+use shared::servable::ReadyCache;
 use shared::App;
 
 /// User plus system CPU time of this process.
@@ -155,6 +157,8 @@ fn main() -> anyhow::Result<()> {
         println!("| run | URLs | requests | URLs | response bytes | uncompressed | handler CPU ms | wall ms (incl. DynamoDB) |");
         println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         let mut best: HashMap<(&str, bool), Run> = HashMap::new();
+        // Part 1's comparison is of answers built from the records, as they were then.
+        app.ready = ReadyCache::off();
         for run in 1..=runs {
             for (signer, gzip) in [("S3", false), ("S3", true), ("CloudFront", false), ("CloudFront", true)] {
                 app.cdn = if signer == "CloudFront" { Some(cdn()?) } else { None };
@@ -188,6 +192,52 @@ fn main() -> anyhow::Result<()> {
                 (zipped.cpu.as_secs_f64() / plain.cpu.as_secs_f64() - 1.0) * 100.0
             );
         }
+
+        // Issue 39, part 2: the whole deck against signing its URLs alone, side by side in each
+        // run: with no memory of ready records, for the first subscriber an instance serves (it
+        // reads and remembers them) and for the next (answered from memory). Gzip and S3 URLs, as
+        // the client asks by default.
+        println!();
+        println!("| run | signing 10,000 URLs alone, ms | no memory, ms | first subscriber, ms | next subscriber, ms |");
+        println!("| ---: | ---: | ---: | ---: | ---: |");
+        let keys: Vec<String> =
+            (0..files).map(|i| app.config.keys.media(&Sha256Hash::of(format!("{deck}/{i}").as_bytes()))).collect();
+        let mut part2 = [Duration::MAX; 4];
+        for run in 1..=runs {
+            let cpu0 = cpu_time();
+            let now = time::OffsetDateTime::now_utc();
+            let signer = GetUrls::for_answer(&app, &[app.config.keys.media_prefix.as_str()], now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let signed = keys.iter().filter_map(|k| signer.url(k)).count();
+            let signing = cpu_time() - cpu0;
+            ensure!(signed == files, "{signed} URLs signed");
+            app.ready = ReadyCache::off();
+            let off = whole_deck(&app, &token, &deck, true).await?;
+            app.ready = ReadyCache::new(3600, 50_000);
+            let first = whole_deck(&app, &token, &deck, true).await?;
+            ensure!(app.ready.len() == files, "{} remembered", app.ready.len());
+            let next = whole_deck(&app, &token, &deck, true).await?;
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            println!(
+                "| {run} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                ms(signing),
+                ms(off.cpu),
+                ms(first.cpu),
+                ms(next.cpu)
+            );
+            for (b, d) in part2.iter_mut().zip([signing, off.cpu, first.cpu, next.cpu]) {
+                *b = (*b).min(d);
+            }
+        }
+        let [signing, off, first, next] = part2.map(|d| d.as_secs_f64() * 1e3);
+        println!(
+            "best of {runs}: signing {signing:.1} ms; whole deck, no memory {off:.1} ms ({:.1}×), first subscriber {first:.1} ms ({:.1}×), next subscriber {next:.1} ms ({:.1}×) of signing",
+            off / signing,
+            first / signing,
+            next / signing
+        );
+        app.ready = ReadyCache::off();
 
         // Where it goes: the storage reads alone (SDK requests and response parsing).
         let (mut index_cpu, mut records_cpu) = (Duration::MAX, Duration::MAX);

@@ -546,7 +546,10 @@ impl DynamoDecks {
 
     async fn resolve_chunk(&self, deck: &str, chunk: Vec<String>) -> Result<Vec<DeckEntry>, StoreError> {
         let keys: Vec<_> = chunk.iter().map(|f| Self::key(deck, f)).collect();
-        let mut request = KeysAndAttributes::builder().set_keys(Some(keys)).build().map_err(err)?;
+        // Consistent, as the page query: an instance remembers the ready records of what it finds
+        // referenced (`servable`), which is safe only if "referenced" is true when read.
+        let mut request =
+            KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(err)?;
         let mut out = Vec::with_capacity(chunk.len());
         for attempt in 0.. {
             let resp =
@@ -595,6 +598,8 @@ impl DeckIndex for DynamoDecks {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("#deck = :deck")
+                // Consistent: see `resolve_chunk`.
+                .consistent_read(true)
                 .filter_expression("#notes > :zero")
                 .expression_attribute_names("#deck", "deck")
                 .expression_attribute_names("#notes", "notes")
