@@ -6,6 +6,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 LOCAL="$REPO/.local"
 LS_VENV="$CACHE/venv-localstack"
 TOOLS_VENV="$CACHE/venv-tools"
+MOTO_VENV="$CACHE/venv-moto"
 CLIENT_VENV="$CACHE/venv-client"
 LINT_VENV="$CACHE/venv-lint"
 mkdir -p "$CACHE" "$LOCAL"
@@ -22,9 +23,12 @@ LOGS="$LOCAL/logs"
 STACK_ENV="$LOCAL/stack.env"
 mkdir -p "$PIDS" "$LOGS"
 
-# Build the local gateway (and every other binary and test). Always with the tests: they turn on
-# dev-dependency features, and a build of the gateway alone would compile every dependency twice.
-build_gateway() { ( cd "$REPO" && cargo build -q --workspace --bins --tests --examples ); }
+# What `make up` runs is the local gateway alone, so that is all it builds; `make test` builds
+# every binary, test and example. Both resolve features alike (see the workspace Cargo.toml), so
+# neither undoes the other's build.
+STACK_BUILD=(-p local-gateway --bin local-gateway)
+ALL_BUILD=(--workspace --bins --tests --examples)
+build_gateway() { ( cd "$REPO" && cargo build -q "${STACK_BUILD[@]}" ); }
 GATEWAY_BIN="$CARGO_TARGET_DIR/debug/local-gateway"
 
 # The shared corpus of real and hostile files: $ANKICOLLAB_CORPUS, else ../shared/corpus beside the
@@ -39,8 +43,10 @@ corpus_dir() {
 }
 
 # need_venv VENV PYTHON REQUIREMENTS: create or update a venv once per version of the requirements.
+# The stamp covers the files the requirements include (-r) too.
 need_venv() {
-  local venv=$1 py=$2 req=$3 stamp="$1/.req-$(sha256sum "$3" | cut -c1-16)"
+  local venv=$1 py=$2 req=$3 stamp
+  stamp="$1/.req-$(cd "$(dirname "$3")" && cat "$(basename "$3")" $(sed -n 's/^-r  *//p' "$(basename "$3")") | sha256sum | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   log "installing $(basename "$(dirname "$req")")/$(basename "$req") into $venv (first run only, a few minutes)"
   [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
@@ -114,27 +120,38 @@ sys.exit(1)
 PY
 }
 
-# build_with_progress: build every binary and test (as build_gateway), saying what it is doing:
-# a first build on a fresh machine compiles about 600 crates and takes 20-25 minutes on 2 cores.
-build_with_progress() {
-  local log="$LOGS/build.log" start=$SECONDS pid n last i=0
-  if [ ! -x "$GATEWAY_BIN" ]; then
-    log "building the Rust workspace: a first build on a fresh machine takes 20-25 minutes (later builds take seconds); full log: $log"
-  fi
-  ( cd "$REPO" && exec cargo build --workspace --bins --tests --examples --color never ) > "$log" 2>&1 &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
+# build_start ARGS...: start `cargo build ARGS` in the background (build_wait follows it).
+build_start() {
+  BUILD_LOG="$LOGS/build.log" BUILD_STARTED=$SECONDS
+  ( cd "$REPO" && exec cargo build "$@" --color never ) > "$BUILD_LOG" 2>&1 &
+  BUILD_PID=$!
+}
+
+# build_wait WHAT: wait for the build build_start started, saying every 30 s how far it is.
+build_wait() {
+  local what=$1 n last i=0 total
+  total=$(cd "$REPO" && cargo metadata --format-version 1 --locked 2>/dev/null \
+    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["packages"]))' 2>/dev/null || echo "?")
+  while kill -0 "$BUILD_PID" 2>/dev/null; do
     sleep 1; i=$((i + 1))
     if (( i % 30 == 0 )); then
-      n=$(grep -c '^ *Compiling ' "$log" || true)
-      last=$(grep '^ *Compiling ' "$log" | tail -n1 | awk '{print $2}' || true)
-      if [ "$n" -gt 0 ]; then log "building: $n crates compiled so far${last:+ (now $last)}, $((SECONDS - start)) s"
-      elif grep -q 'Blocking waiting for file lock' "$log"; then log "waiting for another cargo to release $CARGO_TARGET_DIR"
+      n=$(grep -c '^ *Compiling ' "$BUILD_LOG" || true)
+      last=$(grep '^ *Compiling ' "$BUILD_LOG" | tail -n1 | awk '{print $2}' || true)
+      if [ "$n" -gt 0 ]; then log "building $what: $n crates compiled so far (of at most $total)${last:+, now $last}, $((SECONDS - BUILD_STARTED)) s"
+      elif grep -q 'Blocking waiting for file lock' "$BUILD_LOG"; then log "waiting for another cargo to release $CARGO_TARGET_DIR"
+      elif grep -q 'Downloading\|Downloaded' "$BUILD_LOG"; then log "downloading crates for $what, $((SECONDS - BUILD_STARTED)) s"
       fi
     fi
   done
-  if ! wait "$pid"; then tail -n 40 "$log" >&2; log "the build failed; full log: $log"; return 1; fi
-  (( SECONDS - start < 5 )) || log "built in $((SECONDS - start)) s"
+  if ! wait "$BUILD_PID"; then tail -n 40 "$BUILD_LOG" >&2; log "the build of $what failed; full log: $BUILD_LOG"; return 1; fi
+  (( SECONDS - BUILD_STARTED < 5 )) || log "built $what in $((SECONDS - BUILD_STARTED)) s"
+}
+
+# build_with_progress WHAT ARGS...: build, saying what and how far.
+build_with_progress() {
+  local what=$1; shift
+  build_start "$@"
+  build_wait "$what"
 }
 
 # alive PID: running, and not a zombie (this machine's init may be slow to reap).
@@ -187,6 +204,9 @@ RATE_LIMIT_DOWNLOADS=12000
 RATE_LIMIT_REFERENCES=300000
 RATE_LIMIT_MAINTAINER=30000
 REVOCATION_REFRESH_SECS=5
+# Downloads answer from memory for 2 s instead of an hour, so that a grace-0 sweep (which takes
+# at least this long as its grace: shared/src/servable.rs) still deletes what a test just left.
+READY_CACHE_SECS=2
 GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT
 # The maintainer page's browser tests embed it from this origin (a page they serve themselves).
 MAINTAINER_PAGE_EMBED_ORIGINS=http://127.0.0.1:$((GATEWAY_PORT + 2))

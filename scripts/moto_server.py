@@ -832,8 +832,27 @@ def serve_one_request_at_a_time(host, port):
                request_handler=MotoRequestHandler)
 
 
+def refuse_other_versions():
+    """The patches below reach into moto's internals as one version has them: on any other they
+    may silently change what moto answers. The pin lives in requirements-moto.txt."""
+    from importlib.metadata import version
+
+    pin_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements-moto.txt")
+    with open(pin_file, encoding="utf-8") as f:
+        pins = [line.split("==", 1)[1].strip() for line in f if line.startswith("moto[server]==")]
+    installed = version("moto")
+    if pins and installed != pins[0]:
+        sys.exit(
+            f"moto {installed} is installed, but scripts/moto_server.py's patches were verified on moto "
+            f"{pins[0]}. Install the pinned version (scripts/bootstrap), or, to move to {installed}, set "
+            f"its pin in scripts/requirements-moto.txt and re-verify the patches: "
+            f"$TOOLS_VENV/bin/python -m pytest tests/emulator, then make test."
+        )
+
+
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
+    refuse_other_versions()
     stop_tracking_instances()
     roll_back_with_an_undo_log()
     expire_iterators_and_trim_streams()

@@ -131,7 +131,7 @@ sam_forward() {
 sam_prepare() {
   local prefix=${1:-}
   log "building the functions (the tests' build; a no-op when it is current)"
-  build_gateway
+  ( cd "$REPO" && cargo build -q "${ALL_BUILD[@]}" )
   "$TOOLS_VENV/bin/python" "$REPO/scripts/sam_prepare.py" \
     --template "$REPO/template.yaml" --out "$SAM_DIR" --binaries "$CARGO_TARGET_DIR/debug" \
     --stack-env "$STACK_ENV" --docker-host "$SAM_HOST_IP" --prefix "$prefix"

@@ -56,7 +56,7 @@ def main() -> None:
             raise SystemExit(f"{name} has no Metadata.BuildProperties.Binary: which binary is it?")
         src = args.binaries / binary
         if not src.is_file():
-            raise SystemExit(f"{src} is missing: build with `cargo build --workspace --bins --tests`")
+            raise SystemExit(f"{src} is missing: build with `cargo build --workspace --bins --tests --examples`")
         folder = code_root / name
         folder.mkdir(parents=True)
         try:

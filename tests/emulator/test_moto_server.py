@@ -527,3 +527,21 @@ def test_index_queries_follow_every_kind_of_write_as_stock_moto_does() -> None:
         ours.stop()
         stock.terminate()
         stock.wait(10)
+
+
+def test_it_refuses_a_moto_version_its_patches_were_not_verified_on(tmp_path: pathlib.Path) -> None:
+    """The pin in requirements-moto.txt is checked at start: with another version pinned beside
+    the script, it exits before serving, saying how to re-verify."""
+    import shutil
+    from importlib.metadata import version
+
+    script = tmp_path / "moto_server.py"
+    shutil.copy(SERVER, script)
+    (tmp_path / "requirements-moto.txt").write_text("moto[server]==0.0.1\n")
+    out = subprocess.run([sys.executable, str(script), "127.0.0.1", str(free_port())],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f"moto {version('moto')} is installed" in out.stderr and "tests/emulator" in out.stderr, out.stderr
+    # The real pin is the installed version, so the stack's server starts (the fixture above).
+    pin = (SERVER.parent / "requirements-moto.txt").read_text()
+    assert f"moto[server]=={version('moto')}" in pin
