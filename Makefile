@@ -20,7 +20,7 @@ check:   ## formatting and lints, as CI runs them
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 lambda:  ## build the deployable arm64 artifacts
-	. scripts/lib.sh && "$$TOOLS_VENV/bin/sam" validate --lint && PATH="$$TOOLS_VENV/bin:$$PATH" "$$TOOLS_VENV/bin/sam" build
+	. scripts/lib.sh && "$$TOOLS_VENV/bin/sam" validate --lint && scripts/build-lambdas
 validate: ## sam validate --lint, cfn-lint (informational rules too) and checkov on the template, as CI runs them
 	scripts/validate-template
 sweep:   ## sweep orphans now: make sweep GRACE=0

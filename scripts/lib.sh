@@ -130,8 +130,7 @@ build_start() {
 # build_wait WHAT: wait for the build build_start started, saying every 30 s how far it is.
 build_wait() {
   local what=$1 n last i=0 total
-  total=$(cd "$REPO" && cargo metadata --format-version 1 --locked 2>/dev/null \
-    | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["packages"]))' 2>/dev/null || echo "?")
+  total=$(grep -c '^name = ' "$REPO/Cargo.lock" || echo "?")
   while kill -0 "$BUILD_PID" 2>/dev/null; do
     sleep 1; i=$((i + 1))
     if (( i % 30 == 0 )); then

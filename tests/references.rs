@@ -412,6 +412,7 @@ async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() 
     assert_eq!(listing["files"][0]["notes"], 1, "{listing}");
 
     // The unreferenced version goes; what the name means stays, and still downloads.
+    wait_out_ready_memory(&app).await;
     let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
     assert!(report["deleted"].as_u64().unwrap() >= 1, "{report}");
     assert!(stack.record(&h2).await?.is_none(), "{report}");

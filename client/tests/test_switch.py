@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -145,7 +146,11 @@ def png(seed: int) -> bytes:
     return tiny_png(seed + os.getpid() * 1000 + int.from_bytes(os.urandom(3), "big"))
 
 
-def sweep(grace: int = 0) -> None:
+def sweep(stack: Stack, grace: int = 0) -> None:
+    # A sweep never takes less grace than the download instances' memory of ready files
+    # (READY_CACHE_SECS, 2 s on the local stack): wait that out, so that a grace-0 sweep deletes
+    # what was just let go.
+    time.sleep(float(stack.env.get("READY_CACHE_SECS") or 0) + 0.2)
     subprocess.run(
         ["make", "-s", "sweep", f"GRACE={grace}"], cwd=REPO, check=True, capture_output=True, timeout=300
     )
@@ -245,7 +250,7 @@ def test_suggest_approve_subscribe_decline_and_sweep(stack: Stack, backend: Back
     backend.sql(f"DELETE FROM anki.notes WHERE id = {n4}")  # AnkiCollab denies a new note by deleting it
     assert backend.event("declined", [n4])["removed"] == 1
     wait_for(lambda: tree.mirror(tree.r, "declined.png") is None, "declined.png out of the mirror")
-    sweep(0)
+    sweep(stack, 0)
     s3 = stack.s3()
     listed = s3.list_objects_v2(Bucket=stack.env["BUCKET"], Prefix=f"media/{sha(gone)}").get("KeyCount", 0)
     assert listed == 0, "the declined file's object is gone"
