@@ -29,10 +29,10 @@ pub struct DownloadRequest {
 #[derive(Debug, Serialize)]
 pub struct DownloadFile {
     pub filename: String,
-    pub hash: String,
+    pub hash: Sha256Hash,
     /// SHA-256 of the bytes served (the original's hash unless processing converted it), so that
     /// clients can verify what they downloaded.
-    pub stored_hash: String,
+    pub stored_hash: Sha256Hash,
     pub url: String,
     pub size: u64,
     pub content_type: String,
@@ -137,8 +137,8 @@ pub async fn presign_downloads(
         match (signed, answer) {
             (Some((s, url)), _) => files.push(DownloadFile {
                 filename: filename.clone(),
-                hash: hash.to_hex(),
-                stored_hash: s.stored_hash.to_hex(),
+                hash: *hash,
+                stored_hash: s.stored_hash,
                 url,
                 size: s.size,
                 content_type: s.content_type.clone(),
