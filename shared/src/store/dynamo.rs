@@ -83,6 +83,28 @@ pub(super) async fn backoff(attempt: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Every item a `BatchGetItem` of `request` on `table` finds, asking again (with backoff) for
+/// the keys DynamoDB leaves unprocessed under load.
+pub(super) async fn batch_get(
+    client: &Client,
+    table: &str,
+    mut request: KeysAndAttributes,
+) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    let mut out = Vec::with_capacity(request.keys.len());
+    for attempt in 0.. {
+        let resp = client.batch_get_item().request_items(table, request).send().await.map_err(sdk_err)?;
+        out.extend(resp.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+        match resp.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+            Some(rest) if !rest.keys.is_empty() => {
+                request = rest;
+                backoff(attempt).await?;
+            }
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Clone)]
 pub struct DynamoMedia {
     client: Client,
@@ -124,31 +146,15 @@ impl DynamoMedia {
         // Several of these names are DynamoDB reserved words, so all go through placeholders.
         let names = ANSWER_FIELDS.iter().enumerate().map(|(i, f)| (format!("#f{i}"), f.to_string())).collect();
         let projection = (0..ANSWER_FIELDS.len()).map(|i| format!("#f{i}")).collect::<Vec<_>>().join(",");
-        let mut request = KeysAndAttributes::builder()
+        let request = KeysAndAttributes::builder()
             .set_keys(Some(keys))
             .consistent_read(true)
             .projection_expression(projection)
             .set_expression_attribute_names(Some(names))
             .build()
             .map_err(err)?;
-        let mut out = Vec::with_capacity(chunk.len());
-        for attempt in 0.. {
-            let resp =
-                self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(sdk_err)?;
-            if let Some(items) = resp.responses.and_then(|mut r| r.remove(&self.table)) {
-                for item in items {
-                    out.push(serde_dynamo::from_item(item).map_err(err)?);
-                }
-            }
-            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
-                Some(rest) if !rest.keys.is_empty() => {
-                    request = rest;
-                    backoff(attempt).await?;
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
+        let items = batch_get(&self.client, &self.table, request).await?;
+        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(err)).collect()
     }
 }
 
@@ -548,24 +554,9 @@ impl DynamoDecks {
         let keys: Vec<_> = chunk.iter().map(|f| Self::key(deck, f)).collect();
         // Consistent, as the page query: an instance remembers the ready records of what it finds
         // referenced (`servable`), which is safe only if "referenced" is true when read.
-        let mut request =
-            KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(err)?;
-        let mut out = Vec::with_capacity(chunk.len());
-        for attempt in 0.. {
-            let resp =
-                self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(sdk_err)?;
-            for item in resp.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                out.extend(entry(item));
-            }
-            match resp.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
-                Some(rest) if !rest.keys.is_empty() => {
-                    request = rest;
-                    backoff(attempt).await?;
-                }
-                _ => break,
-            }
-        }
-        Ok(out)
+        let request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(err)?;
+        let items = batch_get(&self.client, &self.table, request).await?;
+        Ok(items.into_iter().filter_map(entry).collect())
     }
 }
 
