@@ -125,17 +125,18 @@ pub async fn presign_downloads(
     let mut urls: HashMap<&str, Option<String>> = HashMap::new();
     let mut files = Vec::with_capacity(entries.len());
     for (filename, hash) in &entries {
-        let answer = found.get(hash).unwrap_or(&Found::Unavailable("missing"));
-        let signed = match answer {
-            Found::Ready(s) => urls
-                .entry(s.stored_key.as_str())
-                .or_insert_with(|| signer.url(&s.stored_key))
-                .clone()
-                .map(|url| (s, url)),
-            Found::Unavailable(_) => None,
+        let signed = match found.get(hash) {
+            Some(Found::Ready(s)) => {
+                match urls.entry(s.stored_key.as_str()).or_insert_with(|| signer.url(&s.stored_key)) {
+                    Some(url) => Ok((s, url.clone())),
+                    None => Err("missing"),
+                }
+            }
+            Some(Found::Unavailable(reason)) => Err(*reason),
+            None => Err("missing"),
         };
-        match (signed, answer) {
-            (Some((s, url)), _) => files.push(DownloadFile {
+        match signed {
+            Ok((s, url)) => files.push(DownloadFile {
                 filename: filename.clone(),
                 hash: *hash,
                 stored_hash: s.stored_hash,
@@ -144,13 +145,7 @@ pub async fn presign_downloads(
                 content_type: s.content_type.clone(),
                 expires_at: expires_at.clone(),
             }),
-            (None, answer) => unavailable.push(Unavailable {
-                filename: filename.clone(),
-                reason: match answer {
-                    Found::Unavailable(reason) => reason,
-                    Found::Ready(_) => "missing",
-                },
-            }),
+            Err(reason) => unavailable.push(Unavailable { filename: filename.clone(), reason }),
         }
     }
     Ok(DownloadResponse { files, unavailable, next_cursor })
