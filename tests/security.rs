@@ -302,7 +302,7 @@ async fn a_burst_past_the_rate_is_answered_429_then_served_after_retry_after() -
     let instance = || async {
         let mut app = shared::App::from_env().await?;
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let access = std::sync::Arc::new(shared::store::access_dynamo::DynamoAccess::new(
+        let access = std::sync::Arc::new(shared::store::dynamo::DynamoAccess::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             &app.config.quotas_table,
         ));

@@ -116,7 +116,7 @@ pub async fn run() -> anyhow::Result<()> {
         &ddb,
         &config.quotas_table,
         &[("pk", KeyType::Hash)],
-        shared::store::quota_dynamo::PENDING_INDEX,
+        shared::store::dynamo::PENDING_INDEX,
         &[("pending", KeyType::Hash), ("issued_at", KeyType::Range)],
     )
     .await?;

@@ -12,11 +12,8 @@ use crate::config::{Config, ConfigError, SdkTimeouts};
 use crate::error::StoreError;
 use crate::presign::{Credentials, Presigner, S3Endpoint};
 use crate::servable::ReadyCache;
-use crate::store::access_dynamo::DynamoAccess;
-use crate::store::dynamo::{DynamoDecks, DynamoMedia};
-use crate::store::quota_dynamo::DynamoQuotas;
+use crate::store::dynamo::{DynamoAccess, DynamoDecks, DynamoMedia, DynamoQuotas, DynamoRefs};
 use crate::store::refs::ReferenceStore;
-use crate::store::refs_dynamo::DynamoRefs;
 use crate::store::s3::S3Blobs;
 use crate::store::{BlobStore, DeckIndex, MediaRepo, QuotaStore};
 

@@ -27,8 +27,9 @@ use time::OffsetDateTime;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
+use crate::store::dynamo::deck_item;
 use crate::store::mirror::{Change, FileRow, Key, Mirror, Row, StoredRow};
-use crate::store::{deck_item, DeckFile, DeckIndex, MediaRepo};
+use crate::store::{DeckFile, DeckIndex, MediaRepo};
 use crate::App;
 
 /// The deck index's item as a row; `None` when no note uses it (the API treats it as absent).

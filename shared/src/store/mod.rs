@@ -1,7 +1,6 @@
 //! Storage behind one small trait per capability, so the logic can be tested without AWS and each
 //! adapter can be tested against a real emulator.
 
-pub mod access_dynamo;
 #[cfg(any(test, feature = "test-util"))]
 pub mod contract;
 pub mod dynamo;
@@ -11,9 +10,7 @@ pub mod faulty;
 pub mod memory;
 pub mod mirror;
 pub mod postgres;
-pub mod quota_dynamo;
 pub mod refs;
-pub mod refs_dynamo;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -23,7 +20,6 @@ use async_trait::async_trait;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, RejectReason, StoredMedia};
-use crate::store::refs::{FileVersions, Version};
 
 /// Outcome of asking to upload a hash.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,7 +163,7 @@ pub struct DeckEntry {
 }
 
 /// One item of the deck index, for whole-table comparisons (`sync::reconcile_mirror`): a filename, what it
-/// resolves to and how many notes use it (see [`FileVersions`]).
+/// resolves to and how many notes use it (see [`refs::FileVersions`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeckFile {
     pub deck: String,
@@ -175,60 +171,6 @@ pub struct DeckFile {
     pub hash: Sha256Hash,
     pub notes: i64,
     pub updated_at: Option<String>,
-}
-
-/// How the deck index stores a filename's versions in its DynamoDB item: besides `deck`,
-/// `filename`, `notes` (all versions) and `updated_at`, a count `c_<hash>` and a time `a_<hash>`
-/// per hash. Items written before versions were kept have only `hash` and `notes`.
-pub mod deck_item {
-    use super::*;
-
-    pub const COUNT: &str = "c_";
-    pub const ADDED: &str = "a_";
-
-    pub fn count_attr(hash: &Sha256Hash) -> String {
-        format!("{COUNT}{hash}")
-    }
-    pub fn added_attr(hash: &Sha256Hash) -> String {
-        format!("{ADDED}{hash}")
-    }
-
-    /// The versions an item holds; `None` if it is not a deck index item.
-    pub fn versions(item: &serde_dynamo::Item) -> Option<(String, String, FileVersions, Option<String>)> {
-        use serde_dynamo::AttributeValue as A;
-        let string = |k: &str| match item.get(k) {
-            Some(A::S(v)) => Some(v.clone()),
-            _ => None,
-        };
-        let number = |v: Option<&A>| match v {
-            Some(A::N(n)) => n.parse::<i64>().ok(),
-            _ => None,
-        };
-        let (deck, filename) = (string("deck")?, string("filename")?);
-        let mut versions = FileVersions::default();
-        for (name, value) in item.iter() {
-            if let Some(hash) = name.strip_prefix(COUNT).and_then(|h| Sha256Hash::parse(h).ok()) {
-                let notes = number(Some(value)).unwrap_or(0);
-                let added_at = string(&added_attr(&hash)).unwrap_or_default();
-                versions.0.insert(hash, Version { notes, added_at });
-            }
-        }
-        // Notes counted before versions were kept belong to the hash the item named then.
-        let untracked = number(item.get("notes")).unwrap_or(0) - versions.notes();
-        if let Some(legacy) = string("hash").and_then(|h| Sha256Hash::parse(&h).ok()) {
-            if untracked > 0 {
-                versions.0.entry(legacy).or_default().notes += untracked;
-            }
-        }
-        versions.0.retain(|_, v| v.notes > 0);
-        Some((deck, filename, versions, string("updated_at")))
-    }
-
-    /// The item as the API sees it: `None` when no note uses the name any more.
-    pub fn deck_file(item: &serde_dynamo::Item) -> Option<DeckFile> {
-        let (deck, filename, versions, updated_at) = versions(item)?;
-        Some(DeckFile { deck, filename, hash: versions.resolved()?, notes: versions.notes(), updated_at })
-    }
 }
 
 /// One page of a deck's files, in filename order.

@@ -1,5 +1,5 @@
 //! What the reference store keeps and how a step of reference changes is committed: the types
-//! `references` plans with and the trait its adapters (`refs_dynamo`, `memory`) implement.
+//! `references` plans with and the trait its adapters (`dynamo::refs`, `memory`) implement.
 //! A filename's versions ([`FileVersions`]) are the deck index's rule for what the name means.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -13,7 +13,7 @@ use crate::hash::Sha256Hash;
 use crate::store::refs::{Commit, NoteRef, RefOp, ReferenceStore, Step};
 
 use super::deck_item;
-use super::dynamo::{err, n, s, sdk_err};
+use super::helpers::{err, n, request_token, s, sdk_err};
 
 #[derive(Clone)]
 pub struct DynamoRefs {
@@ -243,7 +243,7 @@ impl ReferenceStore for DynamoRefs {
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
-            .client_request_token(super::dynamo::request_token())
+            .client_request_token(request_token())
             .send()
             .await;
         let e = match result {

@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
-use super::dynamo::{backoff, err, n, s, sdk_err};
-use super::{Hold, QuotaStore, Reserve, Settlement};
+use super::helpers::{applied, backoff, condition_failed, err, n, request_token, s, sdk_err};
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
+use crate::store::{Hold, QuotaStore, Reserve, Settlement};
 
 #[derive(Clone)]
 pub struct DynamoQuotas {
@@ -66,11 +66,6 @@ fn hold_of(item: &HashMap<String, AttributeValue>) -> Option<Hold> {
         hash: Sha256Hash::parse(string(item, "hash")?).ok()?,
         bytes: number(item, "bytes"),
     })
-}
-
-/// A condition failed inside a transaction: someone else settled or released the hold first.
-fn canceled<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
-    e.as_service_error().and_then(|s| s.code()) == Some("TransactionCanceledException")
 }
 
 impl DynamoQuotas {
@@ -129,7 +124,7 @@ impl DynamoQuotas {
             .expression_attribute_values(":bytes", n(hold.bytes))
             .send()
             .await;
-        if super::dynamo::applied(refreshed)? {
+        if applied(refreshed)? {
             return Ok(Some(Reserve::AlreadyHeld));
         }
         let item = self
@@ -189,7 +184,7 @@ impl DynamoQuotas {
                     .map_err(err)?;
                 self.client
                     .transact_write_items()
-                    .client_request_token(super::dynamo::request_token())
+                    .client_request_token(request_token())
                     .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
                     .transact_items(TransactWriteItem::builder().update(refund).build())
                     .send()
@@ -198,20 +193,8 @@ impl DynamoQuotas {
                     .map_err(|e| e.map_service_error(|e| e.into()))
             }
         };
-        match result {
-            Ok(()) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(sdk_err(e)),
-        }
+        applied::<(), aws_sdk_dynamodb::Error>(result)
     }
-}
-
-fn is_condition_failure(e: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::Error>) -> bool {
-    matches!(
-        e.as_service_error(),
-        Some(aws_sdk_dynamodb::Error::ConditionalCheckFailedException(_))
-            | Some(aws_sdk_dynamodb::Error::TransactionCanceledException(_))
-    )
 }
 
 #[async_trait]
@@ -254,7 +237,7 @@ impl QuotaStore for DynamoQuotas {
             let result = self
                 .client
                 .transact_write_items()
-                .client_request_token(super::dynamo::request_token())
+                .client_request_token(request_token())
                 .transact_items(TransactWriteItem::builder().put(put_hold.clone()).build())
                 .transact_items(TransactWriteItem::builder().update(charge.clone()).build())
                 .send()
@@ -314,7 +297,7 @@ impl QuotaStore for DynamoQuotas {
         let result = self
             .client
             .transact_write_items()
-            .client_request_token(super::dynamo::request_token())
+            .client_request_token(request_token())
             .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
             .transact_items(TransactWriteItem::builder().update(refund).build())
             .send()
@@ -322,7 +305,7 @@ impl QuotaStore for DynamoQuotas {
         match result {
             Ok(_) => Ok(()),
             // No pending hold (released or settled already): nothing to give back.
-            Err(e) if canceled(&e) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(sdk_err(e)),
         }
     }

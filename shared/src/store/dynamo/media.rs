@@ -1,21 +1,18 @@
-//! DynamoDB adapters: the media table (pk `hash`) and the deck-files table (pk `deck`, sk `filename`).
+//! The media table (pk `hash`): one record per file, its status, what was stored and its count of
+//! references.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
-use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::*;
-use crate::model::MediaStatus;
+use super::helpers::{applied, batch_get, condition_failed, err, in_batches, n, s, sdk_err};
+use crate::error::StoreError;
+use crate::hash::Sha256Hash;
+use crate::model::{MediaRecord, MediaStatus, RejectReason, StoredMedia};
+use crate::store::{BeginUpload, MediaRepo, PendingUpload};
 
-/// BatchGetItem takes at most 100 keys.
-const BATCH_GET: usize = 100;
-/// Parallel batch calls per request.
-const PARALLEL: usize = 8;
 /// What `get_many` reads of a media record: what answers to clients use. Parsing the SDK's
 /// attribute maps is most of a bulk download's CPU (BENCHMARKS.md), so the rest stays behind.
 const ANSWER_FIELDS: [&str; 13] = [
@@ -33,77 +30,6 @@ const ANSWER_FIELDS: [&str; 13] = [
     "stored_hash",
     "alias_of",
 ];
-
-pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::new("dynamodb", e)
-}
-
-pub(super) fn sdk_err<E: ProvideErrorMetadata + std::fmt::Debug>(
-    e: aws_sdk_dynamodb::error::SdkError<E>,
-) -> StoreError {
-    let detail = e.as_service_error().and_then(|s| s.message().map(str::to_owned));
-    err(detail.unwrap_or_else(|| format!("{e:?}")))
-}
-
-/// A transaction's idempotency token (`ClientRequestToken`): the SDK's retries of one call send
-/// the same one, so a transaction whose answer was lost is not applied twice.
-pub(super) fn request_token() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-pub(super) fn is_conditional_failure<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
-    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
-}
-
-/// `Ok(true)` if a conditional write happened, `Ok(false)` if its condition did not hold.
-pub(super) fn applied<O, E: ProvideErrorMetadata + std::fmt::Debug>(
-    result: Result<O, aws_sdk_dynamodb::error::SdkError<E>>,
-) -> Result<bool, StoreError> {
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) if is_conditional_failure(&e) => Ok(false),
-        Err(e) => Err(sdk_err(e)),
-    }
-}
-
-pub(super) fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-pub(super) fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-/// Retries the unprocessed part of a batch call with backoff; DynamoDB returns those under load.
-pub(super) async fn backoff(attempt: u32) -> Result<(), StoreError> {
-    if attempt >= 8 {
-        return Err(err("batch call kept returning unprocessed items"));
-    }
-    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
-    Ok(())
-}
-
-/// Every item a `BatchGetItem` of `request` on `table` finds, asking again (with backoff) for
-/// the keys DynamoDB leaves unprocessed under load.
-pub(super) async fn batch_get(
-    client: &Client,
-    table: &str,
-    mut request: KeysAndAttributes,
-) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-    let mut out = Vec::with_capacity(request.keys.len());
-    for attempt in 0.. {
-        let resp = client.batch_get_item().request_items(table, request).send().await.map_err(sdk_err)?;
-        out.extend(resp.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
-        match resp.unprocessed_keys.and_then(|mut u| u.remove(table)) {
-            Some(rest) if !rest.keys.is_empty() => {
-                request = rest;
-                backoff(attempt).await?;
-            }
-            _ => break,
-        }
-    }
-    Ok(out)
-}
 
 #[derive(Clone)]
 pub struct DynamoMedia {
@@ -141,8 +67,8 @@ impl DynamoMedia {
             .expression_attribute_values(":now", s(now))
     }
 
-    async fn get_chunk(&self, chunk: Vec<Sha256Hash>) -> Result<Vec<MediaRecord>, StoreError> {
-        let keys: Vec<_> = chunk.iter().map(Self::key).collect();
+    async fn get_batch(&self, batch: Vec<Sha256Hash>) -> Result<Vec<MediaRecord>, StoreError> {
+        let keys: Vec<_> = batch.iter().map(Self::key).collect();
         // Several of these names are DynamoDB reserved words, so all go through placeholders.
         let names = ANSWER_FIELDS.iter().enumerate().map(|(i, f)| (format!("#f{i}"), f.to_string())).collect();
         let projection = (0..ANSWER_FIELDS.len()).map(|i| format!("#f{i}")).collect::<Vec<_>>().join(",");
@@ -174,13 +100,8 @@ impl MediaRepo for DynamoMedia {
     }
 
     async fn get_many(&self, hashes: &[Sha256Hash]) -> Result<HashMap<Sha256Hash, MediaRecord>, StoreError> {
-        let mut unique = hashes.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        let chunks: Vec<Vec<Sha256Hash>> = unique.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
-        let records: Vec<Vec<MediaRecord>> =
-            stream::iter(chunks).map(|c| self.get_chunk(c)).buffer_unordered(PARALLEL).try_collect().await?;
-        Ok(records.into_iter().flatten().map(|r| (r.hash, r)).collect())
+        let records = in_batches(hashes, |batch| self.get_batch(batch)).await?;
+        Ok(records.into_iter().map(|r: MediaRecord| (r.hash, r)).collect())
     }
 
     async fn begin_upload(&self, u: &PendingUpload<'_>) -> Result<BeginUpload, StoreError> {
@@ -228,7 +149,7 @@ impl MediaRepo for DynamoMedia {
             .await;
         match result {
             Ok(_) => Ok(BeginUpload::Started),
-            Err(e) if is_conditional_failure(&e) => {
+            Err(e) if condition_failed(&e) => {
                 // Ready, an alias, or finally rejected: say which.
                 match self.get(&u.hash).await? {
                     Some(r) if r.status == MediaStatus::Rejected => {
@@ -408,7 +329,7 @@ impl MediaRepo for DynamoMedia {
         };
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_err(e)),
         }
     }
@@ -429,7 +350,7 @@ impl MediaRepo for DynamoMedia {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_err(e)),
         }
     }
@@ -444,7 +365,7 @@ impl MediaRepo for DynamoMedia {
         };
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => Ok(false),
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_err(e)),
         }
     }
@@ -464,14 +385,14 @@ impl MediaRepo for DynamoMedia {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if is_conditional_failure(&e) => {
+            Err(e) if condition_failed(&e) => {
                 // A reference arrived after all: the bytes are gone, so the hash is missing. If
                 // this fails, the record stays `deleting` until its claim expires and the next
                 // reference takes it back (`lifecycle::take_back`).
                 let missing =
                     self.deleting_to_missing(hash, now).condition_expression("#status = :deleting").send().await;
                 match missing {
-                    Err(e) if !is_conditional_failure(&e) => Err(sdk_err(e)),
+                    Err(e) if !condition_failed(&e) => Err(sdk_err(e)),
                     _ => Ok(false),
                 }
             }
@@ -530,108 +451,6 @@ impl DynamoMedia {
         let mut out = Vec::new();
         while let Some(item) = items.next().await {
             out.push(serde_dynamo::from_item(item.map_err(sdk_err)?).map_err(err)?);
-        }
-        Ok(out)
-    }
-}
-
-#[derive(Clone)]
-pub struct DynamoDecks {
-    client: Client,
-    table: String,
-}
-
-impl DynamoDecks {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
-    }
-
-    fn key(deck: &str, filename: &str) -> HashMap<String, AttributeValue> {
-        HashMap::from([("deck".to_string(), s(deck)), ("filename".to_string(), s(filename))])
-    }
-
-    async fn resolve_chunk(&self, deck: &str, chunk: Vec<String>) -> Result<Vec<DeckEntry>, StoreError> {
-        let keys: Vec<_> = chunk.iter().map(|f| Self::key(deck, f)).collect();
-        // Consistent, as the page query: an instance remembers the ready records of what it finds
-        // referenced (`servable`), which is safe only if "referenced" is true when read.
-        let request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build().map_err(err)?;
-        let items = batch_get(&self.client, &self.table, request).await?;
-        Ok(items.into_iter().filter_map(entry).collect())
-    }
-}
-
-/// A deck index item as an entry: the hash its filename resolves to; `None` when no note uses it.
-fn entry(item: HashMap<String, AttributeValue>) -> Option<DeckEntry> {
-    let f = deck_item::deck_file(&serde_dynamo::Item::from(item))?;
-    Some(DeckEntry { filename: f.filename, hash: f.hash, notes: f.notes })
-}
-
-#[async_trait]
-impl DeckIndex for DynamoDecks {
-    async fn resolve(&self, deck: &str, filenames: &[String]) -> Result<HashMap<String, Sha256Hash>, StoreError> {
-        let mut unique = filenames.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        let chunks: Vec<Vec<String>> = unique.chunks(BATCH_GET).map(<[_]>::to_vec).collect();
-        let found: Vec<Vec<DeckEntry>> =
-            stream::iter(chunks).map(|c| self.resolve_chunk(deck, c)).buffer_unordered(PARALLEL).try_collect().await?;
-        // An entry no note uses any more may linger until it is cleaned up; `entry` leaves it out.
-        Ok(found.into_iter().flatten().map(|e| (e.filename, e.hash)).collect())
-    }
-
-    async fn page(&self, deck: &str, after: Option<&str>, limit: usize) -> Result<DeckPage, StoreError> {
-        let mut entries = Vec::with_capacity(limit);
-        let mut start = after.map(|a| Self::key(deck, a));
-        // A query returns at most 1 MB; keep going until the page is full or the deck ends.
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#deck = :deck")
-                // Consistent: see `resolve_chunk`.
-                .consistent_read(true)
-                .filter_expression("#notes > :zero")
-                .expression_attribute_names("#deck", "deck")
-                .expression_attribute_names("#notes", "notes")
-                .expression_attribute_values(":deck", s(deck))
-                .expression_attribute_values(":zero", n(0))
-                .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            entries.extend(resp.items.unwrap_or_default().into_iter().filter_map(entry));
-            start = resp.last_evaluated_key;
-            if start.is_none() || entries.len() >= limit {
-                break;
-            }
-        }
-        let next_after = start.is_some().then(|| entries.last().map(|e| e.filename.clone())).flatten();
-        Ok(DeckPage { entries, next_after })
-    }
-
-    async fn file_notes(&self, deck: &str, filename: &str) -> Result<i64, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(deck, filename)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_err)?
-            .item;
-        Ok(item.and_then(|i| deck_item::deck_file(&serde_dynamo::Item::from(i))).map_or(0, |f| f.notes))
-    }
-
-    async fn scan_all(&self) -> Result<Vec<DeckFile>, StoreError> {
-        let mut items =
-            self.client.scan().table_name(&self.table).consistent_read(true).into_paginator().items().send();
-        let mut out = Vec::new();
-        while let Some(item) = items.next().await {
-            // Items no note uses (a count-down of an entry already gone, say) are left out.
-            out.extend(deck_item::deck_file(&serde_dynamo::Item::from(item.map_err(sdk_err)?)));
         }
         Ok(out)
     }

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 
-use super::dynamo::{applied, err, is_conditional_failure, n, s, sdk_err};
+use super::helpers::{applied, condition_failed, err, n, s, sdk_err};
 use crate::access::{BucketStore, BucketWrite, BucketWritten, DenyList, Revocation, RevocationStore};
 use crate::error::StoreError;
 
@@ -128,7 +128,7 @@ impl BucketStore for DynamoAccess {
             Ok(out) => tat_of(out.attributes.as_ref())
                 .map(BucketWritten::Done)
                 .ok_or_else(|| err("bucket write returned no time")),
-            Err(e) if is_conditional_failure(&e) => {
+            Err(e) if condition_failed(&e) => {
                 if let Some(UpdateItemError::ConditionalCheckFailedException(c)) = e.as_service_error() {
                     if let Some(item) = c.item() {
                         return Ok(BucketWritten::Found(tat_of(Some(item))));
