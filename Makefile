@@ -1,9 +1,11 @@
 # The local stack and the tests. See README.md.
-.PHONY: up down test token invoke demo check lambda validate sweep reconcile revoke unrevoke revocations migrate mirror restore redrive import-legacy soak chaos sam-local sam-test
+.PHONY: up down test unit token invoke demo check lambda validate sweep reconcile revoke unrevoke revocations migrate mirror restore redrive import-legacy soak chaos sam-local sam-test
 up:      ## bring the whole stack up locally and show it working
 	scripts/up
 test:    ## run every test (starts the stack if needed)
 	scripts/test
+unit:    ## the fast lane: every test that needs no stack (well under a minute once built)
+	scripts/unit
 down:    ## stop the stack
 	scripts/down
 demo:    ## upload and download a file through the running stack

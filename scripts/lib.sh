@@ -56,6 +56,22 @@ need_venv() {
   touch "$stamp"
 }
 
+# stage NAME COMMAND...: run one stage of a test script, carrying on when it fails; `stages_done`
+# names the failed ones at the end and fails if any did.
+failed_stages=()
+stage() {
+  local name=$1; shift
+  log "== $name"
+  if "$@"; then log "== $name: passed"; else log "== $name: FAILED"; failed_stages+=("$name"); fi
+}
+stages_done() { # what passed
+  if [ "${#failed_stages[@]}" -gt 0 ]; then
+    log "FAILED: ${failed_stages[*]}"
+    return 1
+  fi
+  log "all $1 passed"
+}
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 
 # as_postgres CMD...: run a Postgres tool as the postgres user when we are root.

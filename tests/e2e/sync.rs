@@ -216,7 +216,7 @@ async fn fixture_event_applies_once_and_older_records_lose() -> anyhow::Result<(
     let app = shared::App::from_env().await?;
     let mirror = pg::fresh("fixture").await?;
     let tables = pg::tables()?;
-    let mut event: Value = serde_json::from_str(include_str!("../events/sync-postgres.json"))?;
+    let mut event: Value = serde_json::from_str(include_str!("../../events/sync-postgres.json"))?;
     // The fixture names the default local tables; point it at this stack's.
     for r in event["Records"].as_array_mut().into_iter().flatten() {
         let table = if r["dynamodb"]["Keys"].get("hash").is_some() { &tables.media } else { &tables.deck_files };

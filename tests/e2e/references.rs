@@ -291,7 +291,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
                     assert_eq!(status, 200);
                 }
                 let key = format!("uploads/{}", sha256_hex(body));
-                let mut event: Value = serde_json::from_str(include_str!("../events/process-upload.json")).unwrap();
+                let mut event: Value = serde_json::from_str(include_str!("../../events/process-upload.json")).unwrap();
                 event["Records"][0]["s3"]["object"]["key"] = json!(key);
                 let event: aws_lambda_events::s3::S3Event = serde_json::from_value(event).unwrap();
                 // A sweep racing processing makes it fail; Lambda would retry it, so do we, below.

@@ -36,7 +36,7 @@ impl Source {
     async fn new(stack: &Stack) -> anyhow::Result<Self> {
         let (_, url) = pg::new_database("legacy").await?;
         let db = connect(&url).await?;
-        db.batch_execute(include_str!("../backend-kit/tests/ankicollab_today.sql")).await?;
+        db.batch_execute(include_str!("../../backend-kit/tests/ankicollab_today.sql")).await?;
         let bucket = deck("legacy-media").to_lowercase();
         stack.s3.create_bucket().bucket(&bucket).send().await?;
         Ok(Self { url, db, bucket })

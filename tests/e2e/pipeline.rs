@@ -341,7 +341,7 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     assert_eq!(stack.put_upload(&items[0], body.clone()).await?, 200);
     // The gateway's own delivery races with three more deliveries of the same event.
     // The sample event from events/, pointed at this upload.
-    let mut fixture: Value = serde_json::from_str(include_str!("../events/process-upload.json"))?;
+    let mut fixture: Value = serde_json::from_str(include_str!("../../events/process-upload.json"))?;
     fixture["Records"][0]["s3"]["object"]["key"] = json!(format!("uploads/{hash}"));
     fixture["Records"][0]["s3"]["object"]["size"] = json!(body.len());
     let event: aws_lambda_events::s3::S3Event = serde_json::from_value(fixture)?;
