@@ -4,7 +4,7 @@
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, Event, ExpirationStatus,
@@ -100,26 +100,36 @@ pub async fn run() -> anyhow::Result<()> {
         .await
         .context("bucket notification")?;
 
-    // The two mirrored tables stream their changes to sync-postgres, as in the template.
-    create_table(&ddb, &config.media_table, &[("hash", KeyType::Hash)], true).await?;
-    create_table(&ddb, &config.deck_files_table, &[("deck", KeyType::Hash), ("filename", KeyType::Range)], true)
-        .await?;
-    create_indexed_table(
-        &ddb,
-        &config.refs_table,
-        &[("note", KeyType::Hash), ("filename", KeyType::Range)],
-        "by_file",
-        &[("deck_file", KeyType::Hash), ("note", KeyType::Range)],
-    )
-    .await?;
-    create_indexed_table(
-        &ddb,
-        &config.quotas_table,
-        &[("pk", KeyType::Hash)],
-        shared::store::dynamo::PENDING_INDEX,
-        &[("pending", KeyType::Hash), ("issued_at", KeyType::Range)],
-    )
-    .await?;
+    // As template.yaml declares them (tests/emulator/test_tables.py compares the two). The media
+    // and deck-files tables' streams feed sync-postgres here as there (`streams`).
+    let (hash, range) = (KeyType::Hash, KeyType::Range);
+    let tables = [
+        Table { name: &config.media_table, keys: &[("hash", hash.clone())], ..Table::default() },
+        Table {
+            name: &config.deck_files_table,
+            keys: &[("deck", hash.clone()), ("filename", range.clone())],
+            ..Table::default()
+        },
+        Table {
+            name: &config.refs_table,
+            keys: &[("note", hash.clone()), ("filename", range.clone())],
+            index: Some(("by_file", &[("deck_file", hash.clone()), ("note", range.clone())])),
+            ..Table::default()
+        },
+        Table {
+            name: &config.quotas_table,
+            keys: &[("pk", hash.clone())],
+            index: Some((
+                shared::store::dynamo::PENDING_INDEX,
+                &[("pending", hash.clone()), ("issued_at", range.clone())],
+            )),
+            stream: false,
+            ttl: Some("expires_at"),
+        },
+    ];
+    for table in &tables {
+        create_table(&ddb, table).await?;
+    }
 
     PgMirror::from_env().await?.migrate().await.context("migrate Postgres")?;
 
@@ -127,32 +137,31 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A table with one global secondary index projecting every attribute: the reference items'
-/// `by_file` index (the maintainer API finds a file's notes there) and the quota holds' sparse
-/// `pending` index.
-async fn create_indexed_table(
-    ddb: &aws_sdk_dynamodb::Client,
-    name: &str,
-    keys: &[(&str, KeyType)],
-    index: &str,
-    index_keys: &[(&str, KeyType)],
-) -> anyhow::Result<()> {
+/// A table: string keys, at most one global secondary index projecting every attribute (the
+/// reference items' `by_file`, the quota holds' sparse `pending`), a stream of new and old images
+/// unless `stream` is false, and a TTL attribute.
+struct Table<'a> {
+    name: &'a str,
+    keys: &'a [(&'a str, KeyType)],
+    index: Option<(&'a str, &'a [(&'a str, KeyType)])>,
+    stream: bool,
+    ttl: Option<&'a str>,
+}
+
+impl Default for Table<'_> {
+    fn default() -> Self {
+        Table { name: "", keys: &[], index: None, stream: true, ttl: None }
+    }
+}
+
+async fn create_table(ddb: &aws_sdk_dynamodb::Client, table: &Table<'_>) -> anyhow::Result<()> {
     let key = |(n, k): &(&str, KeyType)| KeySchemaElement::builder().attribute_name(*n).key_type(k.clone()).build();
-    let mut attrs: Vec<&str> = keys.iter().chain(index_keys).map(|(n, _)| *n).collect();
+    let index_keys = table.index.map_or(&[][..], |(_, keys)| keys);
+    let mut attrs: Vec<&str> = table.keys.iter().chain(index_keys).map(|(n, _)| *n).collect();
     attrs.sort_unstable();
     attrs.dedup();
-    let mut gsi = GlobalSecondaryIndex::builder()
-        .index_name(index)
-        .projection(Projection::builder().projection_type(ProjectionType::All).build());
-    for k in index_keys {
-        gsi = gsi.key_schema(key(k)?);
-    }
-    let mut req = ddb
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .global_secondary_indexes(gsi.build()?);
-    for k in keys {
+    let mut req = ddb.create_table().table_name(table.name).billing_mode(BillingMode::PayPerRequest);
+    for k in table.keys {
         req = req.key_schema(key(k)?);
     }
     for a in attrs {
@@ -160,22 +169,16 @@ async fn create_indexed_table(
             AttributeDefinition::builder().attribute_name(a).attribute_type(ScalarAttributeType::S).build()?,
         );
     }
-    match req.send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("create table {name}")),
+    if let Some((index, keys)) = table.index {
+        let mut gsi = GlobalSecondaryIndex::builder()
+            .index_name(index)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build());
+        for k in keys {
+            gsi = gsi.key_schema(key(k)?);
+        }
+        req = req.global_secondary_indexes(gsi.build()?);
     }
-}
-
-/// A table keyed by `keys`; `stream`: with a stream of new and old images (the mirrored tables).
-async fn create_table(
-    ddb: &aws_sdk_dynamodb::Client,
-    name: &str,
-    keys: &[(&str, KeyType)],
-    stream: bool,
-) -> anyhow::Result<()> {
-    let mut req = ddb.create_table().table_name(name).billing_mode(BillingMode::PayPerRequest);
-    if stream {
+    if table.stream {
         req = req.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
@@ -183,16 +186,23 @@ async fn create_table(
                 .build()?,
         );
     }
-    for (attr, kind) in keys {
-        req = req
-            .attribute_definitions(
-                AttributeDefinition::builder().attribute_name(*attr).attribute_type(ScalarAttributeType::S).build()?,
-            )
-            .key_schema(KeySchemaElement::builder().attribute_name(*attr).key_type(kind.clone()).build()?);
-    }
     match req.send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("create table {name}")),
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(e).with_context(|| format!("create table {}", table.name)),
     }
+    if let Some(attribute) = table.ttl {
+        let now = ddb.describe_time_to_live().table_name(table.name).send().await?.time_to_live_description;
+        // Asking again once it is on is an error, so only when it is not (setup runs again).
+        if now.and_then(|d| d.attribute_name).as_deref() != Some(attribute) {
+            let spec = TimeToLiveSpecification::builder().attribute_name(attribute).enabled(true).build()?;
+            ddb.update_time_to_live()
+                .table_name(table.name)
+                .time_to_live_specification(spec)
+                .send()
+                .await
+                .with_context(|| format!("TTL of table {}", table.name))?;
+        }
+    }
+    Ok(())
 }
