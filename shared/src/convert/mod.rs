@@ -13,7 +13,7 @@ use image::codecs::{gif::GifDecoder, png::PngDecoder, webp::WebPDecoder};
 use image::{AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageReader};
 
 use crate::model::RejectReason;
-use crate::policy::Limits;
+use crate::policy::{Effort, Limits};
 use crate::sniff::ImageKind;
 pub use ssim::{ssim, Picture};
 pub use strip::{jpeg_is_complete, strip_metadata};
@@ -30,29 +30,6 @@ const TINY_PIXELS: u64 = 64 * 64;
 /// Above this many distinct colours an image is treated as a photo (lossy only); at or below, as a
 /// graphic, for which lossless is tried as well (exact edges and text when that is smaller).
 pub const GRAPHIC_MAX_COLOURS: usize = 1024;
-
-/// How hard process-upload works for smaller files (`CONVERSION_EFFORT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Effort {
-    /// One lossy encoding at the plugin's settings (and lossless for graphics).
-    Fast,
-    /// Also searches each image for the smallest lossy encoding that scores at least its q85
-    /// encoding's SSIM ([`SearchPlan`]), for a few encodings' time (BENCHMARKS.md,
-    /// "Conversion"). Bytes are paid at every download, the time once.
-    #[default]
-    Smallest,
-}
-
-impl std::str::FromStr for Effort {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fast" => Ok(Effort::Fast),
-            "smallest" => Ok(Effort::Smallest),
-            other => Err(format!("{other:?} is not fast or smallest")),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
