@@ -1,4 +1,5 @@
-//! What we accept: identifiers, filenames and size/pixel limits. One place, used by every entry point.
+//! What we accept: identifiers, filenames, size/pixel limits and how hard conversion works. One place,
+//! used by every entry point.
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -24,7 +25,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub thumbnail_edge: u32,
     /// How hard image conversion works for smaller files.
-    pub effort: crate::convert::Effort,
+    pub effort: Effort,
 }
 
 impl Default for Limits {
@@ -44,7 +45,30 @@ impl Default for Limits {
             max_download_batch: 1000,
             max_body_bytes: 512 * 1024,
             thumbnail_edge: 256,
-            effort: crate::convert::Effort::default(),
+            effort: Effort::default(),
+        }
+    }
+}
+
+/// How hard process-upload works for smaller files (`CONVERSION_EFFORT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Effort {
+    /// One lossy encoding at the plugin's settings (and lossless for graphics).
+    Fast,
+    /// Also searches each image for the smallest lossy encoding that scores at least its q85
+    /// encoding's SSIM (`convert::SearchPlan`), for a few encodings' time (BENCHMARKS.md,
+    /// "Conversion"). Bytes are paid at every download, the time once.
+    #[default]
+    Smallest,
+}
+
+impl std::str::FromStr for Effort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fast" => Ok(Effort::Fast),
+            "smallest" => Ok(Effort::Smallest),
+            other => Err(format!("{other:?} is not fast or smallest")),
         }
     }
 }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shared::convert::{process_image_with, Effort, Encoding, SearchPlan, WebpSettings};
-use shared::policy::Limits;
+use shared::convert::{process_image_with, Encoding, SearchPlan, WebpSettings};
+use shared::policy::{Effort, Limits};
 use shared::sniff::{sniff, Sniffed};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -22,7 +22,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
 use mozjpeg_sys as sys;
 
-use super::{check_pixels, corrupt};
+use super::decode::{check_pixels, corrupt, decode_limits};
 use crate::model::RejectReason;
 use crate::policy::Limits;
 
@@ -94,7 +94,7 @@ impl Decompress {
         self.cinfo.common.progress = &mut self.progress;
         // Whole-image coefficient buffers, as the `image` decoders' allocation limit.
         (*self.cinfo.common.mem).max_memory_to_use =
-            c_long::try_from(super::decode_limits(limits).max_alloc.unwrap_or(0)).unwrap_or(c_long::MAX);
+            c_long::try_from(decode_limits(limits).max_alloc.unwrap_or(0)).unwrap_or(c_long::MAX);
         sys::jpeg_mem_src(&mut self.cinfo, bytes.as_ptr(), bytes.len() as c_ulong);
         sys::jpeg_read_header(&mut self.cinfo, 1);
 
