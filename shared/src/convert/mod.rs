@@ -245,15 +245,21 @@ mod tests {
             ("phone-exif-rotated-1.jpg", ImageKind::Jpeg),
             ("retina.jpg", ImageKind::Jpeg),
         ];
-        let mut sampled = false;
-        for (name, kind) in sample {
+        // One thread per picture: this is the fast lane's longest test (`make unit`).
+        let sampled = std::thread::scope(|s| {
+            let threads = sample.map(|(name, kind)| s.spawn(move || check(name, kind)));
+            threads.into_iter().map(|t| t.join().expect("a picture's check failed (above)")).collect::<Vec<_>>()
+        });
+        assert!(sampled.contains(&true), "no picture was large enough to be searched on a sample");
+
+        /// Whether the search sampled this picture.
+        fn check(name: &str, kind: ImageKind) -> bool {
             let input = corpus(name);
             let fast = process_image(kind, &input, &with(Effort::Fast)).unwrap();
             let small = process_image(kind, &input, &with(Effort::Smallest)).unwrap();
             assert_eq!((fast.ssim, fast.search), (None, None), "{name}");
             assert!(small.bytes.len() <= fast.bytes.len(), "{name}: {} > {}", small.bytes.len(), fast.bytes.len());
             let stats = small.search.expect("the search ran");
-            sampled |= stats.sampled;
 
             let pixels = upright(kind, &input);
             let floor = reference_ssim(&pixels, &pixels.encode(&LOSSY).unwrap());
@@ -264,8 +270,8 @@ mod tests {
             let (reported_floor, kept) = small.ssim.unwrap();
             assert!((reported_floor - floor).abs() < 1e-4, "{name}: ssim.rs {reported_floor}, reference {floor}");
             assert!(kept >= reported_floor, "{name}");
+            stats.sampled
         }
-        assert!(sampled, "no picture was large enough to be searched on a sample");
     }
 
     /// A drawing the search shrinks (BENCHMARKS.md): `smallest` must find a smaller lossy
