@@ -16,11 +16,12 @@ import wiring  # noqa: E402
 
 def _table_env_names() -> dict[str, str]:
     """Each table's logical id → the environment variable the functions read its name from."""
+    tables = wiring.resources("AWS::DynamoDB::Table")
     names: dict[str, str] = {}
     for function in wiring.resources("AWS::Lambda::Function").values():
         variables = function["Properties"].get("Environment", {}).get("Variables", {})
         for name, value in variables.items():
-            if isinstance(value, dict) and "Ref" in value and wiring.kind_of(value["Ref"]) == "AWS::DynamoDB::Table":
+            if isinstance(value, dict) and value.get("Ref") in tables:
                 names[value["Ref"]] = name
     return names
 
