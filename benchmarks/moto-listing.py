@@ -7,7 +7,7 @@ the fixes that are about reading (scripts/moto_server.py, 6 to 9), side by side.
 A deck index of N files and their N media records, both shaped as the service writes them; the
 listing is what the service sends for a deck: Queries of 2,000 with the `notes > 0` filter,
 following LastEvaluatedKey, and BatchGetItem of 100 records with the answer's projection
-(`ANSWER_FIELDS` in shared/src/store/dynamo.rs). The sweep's Scan is the media table with its
+(`ANSWER_FIELDS` in shared/src/store/dynamo/media.rs). The sweep's Scan is the media table with its
 filter (`ref_count = 0`, not an alias), page by page. Calls go over plain HTTP and their answers
 are only JSON-decoded, so the time is the server's (as for the Rust SDK), not boto3's parsing.
 The server without the fixes is scripts/moto_server.py with those calls switched off.
@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "emulator"))
 import test_moto_server as t  # noqa: E402
 
-# what BatchGetItem asks for (shared/src/store/dynamo.rs, ANSWER_FIELDS)
+# what BatchGetItem asks for (shared/src/store/dynamo/media.rs, ANSWER_FIELDS)
 ANSWER_FIELDS = ("hash", "status", "size", "stored_size", "content_type", "width", "height", "reason",
                  "stored_key", "thumb_key", "stored_hash", "alias_of")
 

@@ -212,7 +212,7 @@ DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 JWT_SECRET=$(cat "$LOCAL/jwt-secret")
 # Tests drive the API from many threads as a handful of users, far faster than people do: the
 # rate limits here are production's x50, so every request still takes a token from a real bucket
-# in moto (tests/security.rs drives a burst past production's own limits with an app of its own).
+# in moto (tests/e2e/security.rs drives a burst past production's own limits with an app of its own).
 # The deny-list is read every 5 s instead of every 60, so the revocation test waits less.
 RATE_LIMIT_UPLOADS=6000
 RATE_LIMIT_DOWNLOADS=12000

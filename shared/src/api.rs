@@ -474,7 +474,7 @@ mod tests {
 
     /// The sample events in `events/` (as API Gateway delivers them), parsed as the Lambda
     /// runtime parses them and handed to the handler over in-memory stores, in the order a
-    /// client would send them; `tests/lambda_events.rs` does the same against the local stack.
+    /// client would send them; `tests/e2e/lambda_events.rs` does the same against the local stack.
     #[tokio::test]
     async fn the_sample_events_reach_their_handlers() {
         let app = App::in_memory("k");

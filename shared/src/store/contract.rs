@@ -1,6 +1,6 @@
 //! One contract per storage trait: what every implementation must do, written once and run
 //! against the in-memory store (this crate's unit tests) and against the DynamoDB, S3 and
-//! Postgres adapters on the local stack (`tests/contracts.rs`), so that the fake the logic is
+//! Postgres adapters on the local stack (`tests/e2e/contracts.rs`), so that the fake the logic is
 //! tested with cannot drift from the stores it stands for.
 //!
 //! Each contract works on hashes, decks, users and keys of its own, so it can run beside other
