@@ -71,7 +71,7 @@ async fn whole_deck(app: &App, who: &Principal) -> (usize, usize) {
     let mut urls = 0;
     loop {
         let req = DownloadRequest { deck: "big".into(), filenames: None, cursor };
-        let page = presign_downloads(app, who, req, time::OffsetDateTime::now_utc()).await.unwrap();
+        let page = presign_downloads(&app.downloads(), who, req, time::OffsetDateTime::now_utc()).await.unwrap();
         requests += 1;
         urls += page.files.len();
         match page.next_cursor {

@@ -247,7 +247,7 @@ async fn process_one(item: &Item, bucket: &Bucket, target: &Target, progress: &P
     }
     let hash = Sha256Hash::of(&bytes);
     let sha256 = hash.to_hex();
-    match process_bytes(&target.app, &*target.blobs, hash, bytes, OffsetDateTime::now_utc()).await {
+    match process_bytes(&target.app.processing(&*target.blobs), hash, bytes, OffsetDateTime::now_utc()).await {
         Ok(Outcome::Ready(info)) => FileOutcome::Stored {
             sha256,
             stored_sha256: (info.stored_hash != hash).then(|| info.stored_hash.to_hex()),

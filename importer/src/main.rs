@@ -97,7 +97,12 @@ async fn main_() -> anyhow::Result<bool> {
 
     let app = shared::App::from_env().await.context("the media stack's settings")?;
     let blobs = shared::app::object_store(&app.config).await;
-    let secret = app.config.jwt_secret.clone().context("JWT_SECRET (or JWT_SECRET_ARN) is required")?;
+    let secret = app
+        .config
+        .jwt_secret
+        .as_ref()
+        .map(|s| s.expose().to_owned())
+        .context("JWT_SECRET (or JWT_SECRET_ARN) is required")?;
     let api = var("MEDIA_API_URL").or_else(|| var("API_URL")).context("MEDIA_API_URL is required")?;
     let issuer = TokenIssuer::new(&secret)?.names(&app.config.token_policy.issuer, &app.config.token_policy.audience);
     let target = Target { app, blobs, sync: MediaSync::new(ReferencesClient::new(api, issuer)) };

@@ -150,7 +150,7 @@ async fn pump_uploads(app: Arc<App>, blobs: Arc<dyn BlobStore>, sqs: aws_sdk_sqs
             let (app, blobs) = (app.clone(), blobs.clone());
             async move {
                 let done = match serde_json::from_str::<S3Event>(m.body().unwrap_or_default()) {
-                    Ok(event) => match shared::process::handle_s3_event(&app, &*blobs, &event).await {
+                    Ok(event) => match shared::process::handle_s3_event(&app.processing(&*blobs), &event).await {
                         Ok(_) => true,
                         Err(e) => {
                             tracing::warn!(error = %e, "process-upload failed; the event will be retried");
@@ -179,19 +179,22 @@ async fn invoke(function: &str, event_path: &str) -> anyhow::Result<()> {
     match function {
         "process-upload" => {
             let event: S3Event = serde_json::from_str(&event).context("not an S3 event")?;
-            let outcomes = shared::process::handle_s3_event(&app, &*blobs, &event).await?;
+            let outcomes = shared::process::handle_s3_event(&app.processing(&*blobs), &event).await?;
             println!("{outcomes:#?}");
         }
         "sweep-orphans" => {
             let event: serde_json::Value = serde_json::from_str(&event).context("not JSON")?;
             let command = shared::lifecycle::SweepCommand::from_event(event)?;
-            let report = shared::lifecycle::run(&app, &*blobs, &command, time::OffsetDateTime::now_utc()).await?;
+            let report =
+                shared::lifecycle::run(&app.lifecycle(&*blobs), &command, time::OffsetDateTime::now_utc()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         "sync-postgres" => {
             let mirror = PgMirror::from_env().await?;
             let payload: serde_json::Value = serde_json::from_str(&event).context("not JSON")?;
-            let out = shared::sync::handle(&app, &mirror, &stream_tables(&app), payload).await?;
+            let out =
+                shared::sync::handle(app.media.as_ref(), app.decks.as_ref(), &mirror, &stream_tables(&app), payload)
+                    .await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         other => bail!("{other} is not a non-HTTP function here (process-upload, sweep-orphans, sync-postgres)"),

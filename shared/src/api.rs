@@ -10,7 +10,6 @@ use time::OffsetDateTime;
 use crate::access::RouteClass;
 use crate::app::App;
 use crate::auth::Principal;
-use crate::download_urls::GetUrls;
 use crate::downloads::{media_status, presign_downloads};
 use crate::error::ApiError;
 use crate::maintainer_page::{self, Served};
@@ -239,7 +238,7 @@ fn admin(app: &App, req: &Request, route: Route, params: &[String]) -> Result<Re
     }
     let deck = query_param(req, "deck").ok_or_else(|| ApiError::bad_request("deck: required (/admin?deck=<deck>)"))?;
     check_deck(&deck)?;
-    Ok(served_response(req, maintainer_page::page(&app.config.embed_origins, GetUrls::origin(app))))
+    Ok(served_response(req, maintainer_page::page(&app.config.embed_origins, app.url_signer().origin())))
 }
 
 fn authenticate(app: &App, req: &Request) -> Result<Principal, ApiError> {
@@ -285,26 +284,35 @@ async fn dispatch(app: &App, req: &Request, allowed: &[Route]) -> Result<Respons
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     let gzip_ok = accepts_gzip(req);
     Ok(match route {
-        Route::Uploads => {
-            json_response(StatusCode::OK, &presign_uploads(app, &who, parse_json(app, body)?, now).await?, gzip_ok)
-        }
-        Route::Downloads => {
-            json_response(StatusCode::OK, &presign_downloads(app, &who, parse_json(app, body)?, now).await?, gzip_ok)
-        }
+        Route::Uploads => json_response(
+            StatusCode::OK,
+            &presign_uploads(&app.uploads(), &who, parse_json(app, body)?, now).await?,
+            gzip_ok,
+        ),
+        Route::Downloads => json_response(
+            StatusCode::OK,
+            &presign_downloads(&app.downloads(), &who, parse_json(app, body)?, now).await?,
+            gzip_ok,
+        ),
         Route::MediaStatus => {
             json_response(StatusCode::OK, &media_status(app.media.as_ref(), &who, param(0)).await?, gzip_ok)
         }
-        Route::References => {
-            json_response(StatusCode::OK, &apply_references(app, &who, parse_json(app, body)?, now).await?, gzip_ok)
-        }
+        Route::References => json_response(
+            StatusCode::OK,
+            &apply_references(app.refs.as_ref(), app.media.as_ref(), &who, parse_json(app, body)?, now).await?,
+            gzip_ok,
+        ),
         Route::DeckMedia => {
             let (q, cursor) = (query_param(req, "q"), query_param(req, "cursor"));
-            let page = list_deck_media(app, &who, param(0), q.as_deref(), cursor.as_deref(), now).await?;
+            let page =
+                list_deck_media(&app.maintainers(), &who, param(0), q.as_deref(), cursor.as_deref(), now).await?;
             json_response(StatusCode::OK, &page, gzip_ok)
         }
-        Route::DeckMediaRemove => {
-            json_response(StatusCode::OK, &remove_deck_file(app, &who, param(0), param(1), now).await?, gzip_ok)
-        }
+        Route::DeckMediaRemove => json_response(
+            StatusCode::OK,
+            &remove_deck_file(&app.maintainers(), &who, param(0), param(1), now).await?,
+            gzip_ok,
+        ),
         // Served above, without a token.
         Route::AdminPage | Route::AdminAsset => return Err(ApiError::not_found("no such route")),
     })

@@ -8,27 +8,89 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use crate::access::Gate;
 use crate::auth::TokenVerifier;
 use crate::cdn::CdnSigner;
-use crate::config::{Config, ConfigError, SdkTimeouts};
-use crate::error::StoreError;
-use crate::presign::{Credentials, Presigner, S3Endpoint};
+use crate::config::{Config, ConfigError, SdkTimeouts, Secret};
+use crate::download_urls::UrlSigner;
+use crate::presign::{CredentialSource, Credentials, Presigner, S3Endpoint, SigningError};
 use crate::servable::ReadyCache;
 use crate::store::dynamo::{DynamoAccess, DynamoDecks, DynamoMedia, DynamoQuotas, DynamoRefs};
 use crate::store::refs::ReferenceStore;
 use crate::store::s3::S3Blobs;
 use crate::store::{BlobStore, DeckIndex, MediaRepo, QuotaStore};
+use crate::{downloads, lifecycle, maintainers, process, uploads};
 
-/// Where signing credentials come from; on Lambda they rotate, so ask per request.
-#[async_trait::async_trait]
-pub trait CredentialSource: Send + Sync {
-    async fn credentials(&self) -> Result<Credentials, StoreError>;
+/// The ports each use case takes: `App` is wiring, and these say what each may touch.
+impl App {
+    /// What signs download URLs (S3's, or CloudFront's when it is on).
+    pub fn url_signer(&self) -> UrlSigner<'_> {
+        UrlSigner {
+            presigner: &self.presigner,
+            credentials: self.credentials.as_ref(),
+            cdn: self.cdn.as_ref(),
+            ttl: self.config.url_ttl_secs,
+        }
+    }
+
+    pub fn uploads(&self) -> uploads::Ports<'_> {
+        uploads::Ports {
+            media: self.media.as_ref(),
+            quotas: self.quotas.as_ref(),
+            presigner: &self.presigner,
+            credentials: self.credentials.as_ref(),
+            config: &self.config,
+        }
+    }
+
+    pub fn downloads(&self) -> downloads::Ports<'_> {
+        downloads::Ports {
+            media: self.media.as_ref(),
+            decks: self.decks.as_ref(),
+            ready: &self.ready,
+            urls: self.url_signer(),
+            config: &self.config,
+        }
+    }
+
+    pub fn maintainers(&self) -> maintainers::Ports<'_> {
+        maintainers::Ports {
+            media: self.media.as_ref(),
+            decks: self.decks.as_ref(),
+            refs: self.refs.as_ref(),
+            urls: self.url_signer(),
+            keys: &self.config.keys,
+        }
+    }
+
+    /// Processing, with the object store built beside the App ([`App::with_objects`]).
+    pub fn processing<'a>(&'a self, blobs: &'a dyn BlobStore) -> process::Ports<'a> {
+        process::Ports {
+            media: self.media.as_ref(),
+            quotas: self.quotas.as_ref(),
+            blobs,
+            keys: &self.config.keys,
+            limits: &self.config.limits,
+        }
+    }
+
+    /// The sweep, the count reconciliation and the operators' commands.
+    pub fn lifecycle<'a>(&'a self, blobs: &'a dyn BlobStore) -> lifecycle::Ports<'a> {
+        lifecycle::Ports {
+            media: self.media.as_ref(),
+            refs: self.refs.as_ref(),
+            quotas: self.quotas.as_ref(),
+            blobs,
+            revocations: self.gate.revocations(),
+            config: &self.config,
+        }
+    }
 }
 
+/// Credentials from the SDK's provider chain (the function's role on Lambda).
 pub struct SdkCredentials(pub SharedCredentialsProvider);
 
 #[async_trait::async_trait]
 impl CredentialSource for SdkCredentials {
-    async fn credentials(&self) -> Result<Credentials, StoreError> {
-        let c = self.0.provide_credentials().await.map_err(|e| StoreError::new("credentials", e))?;
+    async fn credentials(&self) -> Result<Credentials, SigningError> {
+        let c = self.0.provide_credentials().await.map_err(|e| SigningError::Credentials(e.to_string()))?;
         Ok(Credentials {
             access_key_id: c.access_key_id().to_string(),
             secret_access_key: c.secret_access_key().to_string(),
@@ -121,7 +183,7 @@ impl App {
             decks: Arc::new(DynamoDecks::new(dynamo, &config.deck_files_table)),
             presigner: Presigner::new(endpoint, &config.region),
             credentials: Arc::new(SdkCredentials(creds)),
-            tokens: match config.jwt_secret.as_deref() {
+            tokens: match config.jwt_secret.as_ref().map(Secret::expose) {
                 Some(text) => {
                     Some(TokenVerifier::from_text(text, config.token_policy.clone()).map_err(InitError::TokenSecret)?)
                 }
@@ -162,7 +224,7 @@ async fn load() -> Result<(Config, SdkConfig), InitError> {
 /// start-up. Locally `JWT_SECRET` holds it and wins.
 async fn read_token_secret(config: &mut Config, sdk: &SdkConfig) -> Result<(), InitError> {
     if let (None, Some(arn)) = (&config.jwt_secret, &config.jwt_secret_arn) {
-        config.jwt_secret = Some(secret_string(sdk, arn).await.map_err(InitError::Secret)?);
+        config.jwt_secret = Some(Secret::new(secret_string(sdk, arn).await.map_err(InitError::Secret)?));
     }
     Ok(())
 }
@@ -172,7 +234,7 @@ async fn read_token_secret(config: &mut Config, sdk: &SdkConfig) -> Result<(), I
 async fn cdn_signer(config: &Config, sdk: &SdkConfig) -> Result<Option<CdnSigner>, InitError> {
     let Some(cdn) = &config.cdn else { return Ok(None) };
     let pem = match (&cdn.private_key, &cdn.private_key_secret) {
-        (Some(pem), _) => pem.clone(),
+        (Some(pem), _) => pem.expose().to_owned(),
         (None, Some(id)) => secret_string(sdk, id).await.map_err(InitError::Cdn)?,
         (None, None) => return Err(InitError::Cdn("no key configured".into())),
     };
@@ -193,18 +255,6 @@ async fn secret_string(sdk: &SdkConfig, id: &str) -> Result<String, String> {
 fn s3_blobs(config: &Config, sdk: &SdkConfig) -> Arc<dyn BlobStore> {
     let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(config.s3_public_endpoint.is_some()).build();
     Arc::new(S3Blobs::new(aws_sdk_s3::Client::from_conf(conf), &config.bucket))
-}
-
-/// Fixed credentials (tests, benchmarks).
-#[cfg(any(test, feature = "test-util"))]
-pub struct StaticCredentials(pub Credentials);
-
-#[cfg(any(test, feature = "test-util"))]
-#[async_trait::async_trait]
-impl CredentialSource for StaticCredentials {
-    async fn credentials(&self) -> Result<Credentials, StoreError> {
-        Ok(self.0.clone())
-    }
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -231,7 +281,7 @@ impl App {
             quotas_table: "quotas".into(),
             region: "us-east-1".into(),
             s3_public_endpoint: None,
-            jwt_secret: Some(jwt_secret.into()),
+            jwt_secret: Some(Secret::new(jwt_secret)),
             jwt_secret_arn: None,
             token_policy: Default::default(),
             url_ttl_secs: 900,
@@ -254,7 +304,7 @@ impl App {
             refs: store.clone(),
             quotas: store.clone(),
             presigner: Presigner::new(S3Endpoint::aws(&config.bucket, &config.region), &config.region),
-            credentials: Arc::new(StaticCredentials(Credentials {
+            credentials: Arc::new(crate::presign::StaticCredentials(Credentials {
                 access_key_id: "AKIDEXAMPLE".into(),
                 secret_access_key: "secret".into(),
                 session_token: Some("session".into()),

@@ -9,6 +9,26 @@ use crate::policy::Limits;
 /// says otherwise: URL expiry (15 min) plus S3 event retries (up to an hour), with a wide margin.
 pub const DEFAULT_SWEEP_GRACE: time::Duration = time::Duration::hours(24);
 
+/// A secret setting (the token secret, the CloudFront key): its `Debug` never prints it, so a
+/// logged `Config` cannot leak it; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("environment variable {0} is required")]
@@ -27,7 +47,7 @@ pub struct Config {
     pub region: String,
     /// Where pre-signed URLs point when not at AWS (path style), e.g. LocalStack.
     pub s3_public_endpoint: Option<String>,
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// Secrets Manager secret holding the token secret, when `JWT_SECRET` is not set (AWS).
     pub jwt_secret_arn: Option<String>,
     /// What tokens must say (`JWT_ISSUER`, `JWT_AUDIENCE`) and how long they may live
@@ -113,27 +133,16 @@ impl SdkTimeouts {
 }
 
 /// The CloudFront distribution downloads go through, and the key that signs its URLs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct CdnConfig {
     /// `CDN_URL`: `https://d111111abcdef8.cloudfront.net`.
     pub url: String,
     /// `CDN_KEY_PAIR_ID`: the id of the public key in the distribution's trusted key group.
     pub key_pair_id: String,
     /// `CDN_PRIVATE_KEY`: the private key itself (PEM), locally.
-    pub private_key: Option<String>,
+    pub private_key: Option<Secret>,
     /// `CDN_PRIVATE_KEY_SECRET`: the Secrets Manager secret (name or ARN) holding it, on AWS.
     pub private_key_secret: Option<String>,
-}
-
-impl std::fmt::Debug for CdnConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key itself.
-        f.debug_struct("CdnConfig")
-            .field("url", &self.url)
-            .field("key_pair_id", &self.key_pair_id)
-            .field("private_key_secret", &self.private_key_secret)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Reads settings from a lookup (the environment, or a table in tests); an empty value counts as
@@ -174,7 +183,7 @@ impl Config {
             quotas_table: s.required("QUOTAS_TABLE")?,
             region: s.var("AWS_REGION").or_else(|| s.var("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
             s3_public_endpoint: s.var("S3_PUBLIC_ENDPOINT").or_else(|| s.var("AWS_ENDPOINT_URL_S3")),
-            jwt_secret: s.var("JWT_SECRET"),
+            jwt_secret: s.var("JWT_SECRET").map(Secret),
             jwt_secret_arn: s.var("JWT_SECRET_ARN"),
             token_policy: {
                 let p = crate::auth::TokenPolicy::default();
@@ -195,7 +204,8 @@ impl Config {
             cdn: match s.var("CDN_URL") {
                 None => None,
                 Some(url) => {
-                    let (private_key, private_key_secret) = (s.var("CDN_PRIVATE_KEY"), s.var("CDN_PRIVATE_KEY_SECRET"));
+                    let (private_key, private_key_secret) =
+                        (s.var("CDN_PRIVATE_KEY").map(Secret), s.var("CDN_PRIVATE_KEY_SECRET"));
                     if private_key.is_none() && private_key_secret.is_none() {
                         return Err(ConfigError::Missing("CDN_PRIVATE_KEY_SECRET"));
                     }
@@ -349,8 +359,13 @@ mod tests {
             ("https://d1.cloudfront.net", "K2JCJMDEHXQW5F", None)
         );
         pairs.push(("CDN_PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----secret"));
-        let cdn = Config::from_lookup(lookup(&pairs)).unwrap().cdn.unwrap();
-        assert!(!format!("{cdn:?}").contains("BEGIN"), "the key never reaches a log");
+        pairs.push(("JWT_SECRET", "token-secret-value"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        let cdn = config.cdn.as_ref().unwrap();
+        assert_eq!(cdn.private_key.as_ref().map(Secret::expose), Some("-----BEGIN RSA PRIVATE KEY-----secret"));
+        assert_eq!(config.jwt_secret.as_ref().map(Secret::expose), Some("token-secret-value"));
+        let logged = format!("{config:?}");
+        assert!(!logged.contains("BEGIN") && !logged.contains("token-secret"), "a secret reached a log: {logged}");
     }
 
     #[test]

@@ -6,48 +6,55 @@
 
 use time::OffsetDateTime;
 
-use crate::app::App;
 use crate::cdn::{CdnSigner, Grant};
-use crate::error::StoreError;
-use crate::presign::{Credentials, Presigner};
+use crate::presign::{CredentialSource, Credentials, Presigner, SigningError};
 
+/// What signs download URLs: S3's pre-signer with the function's credentials, or CloudFront's
+/// key when the distribution is on. `ttl`: how long the URLs live.
+#[derive(Clone, Copy)]
+pub struct UrlSigner<'a> {
+    pub presigner: &'a Presigner,
+    pub credentials: &'a dyn CredentialSource,
+    pub cdn: Option<&'a CdnSigner>,
+    pub ttl: u32,
+}
+
+impl<'a> UrlSigner<'a> {
+    /// For an answer whose URLs expire `ttl` seconds after `now`, each under one of `prefixes`
+    /// (`media/`, `thumbs/`: what the answer needs, never more).
+    pub async fn for_answer(&self, prefixes: &[&str], now: OffsetDateTime) -> Result<GetUrls<'a>, SigningError> {
+        let ttl = self.ttl;
+        match self.cdn {
+            Some(signer) => {
+                let expires = now.unix_timestamp() + i64::from(ttl);
+                // Signing fails only if the key does; answer 503 rather than URLs that do not work.
+                let grants = prefixes.iter().map(|p| Ok((p.to_string(), signer.grant(p, expires)?))).collect::<Result<
+                    _,
+                    crate::cdn::CdnError,
+                >>(
+                )?;
+                Ok(GetUrls::Cdn { signer, grants })
+            }
+            None => {
+                let creds = self.credentials.credentials().await?;
+                Ok(GetUrls::S3 { presigner: self.presigner, creds, now, ttl })
+            }
+        }
+    }
+
+    /// Where the URLs point (scheme and host): what the maintainer page's CSP lets it load.
+    pub fn origin(&self) -> &'a str {
+        self.cdn.map_or(self.presigner.origin(), CdnSigner::base_url)
+    }
+}
+
+/// One answer's URLs, signed by [`UrlSigner::for_answer`].
 pub enum GetUrls<'a> {
     S3 { presigner: &'a Presigner, creds: Credentials, now: OffsetDateTime, ttl: u32 },
     Cdn { signer: &'a CdnSigner, grants: Vec<(String, Grant)> },
 }
 
 impl GetUrls<'_> {
-    /// For an answer whose URLs expire `ttl` seconds after `now`, each under one of `prefixes`
-    /// (`media/`, `thumbs/`: what the answer needs, never more).
-    pub async fn for_answer<'a>(
-        app: &'a App,
-        prefixes: &[&str],
-        now: OffsetDateTime,
-    ) -> Result<GetUrls<'a>, StoreError> {
-        let ttl = app.config.url_ttl_secs;
-        match &app.cdn {
-            Some(signer) => {
-                let expires = now.unix_timestamp() + i64::from(ttl);
-                // Signing fails only if the key does; answer 503 rather than URLs that do not work.
-                let grants = prefixes
-                    .iter()
-                    .map(|p| Ok((p.to_string(), signer.grant(p, expires)?)))
-                    .collect::<Result<_, crate::cdn::CdnError>>()
-                    .map_err(|e| StoreError::new("cloudfront", e))?;
-                Ok(GetUrls::Cdn { signer, grants })
-            }
-            None => {
-                let creds = app.credentials.credentials().await?;
-                Ok(GetUrls::S3 { presigner: &app.presigner, creds, now, ttl })
-            }
-        }
-    }
-
-    /// Where the URLs point (scheme and host): what the maintainer page's CSP lets it load.
-    pub fn origin(app: &App) -> &str {
-        app.cdn.as_ref().map_or(app.presigner.origin(), CdnSigner::base_url)
-    }
-
     /// The URL of `key`; `None` for a key under no prefix the answer was granted (a CloudFront
     /// URL for it would be refused).
     pub fn url(&self, key: &str) -> Option<String> {

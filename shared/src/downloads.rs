@@ -6,16 +6,26 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::app::App;
 use crate::auth::{Principal, Scope};
 use crate::clock::now_rfc3339;
-use crate::download_urls::GetUrls;
+use crate::config::Config;
+use crate::download_urls::UrlSigner;
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::MediaStatus;
 use crate::policy::{check_deck, normalize_filename};
-use crate::servable::Found;
-use crate::store::{lookup, MediaRepo};
+use crate::servable::{Found, ReadyCache};
+use crate::store::{lookup, DeckIndex, MediaRepo};
+
+/// What answering downloads reads and signs with ([`crate::App::downloads`]).
+pub struct Ports<'a> {
+    pub media: &'a dyn MediaRepo,
+    pub decks: &'a dyn DeckIndex,
+    /// This instance's memory of ready records.
+    pub ready: &'a ReadyCache,
+    pub urls: UrlSigner<'a>,
+    pub config: &'a Config,
+}
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadRequest {
@@ -69,7 +79,7 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
 }
 
 pub async fn presign_downloads(
-    app: &App,
+    ports: &Ports<'_>,
     who: &Principal,
     req: DownloadRequest,
     now: OffsetDateTime,
@@ -80,7 +90,7 @@ pub async fn presign_downloads(
     let mut unavailable = Vec::new();
     let (entries, next_cursor) = match req.filenames {
         Some(names) => {
-            let max = app.config.limits.max_download_batch;
+            let max = ports.config.limits.max_download_batch;
             if names.len() > max {
                 return Err(ApiError::too_many_items(format!("filenames: at most {max} per request")));
             }
@@ -94,7 +104,7 @@ pub async fn presign_downloads(
                 }
             }
             let lookup: Vec<String> = valid.iter().map(|(_, n)| n.clone()).collect();
-            let found = app.decks.resolve(&req.deck, &lookup).await?;
+            let found = ports.decks.resolve(&req.deck, &lookup).await?;
             let mut entries = Vec::with_capacity(valid.len());
             for (asked, name) in valid {
                 match found.get(&name) {
@@ -106,7 +116,7 @@ pub async fn presign_downloads(
         }
         None => {
             let after = req.cursor.as_deref().map(decode_cursor).transpose()?;
-            let page = app.decks.page(&req.deck, after.as_deref(), app.config.download_page_size).await?;
+            let page = ports.decks.page(&req.deck, after.as_deref(), ports.config.download_page_size).await?;
             let entries = page.entries.into_iter().map(|e| (e.filename, e.hash)).collect();
             (entries, page.next_after.as_deref().map(encode_cursor))
         }
@@ -116,10 +126,10 @@ pub async fn presign_downloads(
     // are answered from memory (`servable` says why that is safe); the rest are read.
     let hashes: Vec<Sha256Hash> = entries.iter().map(|(_, h)| *h).collect();
     let after_deck_read = now + started.elapsed();
-    let found = app.ready.find(app.media.as_ref(), &hashes, now, after_deck_read).await?;
+    let found = ports.ready.find(ports.media, &hashes, now, after_deck_read).await?;
     // Every URL of a download answer is under media/: with CloudFront, one policy covers them.
-    let signer = GetUrls::for_answer(app, &[app.config.keys.media_prefix.as_str()], now).await?;
-    let ttl = app.config.url_ttl_secs;
+    let signer = ports.urls.for_answer(&[ports.config.keys.media_prefix.as_str()], now).await?;
+    let ttl = ports.config.url_ttl_secs;
     let expires_at = now_rfc3339(now + time::Duration::seconds(i64::from(ttl)));
     // Signing is per stored key; a deck may use one file under several names.
     let mut urls: HashMap<&str, Option<String>> = HashMap::new();

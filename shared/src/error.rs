@@ -90,6 +90,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::presign::SigningError> for ApiError {
+    fn from(e: crate::presign::SigningError) -> Self {
+        tracing::error!(error = %e, "signing failed");
+        ApiError::unavailable()
+    }
+}
+
 impl From<crate::policy::InvalidDeck> for ApiError {
     fn from(e: crate::policy::InvalidDeck) -> Self {
         ApiError::bad_request(e.to_string())

@@ -32,13 +32,14 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::App;
+use crate::access::RevocationStore;
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaRecord, MediaStatus};
-use crate::store::{BlobStore, MediaRepo};
+use crate::store::refs::ReferenceStore;
+use crate::store::{BlobStore, MediaRepo, QuotaStore};
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct SweepReport {
@@ -123,27 +124,33 @@ enum Swept {
     Raced,
 }
 
+/// What the sweep, the count reconciliation and the operators' commands touch
+/// ([`crate::App::lifecycle`]).
+pub struct Ports<'a> {
+    pub media: &'a dyn MediaRepo,
+    pub refs: &'a dyn ReferenceStore,
+    pub quotas: &'a dyn QuotaStore,
+    pub blobs: &'a dyn BlobStore,
+    pub revocations: &'a dyn RevocationStore,
+    pub config: &'a Config,
+}
+
 /// Delete media whose count has stayed zero longer than `grace` (never less than
 /// [`Config::min_sweep_grace`]), re-checking at delete time. A storage error on one file is
 /// counted in the report, and the sweep goes on with the next.
-pub async fn sweep(
-    app: &App,
-    blobs: &dyn BlobStore,
-    now: OffsetDateTime,
-    grace: time::Duration,
-) -> Result<SweepReport, StoreError> {
+pub async fn sweep(ports: &Ports<'_>, now: OffsetDateTime, grace: time::Duration) -> Result<SweepReport, StoreError> {
     let started = std::time::Instant::now();
     // Claims are timed by the clock, not by the run's start: a long run's last claims must last
     // as long as its first.
     let claim_until = || {
         let elapsed = time::Duration::try_from(started.elapsed()).unwrap_or(time::Duration::ZERO);
-        now_rfc3339(now + elapsed + app.config.sdk_timeouts.sweep_claim())
+        now_rfc3339(now + elapsed + ports.config.sdk_timeouts.sweep_claim())
     };
-    let grace = grace.max(app.config.min_sweep_grace());
+    let grace = grace.max(ports.config.min_sweep_grace());
     let mut report = SweepReport { grace_seconds: grace.whole_seconds(), ..SweepReport::default() };
-    for r in app.media.unreferenced().await? {
+    for r in ports.media.unreferenced().await? {
         report.scanned += 1;
-        match sweep_one(app, blobs, &r, now, grace, &claim_until).await {
+        match sweep_one(ports, &r, now, grace, &claim_until).await {
             Ok(Swept::Deleted) => {
                 report.deleted += 1;
                 report.bytes_reclaimed += r.stored_size.unwrap_or(0);
@@ -156,8 +163,8 @@ pub async fn sweep(
             Err(e) => record_failure(&mut report.failed, &mut report.failures, &r.hash, &e, "sweep"),
         }
     }
-    let cutoff = now_rfc3339(unused_hold_cutoff(&app.config, now));
-    match app.quotas.release_unused(&cutoff).await {
+    let cutoff = now_rfc3339(unused_hold_cutoff(ports.config, now));
+    match ports.quotas.release_unused(&cutoff).await {
         Ok(n) => report.holds_released = n,
         Err(e) => {
             tracing::warn!(error = %e, "releasing unused quota holds failed; the next run retries");
@@ -181,8 +188,7 @@ pub async fn sweep(
 /// One record's deletion, in the steps a crash can fall between: claim, delete its objects,
 /// drop its alias, remove the record.
 async fn sweep_one(
-    app: &App,
-    blobs: &dyn BlobStore,
+    ports: &Ports<'_>,
     r: &MediaRecord,
     now: OffsetDateTime,
     grace: time::Duration,
@@ -196,23 +202,23 @@ async fn sweep_one(
             return Ok(Swept::Raced);
         }
         // Left by an interrupted sweep: finished without waiting again, under a fresh claim.
-        app.media.renew_delete(&r.hash, &claim_until()).await?
+        ports.media.renew_delete(&r.hash, &claim_until()).await?
     } else if last_change(r).is_some_and(|t| now - t < grace) {
         return Ok(Swept::TooRecent);
     } else {
-        app.media.begin_delete(&r.hash, r.updated_at.as_deref(), &now_s, &claim_until()).await?
+        ports.media.begin_delete(&r.hash, r.updated_at.as_deref(), &now_s, &claim_until()).await?
     };
     if !claimed {
         return Ok(Swept::Raced);
     }
-    let keys = &app.config.keys;
+    let keys = &ports.config.keys;
     let objects = [keys.media(&r.hash), keys.thumb(&r.hash), keys.upload(&r.hash)];
     // At once, so that all of them land within the claim.
-    futures::future::try_join_all(objects.iter().map(|key| blobs.delete(key))).await?;
+    futures::future::try_join_all(objects.iter().map(|key| ports.blobs.delete(key))).await?;
     if let Some(alias) = r.stored_hash.filter(|s| *s != r.hash) {
-        app.media.delete_alias(&alias, &r.hash).await?;
+        ports.media.delete_alias(&alias, &r.hash).await?;
     }
-    Ok(if app.media.finish_delete(&r.hash, &now_s).await? { Swept::Deleted } else { Swept::Raced })
+    Ok(if ports.media.finish_delete(&r.hash, &now_s).await? { Swept::Deleted } else { Swept::Raced })
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -242,15 +248,10 @@ pub struct CountsReport {
 
 /// Recompute counts from the reference items; report (and with `fix`, repair) drift; list stored
 /// objects without a record and records without an object.
-pub async fn reconcile_counts(
-    app: &App,
-    blobs: &dyn BlobStore,
-    fix: bool,
-    now: OffsetDateTime,
-) -> Result<CountsReport, StoreError> {
+pub async fn reconcile_counts(ports: &Ports<'_>, fix: bool, now: OffsetDateTime) -> Result<CountsReport, StoreError> {
     let now_s = now_rfc3339(now);
-    let counts: BTreeMap<Sha256Hash, i64> = app.refs.count_all().await?;
-    let records = app.media.scan_all().await?;
+    let counts: BTreeMap<Sha256Hash, i64> = ports.refs.count_all().await?;
+    let records = ports.media.scan_all().await?;
     let mut report =
         CountsReport { records: records.len(), reference_items: counts.values().sum(), ..Default::default() };
     let mut known = HashSet::new();
@@ -260,7 +261,7 @@ pub async fn reconcile_counts(
         if r.ref_count != actual {
             report.drift.push(Drift { hash: r.hash.to_hex(), recorded: r.ref_count, actual });
             if fix {
-                match app.media.set_ref_count(&r.hash, r.ref_count, actual, &now_s).await {
+                match ports.media.set_ref_count(&r.hash, r.ref_count, actual, &now_s).await {
                     Ok(true) => report.fixed += 1,
                     Ok(false) => {}
                     Err(e) => record_failure(&mut report.failed, &mut report.failures, &r.hash, &e, "reconcile"),
@@ -270,8 +271,8 @@ pub async fn reconcile_counts(
     }
     report.references_without_record = counts.keys().filter(|h| !known.contains(h)).map(Sha256Hash::to_hex).collect();
 
-    let keys = &app.config.keys;
-    let stored: HashSet<String> = blobs.list(&keys.media_prefix).await?.into_iter().map(|(k, _)| k).collect();
+    let keys = &ports.config.keys;
+    let stored: HashSet<String> = ports.blobs.list(&keys.media_prefix).await?.into_iter().map(|(k, _)| k).collect();
     let ready: HashSet<String> = records
         .iter()
         .filter(|r| r.status == MediaStatus::Ready && r.alias_of.is_none())
@@ -352,23 +353,28 @@ pub enum CommandError {
     Subject(String),
 }
 
+/// Why a command did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the report: {0}")]
+    Report(#[from] serde_json::Error),
+}
+
 /// Run a command; the answer is the report as JSON.
 pub async fn run(
-    app: &App,
-    blobs: &dyn BlobStore,
+    ports: &Ports<'_>,
     command: &SweepCommand,
     now: OffsetDateTime,
-) -> Result<serde_json::Value, StoreError> {
-    let to_json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| StoreError::new("report", e));
-    let revocations = app.gate.revocations();
+) -> Result<serde_json::Value, RunError> {
+    let revocations = ports.revocations;
     match command {
         SweepCommand::Sweep { grace_seconds } => {
-            let grace = time::Duration::seconds(grace_seconds.unwrap_or(app.config.sweep_grace_secs));
-            to_json(serde_json::to_value(sweep(app, blobs, now, grace).await?))
+            let grace = time::Duration::seconds(grace_seconds.unwrap_or(ports.config.sweep_grace_secs));
+            Ok(serde_json::to_value(sweep(ports, now, grace).await?)?)
         }
-        SweepCommand::Reconcile { fix } => {
-            to_json(serde_json::to_value(reconcile_counts(app, blobs, *fix, now).await?))
-        }
+        SweepCommand::Reconcile { fix } => Ok(serde_json::to_value(reconcile_counts(ports, *fix, now).await?)?),
         SweepCommand::Revoke { sub, issued_before } => {
             revocations.revoke(sub, crate::access::Revocation::issued_before(*issued_before)).await?;
             tracing::warn!(sub = %sub, ?issued_before, "revoked");
@@ -379,13 +385,14 @@ pub async fn run(
             tracing::warn!(sub = %sub, was_revoked = was, "unrevoked");
             Ok(serde_json::json!({"unrevoked": sub, "was_revoked": was}))
         }
-        SweepCommand::Revocations => to_json(serde_json::to_value(revocations.deny_list().await?)),
+        SweepCommand::Revocations => Ok(serde_json::to_value(revocations.deny_list().await?)?),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::App;
     use serde_json::json;
 
     fn event(file: &str) -> serde_json::Value {
@@ -441,7 +448,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let run_json = |v: serde_json::Value| {
             let (app, blobs) = (&app, &blobs);
-            async move { run(app, &**blobs, &SweepCommand::from_event(v).unwrap(), now).await.unwrap() }
+            async move { run(&app.lifecycle(&**blobs), &SweepCommand::from_event(v).unwrap(), now).await.unwrap() }
         };
         run_json(json!({"mode": "revoke", "sub": "mallory"})).await;
         run_json(json!({"mode": "revoke", "sub": "bob", "issued_before": 1_800_000_000})).await;
@@ -476,7 +483,7 @@ mod tests {
         assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().contains_key(&hash));
         // The same record is swept by a real command, so the check above can fail.
         let command = SweepCommand::from_event(json!({"mode": "sweep", "grace_seconds": 0})).unwrap();
-        let report = run(&app, &*blobs, &command, OffsetDateTime::now_utc()).await.unwrap();
+        let report = run(&app.lifecycle(&*blobs), &command, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(report["deleted"], json!(1), "{report}");
         assert!(crate::store::lookup(app.media.as_ref(), &[hash]).await.unwrap().is_empty());
     }
@@ -505,13 +512,13 @@ mod tests {
         let bytes = crate::store::faulty::png(7);
         let hash = Sha256Hash::of(&bytes);
         let now = OffsetDateTime::now_utc();
-        crate::process::process_bytes(&app, &*blobs, hash, bytes, now).await.unwrap();
+        crate::process::process_bytes(&app.processing(&*blobs), hash, bytes, now).await.unwrap();
         let seen = app.media.get(&hash).await.unwrap().unwrap().updated_at;
         let claim = now + time::Duration::seconds(30);
         assert!(app.media.begin_delete(&hash, seen.as_deref(), &now_rfc3339(now), &now_rfc3339(claim)).await.unwrap());
         assert_eq!(take_back(app.media.as_ref(), &[hash], now).await.unwrap(), 0, "the claim is live");
         // Another sweep leaves a live claim as it is: renewing it would hold the reference longer.
-        let report = sweep(&app, &*blobs, now, time::Duration::ZERO).await.unwrap();
+        let report = sweep(&app.lifecycle(&*blobs), now, time::Duration::ZERO).await.unwrap();
         assert_eq!((report.raced, report.deleted), (1, 0), "{report:?}");
         let r = app.media.get(&hash).await.unwrap().unwrap();
         assert_eq!(r.deleting_until, Some(now_rfc3339(claim)));
@@ -544,7 +551,7 @@ mod tests {
             blobs.put(&key, b"x".to_vec(), "application/octet-stream", None).await.unwrap();
         }
 
-        let report = sweep(&app, &*blobs, now, time::Duration::hours(1)).await.unwrap();
+        let report = sweep(&app.lifecycle(&*blobs), now, time::Duration::hours(1)).await.unwrap();
         assert_eq!((report.scanned, report.deleted, report.too_recent, report.raced), (2, 1, 1, 0), "{report:?}");
         let left = crate::store::lookup(app.media.as_ref(), &[old, recent, used]).await.unwrap();
         assert!(!left.contains_key(&old) && left.contains_key(&recent) && left.contains_key(&used), "{left:?}");
@@ -552,16 +559,16 @@ mod tests {
             assert!(!blobs.exists(&key).await.unwrap(), "{key}");
         }
 
-        let clean = reconcile_counts(&app, &*blobs, false, now).await.unwrap();
+        let clean = reconcile_counts(&app.lifecycle(&*blobs), false, now).await.unwrap();
         assert_eq!((clean.records, clean.reference_items, clean.drift.len()), (2, 1, 0), "{clean:?}");
         assert!(clean.objects_without_record.is_empty() && clean.references_without_record.is_empty());
         assert!(app.media.set_ref_count(&used, 1, 5, long_ago).await.unwrap());
-        let found = reconcile_counts(&app, &*blobs, false, now).await.unwrap();
+        let found = reconcile_counts(&app.lifecycle(&*blobs), false, now).await.unwrap();
         assert_eq!(found.drift.len(), 1, "{found:?}");
         assert_eq!((found.drift[0].recorded, found.drift[0].actual, found.fixed), (5, 1, 0));
         assert_eq!(app.media.get(&used).await.unwrap().unwrap().ref_count, 5, "found, not fixed");
-        assert_eq!(reconcile_counts(&app, &*blobs, true, now).await.unwrap().fixed, 1);
+        assert_eq!(reconcile_counts(&app.lifecycle(&*blobs), true, now).await.unwrap().fixed, 1);
         assert_eq!(app.media.get(&used).await.unwrap().unwrap().ref_count, 1);
-        assert!(reconcile_counts(&app, &*blobs, false, now).await.unwrap().drift.is_empty());
+        assert!(reconcile_counts(&app.lifecycle(&*blobs), false, now).await.unwrap().drift.is_empty());
     }
 }

@@ -6,16 +6,25 @@ use unicode_normalization::UnicodeNormalization;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::App;
 use crate::auth::{Principal, Scope};
 use crate::clock::now_rfc3339;
-use crate::download_urls::GetUrls;
+use crate::download_urls::UrlSigner;
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
-use crate::model::MediaStatus;
+use crate::model::{Keys, MediaStatus};
 use crate::policy::{check_deck, normalize_filename};
 use crate::references::set_note;
-use crate::store::lookup;
+use crate::store::refs::ReferenceStore;
+use crate::store::{lookup, DeckIndex, MediaRepo};
+
+/// What the maintainer API reads, changes and signs with ([`crate::App::maintainers`]).
+pub struct Ports<'a> {
+    pub media: &'a dyn MediaRepo,
+    pub decks: &'a dyn DeckIndex,
+    pub refs: &'a dyn ReferenceStore,
+    pub urls: UrlSigner<'a>,
+    pub keys: &'a Keys,
+}
 
 /// Files per page of the maintainer listing.
 pub const PAGE_SIZE: usize = 200;
@@ -66,7 +75,7 @@ fn authorize(who: &Principal, deck: &str) -> Result<(), ApiError> {
 }
 
 pub async fn list_deck_media(
-    app: &App,
+    ports: &Ports<'_>,
     who: &Principal,
     deck: &str,
     query: Option<&str>,
@@ -82,7 +91,7 @@ pub async fn list_deck_media(
     let mut matches = Vec::new();
     let mut scanned = 0;
     let next = loop {
-        let page = app.decks.page(deck, after.as_deref(), PAGE_SIZE).await?;
+        let page = ports.decks.page(deck, after.as_deref(), PAGE_SIZE).await?;
         scanned += page.entries.len();
         for e in page.entries {
             if needle.as_ref().is_none_or(|n| e.filename.to_lowercase().contains(n.as_str())) {
@@ -95,10 +104,10 @@ pub async fn list_deck_media(
         }
     };
     let hashes: Vec<Sha256Hash> = matches.iter().map(|e| e.hash).collect();
-    let records = lookup(app.media.as_ref(), &hashes).await?;
+    let records = lookup(ports.media, &hashes).await?;
     // Previews are under media/ and thumbs/: a grant for each, nothing else.
-    let keys = &app.config.keys;
-    let signer = GetUrls::for_answer(app, &[keys.media_prefix.as_str(), keys.thumb_prefix.as_str()], now).await?;
+    let keys = ports.keys;
+    let signer = ports.urls.for_answer(&[keys.media_prefix.as_str(), keys.thumb_prefix.as_str()], now).await?;
     let files = matches
         .into_iter()
         .map(|e| {
@@ -129,7 +138,7 @@ pub async fn list_deck_media(
 /// Remove every reference to `filename` in the deck; counts follow through the same transactions
 /// as any other reference change.
 pub async fn remove_deck_file(
-    app: &App,
+    ports: &Ports<'_>,
     who: &Principal,
     deck: &str,
     filename: &str,
@@ -148,10 +157,10 @@ pub async fn remove_deck_file(
     // it may miss a note. The deck index item is written in the same transactions as the
     // references and read consistently, so repeat until it says no note uses the file.
     for round in 0..REMOVE_ROUNDS {
-        for r in app.refs.file_refs(deck, &filename).await? {
-            removed += set_note(app.refs.as_ref(), app.media.as_ref(), deck, &r.note_id, &without, &now_s).await?.1;
+        for r in ports.refs.file_refs(deck, &filename).await? {
+            removed += set_note(ports.refs, ports.media, deck, &r.note_id, &without, &now_s).await?.1;
         }
-        if app.decks.file_notes(deck, &filename).await? <= 0 {
+        if ports.decks.file_notes(deck, &filename).await? <= 0 {
             return Ok(Removed { removed });
         }
         tracing::info!(deck, filename, round, "the by_file index lags the references; removing again");
@@ -164,6 +173,7 @@ pub async fn remove_deck_file(
 mod tests {
     use super::*;
     use crate::references::NoteSet;
+    use crate::App;
 
     /// Issue 20 (suspicion): a search that matches nothing must not read a whole big deck in
     /// one request. Each request reads at most `MAX_SCANNED` entries and answers a cursor; the
@@ -182,7 +192,8 @@ mod tests {
         for (q, want) in [("nothing-matches", 0), ("f04999", 1), ("f01", 1_000)] {
             let (mut requests, mut found, mut cursor) = (0, 0, None);
             loop {
-                let page = list_deck_media(&app, &who, "big", Some(q), cursor.as_deref(), now).await.unwrap();
+                let page =
+                    list_deck_media(&app.maintainers(), &who, "big", Some(q), cursor.as_deref(), now).await.unwrap();
                 requests += 1;
                 found += page.files.len();
                 assert!(page.files.len() <= PAGE_SIZE);

@@ -35,6 +35,34 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Where signing credentials come from; on Lambda they rotate, so ask per request.
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync {
+    async fn credentials(&self) -> Result<Credentials, SigningError>;
+}
+
+/// Fixed credentials (tests, benchmarks).
+#[cfg(any(test, feature = "test-util"))]
+pub struct StaticCredentials(pub Credentials);
+
+#[cfg(any(test, feature = "test-util"))]
+#[async_trait::async_trait]
+impl CredentialSource for StaticCredentials {
+    async fn credentials(&self) -> Result<Credentials, SigningError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A URL could not be signed: no credentials to sign with, or CloudFront's key refused. Like a
+/// storage failure, transient to the caller (503).
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("cloudfront: {0}")]
+    Cdn(#[from] crate::cdn::CdnError),
+}
+
 /// Where URLs point: the bucket's virtual host on AWS, or path-style on an emulator.
 #[derive(Debug, Clone)]
 pub struct S3Endpoint {

@@ -6,16 +6,15 @@
 use aws_lambda_events::s3::S3Event;
 use time::OffsetDateTime;
 
-use crate::app::App;
 use crate::audio;
 use crate::clock::now_rfc3339;
 use crate::convert::process_image;
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
-use crate::model::{MediaStatus, RejectReason, StoredMedia};
+use crate::model::{Keys, MediaStatus, RejectReason, StoredMedia};
 use crate::policy::Limits;
 use crate::sniff::{sniff, AudioKind, Sniffed};
-use crate::store::{BlobStore, ReadBlob, Settlement};
+use crate::store::{BlobStore, MediaRepo, QuotaStore, ReadBlob, Settlement};
 use crate::svg;
 
 pub const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
@@ -34,9 +33,32 @@ pub fn decode_event_key(key: &str) -> Option<String> {
     percent_encoding::percent_decode_str(&plus_decoded).decode_utf8().ok().map(|k| k.into_owned())
 }
 
+/// Why an upload was not processed this time. Every one fails the event, which is delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A sweep is deleting the hash; its next delivery, after the deletion, stores it afresh.
+    #[error("{0} is being deleted; retry the event")]
+    BeingDeleted(Sha256Hash),
+    /// The sweep took the record while the bytes were being stored, and may have removed them.
+    #[error("{0} was swept during processing; retry the event")]
+    SweptMeanwhile(Sha256Hash),
+}
+
+/// What processing reads and writes ([`crate::App::processing`]): the records, the quota holds it
+/// settles, and the objects.
+pub struct Ports<'a> {
+    pub media: &'a dyn MediaRepo,
+    pub quotas: &'a dyn QuotaStore,
+    pub blobs: &'a dyn BlobStore,
+    pub keys: &'a Keys,
+    pub limits: &'a Limits,
+}
+
 /// Handle every record of an S3 event. A storage error fails the whole event so that it is
 /// retried; content problems are outcomes, not errors.
-pub async fn handle_s3_event(app: &App, blobs: &dyn BlobStore, event: &S3Event) -> Result<Vec<Outcome>, StoreError> {
+pub async fn handle_s3_event(ports: &Ports<'_>, event: &S3Event) -> Result<Vec<Outcome>, ProcessError> {
     let mut outcomes = Vec::new();
     for record in &event.records {
         let Some(raw) = record.s3.object.key.as_deref() else {
@@ -47,24 +69,19 @@ pub async fn handle_s3_event(app: &App, blobs: &dyn BlobStore, event: &S3Event) 
             outcomes.push(Outcome::Skipped("undecodable key"));
             continue;
         };
-        outcomes.push(process_key(app, blobs, &key, OffsetDateTime::now_utc()).await?);
+        outcomes.push(process_key(ports, &key, OffsetDateTime::now_utc()).await?);
     }
     Ok(outcomes)
 }
 
 /// One upload object, as processing takes it through its steps: settle if already done → read
 /// and verify → convert → store.
-pub async fn process_key(
-    app: &App,
-    blobs: &dyn BlobStore,
-    key: &str,
-    now: OffsetDateTime,
-) -> Result<Outcome, StoreError> {
-    let Some(hash) = app.config.keys.parse_upload(key) else {
+pub async fn process_key(ports: &Ports<'_>, key: &str, now: OffsetDateTime) -> Result<Outcome, ProcessError> {
+    let Some(hash) = ports.keys.parse_upload(key) else {
         tracing::warn!(key, "not an upload key; ignored");
         return Ok(Outcome::Skipped("not an upload key"));
     };
-    let upload = Upload { app, blobs, key: Some(key), hash, now: now_rfc3339(now), at: now };
+    let upload = Upload { ports, key: Some(key), hash, now: now_rfc3339(now), at: now };
     let recorded = match upload.settle_if_done().await? {
         Next::Done(done) => return Ok(done),
         Next::Process { recorded } => recorded,
@@ -82,18 +99,17 @@ pub async fn process_key(
 /// through exactly the steps of [`process_key`] after its read: settle if already done, check,
 /// convert, store or reject. `bytes` must hash to `hash` (checked again here).
 pub async fn process_bytes(
-    app: &App,
-    blobs: &dyn BlobStore,
+    ports: &Ports<'_>,
     hash: Sha256Hash,
     bytes: Vec<u8>,
     now: OffsetDateTime,
-) -> Result<Outcome, StoreError> {
-    let upload = Upload { app, blobs, key: None, hash, now: now_rfc3339(now), at: now };
+) -> Result<Outcome, ProcessError> {
+    let upload = Upload { ports, key: None, hash, now: now_rfc3339(now), at: now };
     let recorded = match upload.settle_if_done().await? {
         Next::Done(done) => return Ok(done),
         Next::Process { recorded } => recorded,
     };
-    match upload.verify(bytes, app.config.limits.max_any_bytes()) {
+    match upload.verify(bytes, ports.limits.max_any_bytes()) {
         Read::Verified(bytes) => upload.record(recorded).await?.finish(bytes).await,
         Read::Refused(reason) => upload.record(recorded).await?.reject(reason).await,
         Read::Gone => Ok(Outcome::Skipped("nothing to process")),
@@ -102,8 +118,7 @@ pub async fn process_bytes(
 
 /// What processing knows about the upload it is working on.
 struct Upload<'a> {
-    app: &'a App,
-    blobs: &'a dyn BlobStore,
+    ports: &'a Ports<'a>,
     /// The upload object, removed once processed; None for bytes handed over directly.
     key: Option<&'a str>,
     hash: Sha256Hash,
@@ -241,9 +256,9 @@ async fn convert(hash: &Sha256Hash, bytes: Vec<u8>, limits: &Limits) -> Result<C
 impl Upload<'_> {
     /// A repeated event, or a second upload of finished work: settle, drop the leftover object,
     /// and say so.
-    async fn settle_if_done(&self) -> Result<Next, StoreError> {
+    async fn settle_if_done(&self) -> Result<Next, ProcessError> {
         let hash = &self.hash;
-        let Some(r) = self.app.media.get(hash).await? else {
+        let Some(r) = self.ports.media.get(hash).await? else {
             return Ok(Next::Process { recorded: false });
         };
         if r.status == MediaStatus::Ready && r.alias_of.is_none() {
@@ -263,8 +278,8 @@ impl Upload<'_> {
         if r.status == MediaStatus::Deleting {
             // Its bytes arrived again after a sweep that died claimed it: take it back and store
             // them; while a live sweep holds it, the event is retried after the deletion.
-            if crate::lifecycle::take_back(self.app.media.as_ref(), &[*hash], self.at).await? == 0 {
-                return Err(StoreError::new("lifecycle", format!("{hash} is being deleted; retry the event")));
+            if crate::lifecycle::take_back(self.ports.media, &[*hash], self.at).await? == 0 {
+                return Err(ProcessError::BeingDeleted(*hash));
             }
         }
         Ok(Next::Process { recorded: true })
@@ -274,7 +289,7 @@ impl Upload<'_> {
     /// its bytes are known to be there.
     async fn record(&self, recorded: bool) -> Result<&Self, StoreError> {
         if !recorded {
-            self.app.media.ensure_record(&self.hash, &self.now).await?;
+            self.ports.media.ensure_record(&self.hash, &self.now).await?;
         }
         Ok(self)
     }
@@ -283,13 +298,13 @@ impl Upload<'_> {
     /// the bytes the key promises.
     async fn read_and_verify(&self) -> Result<Read, StoreError> {
         let Some(key) = self.key else { return Ok(Read::Gone) };
-        let max = self.app.config.limits.max_any_bytes();
-        Ok(match self.blobs.read(key, max).await? {
+        let max = self.ports.limits.max_any_bytes();
+        Ok(match self.ports.blobs.read(key, max).await? {
             None => Read::Gone,
             // Final only for the bytes the key names (S3 checked them against it as they were
             // written); other bytes under this key say nothing about the file, so the user may
             // upload it again.
-            Some(ReadBlob::TooLarge(_)) => match self.blobs.verified_sha256(key).await? {
+            Some(ReadBlob::TooLarge(_)) => match self.ports.blobs.verified_sha256(key).await? {
                 Some(h) if h == self.hash => Read::Refused(RejectReason::TooLarge),
                 _ => Read::Refused(RejectReason::HashMismatch),
             },
@@ -310,8 +325,8 @@ impl Upload<'_> {
         }
     }
 
-    async fn finish(&self, bytes: Vec<u8>) -> Result<Outcome, StoreError> {
-        match convert(&self.hash, bytes, &self.app.config.limits).await {
+    async fn finish(&self, bytes: Vec<u8>) -> Result<Outcome, ProcessError> {
+        match convert(&self.hash, bytes, self.ports.limits).await {
             Ok(converted) => self.store(converted).await,
             Err(reason) => self.reject(reason).await,
         }
@@ -321,22 +336,22 @@ impl Upload<'_> {
     /// never announced, so no one holds anything for them.
     async fn settle(&self, how: Settlement) -> Result<(), StoreError> {
         match self.key {
-            Some(_) => self.app.quotas.settle(&self.hash, how).await.map(drop),
+            Some(_) => self.ports.quotas.settle(&self.hash, how).await.map(drop),
             None => Ok(()),
         }
     }
 
     async fn drop_upload(&self) -> Result<(), StoreError> {
         match self.key {
-            Some(key) => self.blobs.delete(key).await,
+            Some(key) => self.ports.blobs.delete(key).await,
             None => Ok(()),
         }
     }
 
     /// Bytes first, record second (a ready record always has its object), then the alias of
     /// converted bytes, the quota, and last the upload object.
-    async fn store(&self, c: Converted) -> Result<Outcome, StoreError> {
-        let (app, hash, keys) = (self.app, &self.hash, &self.app.config.keys);
+    async fn store(&self, c: Converted) -> Result<Outcome, ProcessError> {
+        let (ports, hash, keys) = (self.ports, &self.hash, self.ports.keys);
         let stored_hash = Sha256Hash::of(&c.stored);
         let info = StoredMedia {
             stored_key: keys.media(hash),
@@ -349,17 +364,17 @@ impl Upload<'_> {
             height: c.height,
             duration_ms: c.duration_ms,
         };
-        self.blobs.put(&info.stored_key, c.stored, &info.content_type, Some(CACHE_CONTROL)).await?;
+        self.ports.blobs.put(&info.stored_key, c.stored, &info.content_type, Some(CACHE_CONTROL)).await?;
         if let (Some(thumb_key), Some(thumb)) = (&info.thumb_key, c.thumbnail) {
-            self.blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
+            self.ports.blobs.put(thumb_key, thumb, "image/webp", Some(CACHE_CONTROL)).await?;
         }
-        if !app.media.mark_ready(hash, &info, &self.now).await? {
+        if !ports.media.mark_ready(hash, &info, &self.now).await? {
             // The sweeper took the record meanwhile and may have removed what we just wrote: fail
             // so that the event is retried once the sweep is over.
-            return Err(StoreError::new("lifecycle", format!("{hash} was swept during processing; retry the event")));
+            return Err(ProcessError::SweptMeanwhile(*hash));
         }
         if stored_hash != *hash {
-            app.media.put_alias(&stored_hash, hash, &self.now).await?;
+            ports.media.put_alias(&stored_hash, hash, &self.now).await?;
         }
         // Settle before the upload object goes: if settling fails, the retried event still finds it.
         self.settle(Settlement::Stored).await?;
@@ -375,9 +390,9 @@ impl Upload<'_> {
     }
 
     /// Record the refusal, give the bytes back to the uploaders' quota, drop the object.
-    async fn reject(&self, reason: RejectReason) -> Result<Outcome, StoreError> {
+    async fn reject(&self, reason: RejectReason) -> Result<Outcome, ProcessError> {
         let hash = &self.hash;
-        self.app.media.mark_rejected(hash, reason, &self.now).await?;
+        self.ports.media.mark_rejected(hash, reason, &self.now).await?;
         self.settle(Settlement::Rejected).await?;
         self.drop_upload().await?;
         tracing::info!(%hash, reason = reason.code(), "rejected");
@@ -400,6 +415,7 @@ mod tests {
 mod logic_tests {
     use super::*;
     use crate::model::MediaStatus;
+    use crate::App;
 
     fn png(w: u32, h: u32) -> Vec<u8> {
         let img =
@@ -418,7 +434,9 @@ mod logic_tests {
         blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
         let now = OffsetDateTime::now_utc();
 
-        let Outcome::Ready(info) = process_key(&app, &*blobs, &key, now).await.unwrap() else { panic!("not ready") };
+        let Outcome::Ready(info) = process_key(&app.processing(&*blobs), &key, now).await.unwrap() else {
+            panic!("not ready")
+        };
         assert_eq!((info.width, info.height), (Some(40), Some(30)));
         assert!(info.stored_size <= bytes.len() as u64);
         assert!(!blobs.exists(&key).await.unwrap());
@@ -430,9 +448,9 @@ mod logic_tests {
             assert_eq!(alias.alias_of, Some(hash));
         }
         // The same event again, and a re-upload of the same bytes: nothing changes.
-        assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
+        assert_eq!(process_key(&app.processing(&*blobs), &key, now).await.unwrap(), Outcome::Skipped("already ready"));
         blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
-        assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Skipped("already ready"));
+        assert_eq!(process_key(&app.processing(&*blobs), &key, now).await.unwrap(), Outcome::Skipped("already ready"));
         assert!(!blobs.exists(&key).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap(), record);
     }
@@ -446,10 +464,13 @@ mod logic_tests {
         let hash = Sha256Hash::of(&bytes);
         let key = app.config.keys.upload(&hash);
         let now = OffsetDateTime::now_utc();
-        assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Skipped("upload object is gone"));
+        assert_eq!(
+            process_key(&app.processing(&*blobs), &key, now).await.unwrap(),
+            Outcome::Skipped("upload object is gone")
+        );
         assert_eq!(app.media.get(&hash).await.unwrap(), None);
         blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
-        assert!(matches!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Ready(_)));
+        assert!(matches!(process_key(&app.processing(&*blobs), &key, now).await.unwrap(), Outcome::Ready(_)));
         assert_eq!(app.media.get(&hash).await.unwrap().map(|r| r.status), Some(MediaStatus::Ready));
     }
 
@@ -459,7 +480,7 @@ mod logic_tests {
         let hash = Sha256Hash::of(b"what the client promised");
         let key = app.config.keys.upload(&hash);
         blobs.put(&key, png(4, 4), "application/octet-stream", None).await.unwrap();
-        let outcome = process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
+        let outcome = process_key(&app.processing(&*blobs), &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Rejected(RejectReason::HashMismatch));
         assert!(!blobs.exists(&key).await.unwrap());
         assert!(!blobs.exists(&app.config.keys.media(&hash)).await.unwrap());
@@ -486,7 +507,7 @@ mod logic_tests {
         for bytes in [&good, &bad] {
             let key = app.config.keys.upload(&Sha256Hash::of(bytes));
             blobs.put(&key, bytes.clone(), "application/octet-stream", None).await.unwrap();
-            process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
+            process_key(&app.processing(&*blobs), &key, OffsetDateTime::now_utc()).await.unwrap();
         }
         // Stored: both uploaders stay charged. Refused: the bytes come back, the file still counts.
         assert_eq!(app.quotas.usage("u1", "2026-11-22").await.unwrap(), (good.len() as u64, 2));
@@ -509,11 +530,11 @@ mod logic_tests {
         let hash = Sha256Hash::of(&junk);
         let key = app.config.keys.upload(&hash);
         blobs.put(&key, junk.clone(), "application/octet-stream", None).await.unwrap();
-        let first = process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
+        let first = process_key(&app.processing(&*blobs), &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(first, Outcome::Rejected(RejectReason::UnsupportedType));
         // The URL is still valid: the same bytes again.
         blobs.put(&key, junk, "application/octet-stream", None).await.unwrap();
-        let again = process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap();
+        let again = process_key(&app.processing(&*blobs), &key, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(again, Outcome::Skipped("already rejected"));
         assert!(!blobs.exists(&key).await.unwrap());
         assert_eq!(app.media.get(&hash).await.unwrap().unwrap().reason, Some(RejectReason::UnsupportedType));
@@ -525,7 +546,7 @@ mod logic_tests {
         app.media.mark_rejected(&hash, RejectReason::HashMismatch, "t").await.unwrap();
         blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
         assert!(matches!(
-            process_key(&app, &*blobs, &key, OffsetDateTime::now_utc()).await.unwrap(),
+            process_key(&app.processing(&*blobs), &key, OffsetDateTime::now_utc()).await.unwrap(),
             Outcome::Ready(_)
         ));
     }
@@ -533,7 +554,7 @@ mod logic_tests {
     #[tokio::test]
     async fn other_keys_are_ignored() {
         let (app, blobs) = App::in_memory_with_blobs("k");
-        let outcome = process_key(&app, &*blobs, "media/abc", OffsetDateTime::now_utc()).await.unwrap();
+        let outcome = process_key(&app.processing(&*blobs), "media/abc", OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!(outcome, Outcome::Skipped("not an upload key"));
     }
 
@@ -555,7 +576,11 @@ mod logic_tests {
         for (hash, bytes, want) in cases {
             let key = app.config.keys.upload(&hash);
             blobs.put(&key, bytes, "application/octet-stream", None).await.unwrap();
-            assert_eq!(process_key(&app, &*blobs, &key, now).await.unwrap(), Outcome::Rejected(want), "{want}");
+            assert_eq!(
+                process_key(&app.processing(&*blobs), &key, now).await.unwrap(),
+                Outcome::Rejected(want),
+                "{want}"
+            );
             let record = app.media.get(&hash).await.unwrap().unwrap();
             assert_eq!(record.finally_rejected(), !want.allows_retry(), "{want}");
         }
@@ -570,10 +595,13 @@ mod logic_tests {
         let empty = Sha256Hash::of(b"");
         let key = app.config.keys.upload(&empty);
         blobs.put(&key, Vec::new(), "application/octet-stream", None).await.unwrap();
-        let outcomes = handle_s3_event(&app, &*blobs, &event).await.unwrap();
+        let outcomes = handle_s3_event(&app.processing(&*blobs), &event).await.unwrap();
         assert_eq!(outcomes, [Outcome::Rejected(RejectReason::EmptyFile)]);
         assert!(!blobs.exists(&key).await.unwrap());
         assert_eq!(app.media.get(&empty).await.unwrap().unwrap().reason, Some(RejectReason::EmptyFile));
-        assert_eq!(handle_s3_event(&app, &*blobs, &event).await.unwrap(), [Outcome::Skipped("already rejected")]);
+        assert_eq!(
+            handle_s3_event(&app.processing(&*blobs), &event).await.unwrap(),
+            [Outcome::Skipped("already rejected")]
+        );
     }
 }

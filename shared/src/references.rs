@@ -23,7 +23,6 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::app::App;
 use crate::auth::{Principal, Scope};
 use crate::clock::now_rfc3339;
 use crate::error::{ApiError, StoreError};
@@ -112,7 +111,8 @@ fn valid_note_id(id: &str) -> bool {
 }
 
 pub async fn apply_references(
-    app: &App,
+    refs: &dyn ReferenceStore,
+    media: &dyn MediaRepo,
     who: &Principal,
     req: ReferencesRequest,
     now: OffsetDateTime,
@@ -143,7 +143,7 @@ pub async fn apply_references(
         wanted.push((note.note_id.clone(), desired));
     }
     let mut sets: Vec<NoteSet> = wanted.iter().map(|(_, d)| d.clone()).collect();
-    canonicalize(app.media.as_ref(), &mut sets).await?;
+    canonicalize(media, &mut sets).await?;
     for ((_, desired), set) in wanted.iter_mut().zip(sets) {
         *desired = set;
     }
@@ -154,8 +154,7 @@ pub async fn apply_references(
     let (deck, now_s) = (&req.deck, &now_s);
     let results: Vec<(usize, usize)> = stream::iter(wanted)
         .map(|(note_id, desired)| async move {
-            set_note(app.refs.as_ref(), app.media.as_ref(), deck, &note_id, &move |_: &NoteSet| desired.clone(), now_s)
-                .await
+            set_note(refs, media, deck, &note_id, &move |_: &NoteSet| desired.clone(), now_s).await
         })
         .buffer_unordered(PARALLEL_NOTES)
         .try_collect()
@@ -281,6 +280,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::App;
     use proptest::prelude::*;
 
     fn h(i: u8) -> Sha256Hash {

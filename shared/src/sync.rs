@@ -30,7 +30,6 @@ use crate::model::{MediaRecord, MediaStatus};
 use crate::store::dynamo::deck_item;
 use crate::store::mirror::{Change, FileRow, Key, Mirror, Row, StoredRow};
 use crate::store::{DeckFile, DeckIndex, MediaRepo};
-use crate::App;
 
 /// The deck index's item as a row; `None` when no note uses it (the API treats it as absent).
 pub fn file_row(f: DeckFile) -> Option<FileRow> {
@@ -294,7 +293,8 @@ pub enum MirrorCommand {
 
 /// The function's whole job: a stream batch, or a command.
 pub async fn handle(
-    app: &App,
+    media: &dyn MediaRepo,
+    decks: &dyn DeckIndex,
     mirror: &dyn Mirror,
     tables: &StreamTables,
     payload: serde_json::Value,
@@ -311,7 +311,7 @@ pub async fn handle(
             Ok(serde_json::json!({"migrated": true}))
         }
         MirrorCommand::Reconcile { fix } => {
-            let report = reconcile_mirror(app.media.as_ref(), app.decks.as_ref(), mirror, fix).await?;
+            let report = reconcile_mirror(media, decks, mirror, fix).await?;
             tracing::info!(
                 differences = report.differences(),
                 fixed = report.fixed,

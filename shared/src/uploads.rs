@@ -6,15 +6,24 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::app::App;
 use crate::auth::{Principal, Scope};
 use crate::clock::now_rfc3339;
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::hash::Sha256Hash;
 use crate::model::{MediaStatus, RejectReason};
 use crate::policy::{check_deck, class_from_filename, normalize_filename};
-use crate::presign::UploadSpec;
-use crate::store::{lookup, BeginUpload, Hold, PendingUpload, Reserve};
+use crate::presign::{CredentialSource, Presigner, UploadSpec};
+use crate::store::{lookup, BeginUpload, Hold, MediaRepo, PendingUpload, QuotaStore, Reserve};
+
+/// What issuing upload URLs reads, reserves and signs with ([`crate::App::uploads`]).
+pub struct Ports<'a> {
+    pub media: &'a dyn MediaRepo,
+    pub quotas: &'a dyn QuotaStore,
+    pub presigner: &'a Presigner,
+    pub credentials: &'a dyn CredentialSource,
+    pub config: &'a Config,
+}
 
 /// The content type every upload is sent with; the real type is sniffed from the bytes later.
 pub const UPLOAD_CONTENT_TYPE: &str = "application/octet-stream";
@@ -64,7 +73,7 @@ enum Line {
     Wants { hash: Sha256Hash },
 }
 
-fn check_line(app: &App, f: &UploadFile) -> Line {
+fn check_line(ports: &Ports<'_>, f: &UploadFile) -> Line {
     let Ok(hash) = Sha256Hash::parse(&f.hash) else {
         return Line::Refused(RejectReason::BadHash);
     };
@@ -79,7 +88,7 @@ fn check_line(app: &App, f: &UploadFile) -> Line {
     if f.size == 0 {
         return Line::Refused(RejectReason::EmptyFile);
     }
-    if f.size > app.config.limits.max_bytes_for(class) {
+    if f.size > ports.config.limits.max_bytes_for(class) {
         return Line::Refused(RejectReason::TooLarge);
     }
     Line::Wants { hash }
@@ -95,7 +104,7 @@ enum Decision {
 /// classify each line → decide per distinct hash from its record → reserve the uploads (quota
 /// and pending record) → sign what may be uploaded, and answer in the request's order.
 pub async fn presign_uploads(
-    app: &App,
+    ports: &Ports<'_>,
     who: &Principal,
     req: UploadRequest,
     now: OffsetDateTime,
@@ -105,15 +114,15 @@ pub async fn presign_uploads(
     if req.files.is_empty() {
         return Err(ApiError::bad_request("files: at least one file"));
     }
-    let max = app.config.limits.max_upload_batch;
+    let max = ports.config.limits.max_upload_batch;
     if req.files.len() > max {
         return Err(ApiError::too_many_items(format!("files: at most {max} per request")));
     }
-    let lines: Vec<Line> = req.files.iter().map(|f| check_line(app, f)).collect();
-    let mut decisions = decide(app, &lines, &req.files).await?;
-    let window = UrlWindow::new(now, app.config.url_ttl_secs);
-    reserve(app, who, &mut decisions, &window).await?;
-    let answers = sign(app, decisions, &window).await?;
+    let lines: Vec<Line> = req.files.iter().map(|f| check_line(ports, f)).collect();
+    let mut decisions = decide(ports, &lines, &req.files).await?;
+    let window = UrlWindow::new(now, ports.config.url_ttl_secs);
+    reserve(ports, who, &mut decisions, &window).await?;
+    let answers = sign(ports, decisions, &window).await?;
     let files = lines
         .into_iter()
         .zip(&req.files)
@@ -145,7 +154,11 @@ impl UrlWindow {
 }
 
 /// One decision per distinct hash, from its record; the first line's size stands for duplicates.
-async fn decide(app: &App, lines: &[Line], files: &[UploadFile]) -> Result<HashMap<Sha256Hash, Decision>, ApiError> {
+async fn decide(
+    ports: &Ports<'_>,
+    lines: &[Line],
+    files: &[UploadFile],
+) -> Result<HashMap<Sha256Hash, Decision>, ApiError> {
     let mut sizes: HashMap<Sha256Hash, u64> = HashMap::new();
     for (line, f) in lines.iter().zip(files) {
         if let Line::Wants { hash, .. } = line {
@@ -153,7 +166,7 @@ async fn decide(app: &App, lines: &[Line], files: &[UploadFile]) -> Result<HashM
         }
     }
     let hashes: Vec<Sha256Hash> = sizes.keys().copied().collect();
-    let records = lookup(app.media.as_ref(), &hashes).await?;
+    let records = lookup(ports.media, &hashes).await?;
     Ok(sizes
         .into_iter()
         .map(|(hash, size)| {
@@ -171,7 +184,7 @@ async fn decide(app: &App, lines: &[Line], files: &[UploadFile]) -> Result<HashM
 /// pending (conditionally: a concurrent finish wins), giving the charge back if no URL is issued
 /// after all. Decisions change where either step says no.
 async fn reserve(
-    app: &App,
+    ports: &Ports<'_>,
     who: &Principal,
     decisions: &mut HashMap<Sha256Hash, Decision>,
     window: &UrlWindow,
@@ -185,7 +198,7 @@ async fn reserve(
         .collect();
     let now = window.now;
     let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
-    let limits = &app.config.limits;
+    let limits = &ports.config.limits;
     // Per hash: how beginning its upload went, or why no URL may be issued.
     let started: Vec<(Sha256Hash, Result<BeginUpload, RejectReason>)> = stream::iter(to_start)
         .map(|(hash, size)| {
@@ -193,23 +206,23 @@ async fn reserve(
                 PendingUpload { hash, size, uploader: &who.sub, expires_at: &window.expires_at, now: &window.now_s };
             let hold = Hold { user: who.sub.clone(), day: day.clone(), hash, bytes: size };
             async move {
-                let reserved =
-                    app.quotas.reserve(&hold, upload.now, limits.daily_upload_bytes, limits.daily_upload_files).await?;
+                let reserved = ports
+                    .quotas
+                    .reserve(&hold, upload.now, limits.daily_upload_bytes, limits.daily_upload_files)
+                    .await?;
                 match reserved {
                     Reserve::Exceeded => return Ok((hash, Err(RejectReason::QuotaExceeded))),
                     Reserve::OtherSize { .. } => return Ok((hash, Err(RejectReason::SizeMismatch))),
                     Reserve::Granted | Reserve::AlreadyHeld => {}
                 }
-                let mut began = app.media.begin_upload(&upload).await?;
+                let mut began = ports.media.begin_upload(&upload).await?;
                 // Left `deleting` by a sweep that died: taken back, it may be uploaded again.
-                if began == BeginUpload::Busy
-                    && crate::lifecycle::take_back(app.media.as_ref(), &[hash], now).await? > 0
-                {
-                    began = app.media.begin_upload(&upload).await?;
+                if began == BeginUpload::Busy && crate::lifecycle::take_back(ports.media, &[hash], now).await? > 0 {
+                    began = ports.media.begin_upload(&upload).await?;
                 }
                 let issues_url = matches!(began, BeginUpload::Started | BeginUpload::Shared);
                 if !issues_url && reserved == Reserve::Granted {
-                    app.quotas.release(&hold).await?;
+                    ports.quotas.release(&hold).await?;
                 }
                 Ok::<_, crate::error::StoreError>((hash, Ok(began)))
             }
@@ -231,7 +244,7 @@ async fn reserve(
 
 /// Each hash's answer: a pre-signed PUT (credentials fetched only when one is needed), or why not.
 async fn sign(
-    app: &App,
+    ports: &Ports<'_>,
     decisions: HashMap<Sha256Hash, Decision>,
     window: &UrlWindow,
 ) -> Result<HashMap<Sha256Hash, UploadItem>, ApiError> {
@@ -251,13 +264,13 @@ async fn sign(
     if to_sign.is_empty() {
         return Ok(answers);
     }
-    let creds = app.credentials.credentials().await?;
+    let creds = ports.credentials.credentials().await?;
     for (hash, size) in to_sign {
-        let key = app.config.keys.upload(&hash);
+        let key = ports.config.keys.upload(&hash);
         let checksum = hash.to_base64();
         let spec =
             UploadSpec { key: &key, content_length: size, sha256_b64: &checksum, content_type: UPLOAD_CONTENT_TYPE };
-        let p = app.presigner.put(&creds, &spec, window.now, window.ttl);
+        let p = ports.presigner.put(&creds, &spec, window.now, window.ttl);
         let item = UploadItem::Upload {
             hash: hash.to_hex(),
             method: "PUT",
@@ -274,6 +287,7 @@ async fn sign(
 mod tests {
     use super::*;
     use crate::model::StoredMedia;
+    use crate::App;
 
     fn principal(app: &App) -> Principal {
         let t = crate::auth::mint(b"k", "u1", "upload", &[], 60);
@@ -328,7 +342,7 @@ mod tests {
             deck: "d1".into(),
             files: vec![file(a, "a.png"), file(b, "b.png"), file(c, "c.png"), file(a, "a-again.png")],
         };
-        let resp = presign_uploads(&app, &who, req, now).await.unwrap();
+        let resp = presign_uploads(&app.uploads(), &who, req, now).await.unwrap();
         assert_eq!(statuses(&resp), ["upload", "exists", "too_many_pixels", "upload"]);
         // The duplicate got the very same URL.
         assert_eq!(resp.files[0], resp.files[3]);
@@ -340,7 +354,7 @@ mod tests {
         // A retryable rejection (wrong body uploaded) lets the client try again.
         app.media.mark_rejected(&Sha256Hash::of(a), RejectReason::HashMismatch, "t").await.unwrap();
         let req = UploadRequest { deck: "d1".into(), files: vec![file(a, "a.png")] };
-        assert_eq!(statuses(&presign_uploads(&app, &who, req, now).await.unwrap()), ["upload"]);
+        assert_eq!(statuses(&presign_uploads(&app.uploads(), &who, req, now).await.unwrap()), ["upload"]);
     }
 
     #[tokio::test]
@@ -349,11 +363,11 @@ mod tests {
         let who = principal(&app);
         let now = OffsetDateTime::now_utc();
         let empty = UploadRequest { deck: "d1".into(), files: vec![] };
-        assert_eq!(presign_uploads(&app, &who, empty, now).await.unwrap_err().code, "bad_request");
+        assert_eq!(presign_uploads(&app.uploads(), &who, empty, now).await.unwrap_err().code, "bad_request");
         let many = UploadRequest { deck: "d1".into(), files: (0..501).map(|i| file(&[i as u8], "a.png")).collect() };
-        assert_eq!(presign_uploads(&app, &who, many, now).await.unwrap_err().code, "too_many_items");
+        assert_eq!(presign_uploads(&app.uploads(), &who, many, now).await.unwrap_err().code, "too_many_items");
         let deck = UploadRequest { deck: "a/b".into(), files: vec![file(b"x", "a.png")] };
-        assert_eq!(presign_uploads(&app, &who, deck, now).await.unwrap_err().code, "bad_request");
+        assert_eq!(presign_uploads(&app.uploads(), &who, deck, now).await.unwrap_err().code, "bad_request");
     }
 
     #[tokio::test]
@@ -364,7 +378,11 @@ mod tests {
         let who = principal(&app);
         let now = OffsetDateTime::now_utc();
         let day = format!("{:04}-{:02}-{:02}", now.year(), u8::from(now.month()), now.day());
-        let ask = |files: Vec<UploadFile>| presign_uploads(&app, &who, UploadRequest { deck: "d1".into(), files }, now);
+        let ask = |files: Vec<UploadFile>| {
+            let app = &app;
+            let who = &who;
+            async move { presign_uploads(&app.uploads(), who, UploadRequest { deck: "d1".into(), files }, now).await }
+        };
 
         let r = ask(vec![file(b"aaaa", "a.png"), file(b"bbbb", "b.png")]).await.unwrap();
         assert_eq!(statuses(&r), ["upload", "upload"]);
@@ -377,7 +395,11 @@ mod tests {
         let r = ask(vec![file(b"cc", "c.png")]).await.unwrap();
         assert_eq!(statuses(&r), ["quota_exceeded"]);
         app.config.limits.daily_upload_files = 5;
-        let ask = |files: Vec<UploadFile>| presign_uploads(&app, &who, UploadRequest { deck: "d1".into(), files }, now);
+        let ask = |files: Vec<UploadFile>| {
+            let app = &app;
+            let who = &who;
+            async move { presign_uploads(&app.uploads(), who, UploadRequest { deck: "d1".into(), files }, now).await }
+        };
         let r = ask(vec![file(b"ccc", "c.png"), file(b"dd", "d.png")]).await.unwrap();
         let got = statuses(&r);
         assert_eq!(got.iter().filter(|s| **s == "upload").count(), 1, "{got:?}");
@@ -387,10 +409,14 @@ mod tests {
         // Another user has their own allowance.
         let t = crate::auth::mint(b"k", "u2", "upload", &[], 60);
         let other = app.tokens.as_ref().unwrap().verify(Some(&format!("Bearer {t}"))).unwrap();
-        let r =
-            presign_uploads(&app, &other, UploadRequest { deck: "d1".into(), files: vec![file(b"zz", "z.png")] }, now)
-                .await
-                .unwrap();
+        let r = presign_uploads(
+            &app.uploads(),
+            &other,
+            UploadRequest { deck: "d1".into(), files: vec![file(b"zz", "z.png")] },
+            now,
+        )
+        .await
+        .unwrap();
         assert_eq!(statuses(&r), ["upload"]);
     }
 }

@@ -78,7 +78,7 @@ async fn s3_fixture_event_processes_an_upload() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(format!("{}/../events/process-upload.json", env!("CARGO_MANIFEST_DIR")))?
         .replace("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", &hash);
     let event: aws_lambda_events::s3::S3Event = serde_json::from_str(&text)?;
-    shared::process::handle_s3_event(&app, &*blobs, &event).await?;
+    shared::process::handle_s3_event(&app.processing(&*blobs), &event).await?;
     assert_eq!(stack.wait_processed(&hash).await?["status"], "ready");
     Ok(())
 }

@@ -345,7 +345,8 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     fixture["Records"][0]["s3"]["object"]["key"] = json!(format!("uploads/{hash}"));
     fixture["Records"][0]["s3"]["object"]["size"] = json!(body.len());
     let event: aws_lambda_events::s3::S3Event = serde_json::from_value(fixture)?;
-    let runs = (0..3).map(|_| shared::process::handle_s3_event(&app, &*blobs, &event));
+    let ports = app.processing(&*blobs);
+    let runs = (0..3).map(|_| shared::process::handle_s3_event(&ports, &event));
     for result in join_all(runs).await {
         result?;
     }
@@ -355,7 +356,7 @@ async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     let stored = stack.object(&format!("media/{hash}")).await?.expect("stored");
 
     // And once more, long after: nothing changes.
-    let outcomes = shared::process::handle_s3_event(&app, &*blobs, &event).await?;
+    let outcomes = shared::process::handle_s3_event(&app.processing(&*blobs), &event).await?;
     assert!(matches!(outcomes[..], [shared::process::Outcome::Skipped(_)]), "{outcomes:?}");
     let mut later = stack.record(&hash).await?.unwrap();
     let mut before = first.clone();
@@ -703,7 +704,7 @@ async fn serial_quota_holds_settle_when_processing_finishes() -> anyhow::Result<
 
     // Two hours on, the unused URL's hold is given back in full; the rest stay as settled.
     let later = now + time::Duration::hours(2);
-    let report = shared::lifecycle::sweep(&app, &*blobs, later, shared::config::DEFAULT_SWEEP_GRACE).await?;
+    let report = shared::lifecycle::sweep(&app.lifecycle(&*blobs), later, shared::config::DEFAULT_SWEEP_GRACE).await?;
     assert!(report.holds_released >= 1, "{report:?}");
     assert_eq!(app.quotas.usage(&user, &day).await?, (good.len() as u64, 2));
     Ok(())

@@ -162,16 +162,16 @@ async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -
 
     // Within the grace period nothing goes.
     let now = time::OffsetDateTime::now_utc();
-    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(3600), now).await?;
+    let report = shared::lifecycle::run(&app.lifecycle(&*blobs), &sweep_command(3600), now).await?;
     assert_eq!(report["deleted"], 0, "{report}");
     assert!(stack.exists(&format!("media/{hd}")).await?);
 
     // Asked for no grace, it takes the download instances' memory of ready files as its grace.
-    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), now).await?;
+    let report = shared::lifecycle::run(&app.lifecycle(&*blobs), &sweep_command(0), now).await?;
     assert_eq!(report["grace_seconds"], app.config.ready_cache_secs, "{report}");
     wait_out_ready_memory(&app).await;
     let now = time::OffsetDateTime::now_utc();
-    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), now).await?;
+    let report = shared::lifecycle::run(&app.lifecycle(&*blobs), &sweep_command(0), now).await?;
     assert!(report["deleted"].as_u64().unwrap() >= 1, "{report}");
     assert!(report["bytes_reclaimed"].as_u64().unwrap() > 0, "{report}");
     assert!(stack.record(&hd).await?.is_none());
@@ -194,14 +194,14 @@ async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -
     let hg = sha256_hex(&ghost);
     stack.request_uploads("ghosts", &[("ghost.png", &ghost)]).await?;
     wait_out_ready_memory(&app).await;
-    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
+    let report =
+        shared::lifecycle::run(&app.lifecycle(&*blobs), &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
     assert!(report["expired_uploads"].as_u64().unwrap() >= 1, "{report}");
     assert!(stack.record(&hg).await?.is_none());
 
     // Reconcile finds nothing wrong.
     let report = shared::lifecycle::run(
-        &app,
-        &*blobs,
+        &app.lifecycle(&*blobs),
         &serde_json::from_value(json!({"mode": "reconcile"}))?,
         time::OffsetDateTime::now_utc(),
     )
@@ -269,9 +269,13 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
         let (app, blobs, done, ops) = (app.clone(), blobs.clone(), done.clone(), ops.clone());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
-                shared::lifecycle::sweep(&app, &*blobs, time::OffsetDateTime::now_utc(), time::Duration::ZERO)
-                    .await
-                    .unwrap();
+                shared::lifecycle::sweep(
+                    &app.lifecycle(&*blobs),
+                    time::OffsetDateTime::now_utc(),
+                    time::Duration::ZERO,
+                )
+                .await
+                .unwrap();
                 ops.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -295,7 +299,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
                 event["Records"][0]["s3"]["object"]["key"] = json!(key);
                 let event: aws_lambda_events::s3::S3Event = serde_json::from_value(event).unwrap();
                 // A sweep racing processing makes it fail; Lambda would retry it, so do we, below.
-                if shared::process::handle_s3_event(&app, &*blobs, &event).await.is_err() {
+                if shared::process::handle_s3_event(&app.processing(&*blobs), &event).await.is_err() {
                     failed.push(event);
                 }
                 ops.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +316,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     // event whose record was swept mid-processing has left its object under media/ unrecorded.
     for event in uploader.await? {
         let mut attempts = 0;
-        while let Err(e) = shared::process::handle_s3_event(&app, &*blobs, &event).await {
+        while let Err(e) = shared::process::handle_s3_event(&app.processing(&*blobs), &event).await {
             attempts += 1;
             anyhow::ensure!(attempts < 5, "a retried upload event keeps failing: {e}");
         }
@@ -338,7 +342,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
     }
     // No orphan survives a sweep past the grace period.
     wait_out_ready_memory(&app).await;
-    shared::lifecycle::sweep(&app, &*blobs, time::OffsetDateTime::now_utc(), time::Duration::ZERO).await?;
+    shared::lifecycle::sweep(&app.lifecycle(&*blobs), time::OffsetDateTime::now_utc(), time::Duration::ZERO).await?;
     for h in &hashes {
         let hash = shared::hash::Sha256Hash::parse(h)?;
         if counts.get(&hash).copied().unwrap_or(0) == 0 {
@@ -346,7 +350,8 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
             assert!(!stack.exists(&format!("media/{h}")).await?, "{h}: unreferenced object survived");
         }
     }
-    let report = shared::lifecycle::reconcile_counts(&app, &*blobs, false, time::OffsetDateTime::now_utc()).await?;
+    let report =
+        shared::lifecycle::reconcile_counts(&app.lifecycle(&*blobs), false, time::OffsetDateTime::now_utc()).await?;
     assert!(report.drift.is_empty(), "{:?}", report.drift);
 
     // Postgres, fed by the streams through the gateway, converges to DynamoDB exactly...
@@ -413,7 +418,8 @@ async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() 
 
     // The unreferenced version goes; what the name means stays, and still downloads.
     wait_out_ready_memory(&app).await;
-    let report = shared::lifecycle::run(&app, &*blobs, &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
+    let report =
+        shared::lifecycle::run(&app.lifecycle(&*blobs), &sweep_command(0), time::OffsetDateTime::now_utc()).await?;
     assert!(report["deleted"].as_u64().unwrap() >= 1, "{report}");
     assert!(stack.record(&h2).await?.is_none(), "{report}");
     for names in [Some(vec!["a.png"]), None] {

@@ -238,7 +238,7 @@ async fn a_revoked_user_is_refused_within_the_refresh_period() -> anyhow::Result
         let (app, blobs) = (&app, &blobs);
         async move {
             let command = SweepCommand::from_event(v)?;
-            anyhow::Ok(run(app, &**blobs, &command, time::OffsetDateTime::now_utc()).await?)
+            anyhow::Ok(run(&app.lifecycle(&**blobs), &command, time::OffsetDateTime::now_utc()).await?)
         }
     };
     let sub = format!("revoked-{}", &sha256_hex(&unique_bytes(8))[..12]);

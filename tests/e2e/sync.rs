@@ -223,7 +223,7 @@ async fn fixture_event_applies_once_and_older_records_lose() -> anyhow::Result<(
         r["eventSourceARN"] =
             json!(format!("arn:aws:dynamodb:us-east-1:000000000000:table/{table}/stream/2026-11-22T00:00:00.000"));
     }
-    let out = shared::sync::handle(&app, &mirror, &tables, event.clone()).await?;
+    let out = shared::sync::handle(app.media.as_ref(), app.decks.as_ref(), &mirror, &tables, event.clone()).await?;
     assert_eq!(out, json!({"batchItemFailures": []}));
     let first = mirror.snapshot().await?;
     assert_eq!(first.rows.len(), 2, "{first:#?}");
@@ -233,20 +233,20 @@ async fn fixture_event_applies_once_and_older_records_lose() -> anyhow::Result<(
     assert_eq!((stored.status.as_str(), stored.reference_count), ("ready", 1));
 
     // The same event again changes nothing; an older record of the same items loses.
-    shared::sync::handle(&app, &mirror, &tables, event.clone()).await?;
+    shared::sync::handle(app.media.as_ref(), app.decks.as_ref(), &mirror, &tables, event.clone()).await?;
     assert_eq!(mirror.snapshot().await?, first);
     let mut older = event.clone();
     for r in older["Records"].as_array_mut().into_iter().flatten() {
         r["dynamodb"]["SequenceNumber"] = json!("1");
         r["eventName"] = json!("REMOVE");
     }
-    shared::sync::handle(&app, &mirror, &tables, older).await?;
+    shared::sync::handle(app.media.as_ref(), app.decks.as_ref(), &mirror, &tables, older).await?;
     assert_eq!(mirror.snapshot().await?.rows, first.rows);
 
     // A record from an unknown table fails the batch from there on, and nothing after it is lost.
     let mut foreign = event;
     foreign["Records"][0]["eventSourceARN"] = json!("arn:aws:dynamodb:us-east-1:0:table/elsewhere/stream/x");
-    let out = shared::sync::handle(&app, &mirror, &tables, foreign).await?;
+    let out = shared::sync::handle(app.media.as_ref(), app.decks.as_ref(), &mirror, &tables, foreign).await?;
     assert_eq!(out["batchItemFailures"].as_array().map(Vec::len), Some(2), "{out}");
     Ok(())
 }

@@ -17,7 +17,6 @@ use anyhow::{ensure, Context};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use lambda_http::{Body, Request};
 use shared::api::{handle, Route};
-use shared::download_urls::GetUrls;
 use shared::hash::Sha256Hash;
 use shared::model::{MediaRecord, MediaStatus};
 use shared::servable::ReadyCache;
@@ -138,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         let mut app = App::from_env().await.context("the local stack's environment (.local/stack.env)")?;
         // Production's page size; the local stack sets a smaller one for its tests.
         app.config.download_page_size = 2000;
-        let secret = app.config.jwt_secret.clone().context("JWT_SECRET")?;
+        let secret = app.config.jwt_secret.as_ref().map(|s| s.expose().to_owned()).context("JWT_SECRET")?;
         let token = shared::auth::mint(secret.as_bytes(), "bench", "download", &[], 3600);
         let deck = format!("bulk-{files}");
         let seeded = Instant::now();
@@ -206,7 +205,7 @@ fn main() -> anyhow::Result<()> {
         for run in 1..=runs {
             let cpu0 = cpu_time();
             let now = time::OffsetDateTime::now_utc();
-            let signer = GetUrls::for_answer(&app, &[app.config.keys.media_prefix.as_str()], now)
+            let signer = app.url_signer().for_answer(&[app.config.keys.media_prefix.as_str()], now)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let signed = keys.iter().filter_map(|k| signer.url(k)).count();

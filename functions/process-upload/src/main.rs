@@ -11,9 +11,10 @@ use shared::App;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let (app, blobs) = App::with_objects().await?;
-    let (app, blobs) = (&app, &*blobs);
+    let ports = app.processing(&*blobs);
+    let ports = &ports;
     run(service_fn(move |event: LambdaEvent<S3Event>| async move {
-        shared::process::handle_s3_event(app, blobs, &event.payload).await?;
+        shared::process::handle_s3_event(ports, &event.payload).await?;
         Ok::<(), Error>(())
     }))
     .await

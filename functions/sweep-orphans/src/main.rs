@@ -10,11 +10,12 @@ use shared::App;
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let (app, blobs) = App::with_objects().await?;
-    let (app, blobs) = (&app, &*blobs);
+    let ports = app.lifecycle(&*blobs);
+    let ports = &ports;
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         // This function deletes: anything but a well-formed command fails the invocation.
         let command = SweepCommand::from_event(event.payload)?;
-        let report = shared::lifecycle::run(app, blobs, &command, time::OffsetDateTime::now_utc()).await?;
+        let report = shared::lifecycle::run(ports, &command, time::OffsetDateTime::now_utc()).await?;
         Ok::<_, Error>(report)
     }))
     .await

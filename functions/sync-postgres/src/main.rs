@@ -16,9 +16,9 @@ async fn main() -> Result<(), Error> {
     let mirror = PgMirror::from_env().await?;
     let tables =
         StreamTables { media: app.config.media_table.clone(), deck_files: app.config.deck_files_table.clone() };
-    let (app, mirror, tables) = (&app, &mirror, &tables);
+    let (media, decks, mirror, tables) = (app.media.as_ref(), app.decks.as_ref(), &mirror, &tables);
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        Ok::<_, Error>(shared::sync::handle(app, mirror, tables, event.payload).await?)
+        Ok::<_, Error>(shared::sync::handle(media, decks, mirror, tables, event.payload).await?)
     }))
     .await
 }

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::clock::now_rfc3339;
 use crate::lifecycle::{sweep, SweepReport};
 use crate::model::MediaStatus;
-use crate::process::{process_bytes, Outcome};
+use crate::process::{process_bytes, Outcome, ProcessError};
 use crate::references::set_note;
 
 /// Where the fault falls.
@@ -168,9 +168,11 @@ fn lost(what: String) -> StoreError {
 
 /// Make `bytes` ready as processing would, last changed at `at`.
 async fn stored(app: &App, blobs: &dyn BlobStore, bytes: &[u8], at: OffsetDateTime) -> Result<(), StoreError> {
-    match process_bytes(app, blobs, Sha256Hash::of(bytes), bytes.to_vec(), at).await? {
-        Outcome::Ready(_) => Ok(()),
-        other => Err(lost(format!("the test file was not stored: {other:?}"))),
+    match process_bytes(&app.processing(blobs), Sha256Hash::of(bytes), bytes.to_vec(), at).await {
+        Ok(Outcome::Ready(_)) => Ok(()),
+        Ok(other) => Err(lost(format!("the test file was not stored: {other:?}"))),
+        Err(ProcessError::Store(e)) => Err(e),
+        Err(e) => Err(lost(e.to_string())),
     }
 }
 
@@ -201,11 +203,11 @@ pub async fn sweep_interrupted_at_every_step(
             run += 1;
             let hash = Sha256Hash::of(&bytes);
             // Whatever an earlier, failed run left that old goes first, so the fault falls on ours.
-            sweep(app, blobs, now, grace).await?;
+            sweep(&app.lifecycle(blobs), now, grace).await?;
             stored(app, blobs, &bytes, long_ago).await?;
 
             faulty.arm(fail_at, when);
-            let report: SweepReport = sweep(app, blobs, now, grace).await?;
+            let report: SweepReport = sweep(&app.lifecycle(blobs), now, grace).await?;
             if !faulty.disarm() {
                 // Past the last step: the sweep ran through; nothing more to interrupt.
                 if report.failed != 0 || app.media.get(&hash).await?.is_some() {
@@ -237,7 +239,7 @@ pub async fn sweep_interrupted_at_every_step(
             }
             // The next sweep (claims long run out) leaves it alone.
             let later = after_claim + time::Duration::minutes(1);
-            sweep(app, blobs, later, later - long_ago - time::Duration::hours(1)).await?;
+            sweep(&app.lifecycle(blobs), later, later - long_ago - time::Duration::hours(1)).await?;
             let r = app.media.get(&hash).await?.ok_or_else(|| lost("swept after all".into()))?;
             if r.status != MediaStatus::Ready
                 || r.ref_count != 1
