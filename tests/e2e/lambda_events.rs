@@ -1,7 +1,7 @@
 //! The sample events in `events/`, parsed the way the Lambda runtime parses them and handed to
 //! the same handler code the functions run, against the local stack.
 
-use integration_tests::{sha256_hex, unique_png, Stack};
+use integration_tests::{app_with_objects, sha256_hex, unique_png, Stack};
 use shared::api::{handle, Route};
 
 fn event(name: &str, token: &str) -> lambda_http::Request {
@@ -69,8 +69,7 @@ async fn http_fixture_events_reach_their_handlers() -> anyhow::Result<()> {
 #[tokio::test]
 async fn s3_fixture_event_processes_an_upload() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
-    let app = shared::App::from_env().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = app_with_objects().await?;
     let body = unique_png();
     let hash = sha256_hex(&body);
     let items = stack.request_uploads("fixture", &[("fixture.png", &body)]).await?;

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use anyhow::Context;
 use futures::future::join_all;
 use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageEncoder, ImageReader};
-use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
+use integration_tests::{app_with_objects, sha256_hex, unique_bytes, unique_png, Stack};
 use serde_json::{json, Value};
 
 /// Decode as a viewer would: the first frame, upright.
@@ -333,8 +333,7 @@ async fn storage_refuses_wrong_bodies_and_expired_urls() -> anyhow::Result<()> {
 #[tokio::test]
 async fn repeated_and_concurrent_events_are_harmless() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
-    let app = shared::App::from_env().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = app_with_objects().await?;
     let body = unique_png();
     let hash = sha256_hex(&body);
     let items = stack.request_uploads("replays", &[("replay.png", &body)]).await?;
@@ -667,8 +666,7 @@ const ISSUED: &str = "2000-01-01T01:00:00Z";
 #[tokio::test]
 async fn serial_quota_holds_settle_when_processing_finishes() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
-    let app = shared::App::from_env().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = app_with_objects().await?;
     let user = format!("quota-e2e-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let token = shared::auth::mint(stack.secret.as_bytes(), &user, "upload", &[], 3600);
     let now = time::OffsetDateTime::now_utc();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
-use integration_tests::{sha256_hex, unique_bytes, unique_png, Stack};
+use integration_tests::{app_with_objects, sha256_hex, unique_bytes, unique_png, Stack};
 use serde_json::{json, Value};
 use shared::store::mirror::Mirror;
 
@@ -151,8 +151,7 @@ async fn serial_a_sweep_stopped_between_any_two_steps_never_refuses_a_reference(
 #[tokio::test]
 async fn serial_sweeps_remove_unreferenced_media_after_the_grace_period_only() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
-    let app = shared::App::from_env().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = app_with_objects().await?;
     let deck = format!("sweep-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let (kept, dropped) = (unique_png(), unique_png());
     let (hk, hd) = (sha256_hex(&kept), sha256_hex(&dropped));
@@ -384,8 +383,7 @@ async fn serial_sweeps_concurrent_writers_keep_every_invariant() -> anyhow::Resu
 #[tokio::test]
 async fn serial_a_filename_two_notes_disagree_on_resolves_to_a_live_reference() -> anyhow::Result<()> {
     let stack = Stack::connect().await?;
-    let app = shared::App::from_env().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = app_with_objects().await?;
     let deck = format!("disagree-{}", &sha256_hex(&unique_bytes(8))[..10]);
     let (first, second) = (unique_png(), unique_png());
     let (h1, h2) = (sha256_hex(&first), sha256_hex(&second));

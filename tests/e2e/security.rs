@@ -1,7 +1,7 @@
 //! Attacks on the API, end to end through the local gateway: forged, expired and wrongly scoped
 //! tokens on every route, and hostile filenames, which every route must treat alike.
 
-use integration_tests::{deck, sha256_hex, unique_bytes, Stack};
+use integration_tests::{app_with_objects, deck, sha256_hex, unique_bytes, Stack};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -232,8 +232,7 @@ async fn oversized_bodies_and_batches_are_refused_whole() -> anyhow::Result<()> 
 async fn a_revoked_user_is_refused_within_the_refresh_period() -> anyhow::Result<()> {
     use shared::lifecycle::{run, SweepCommand};
     let stack = Stack::connect().await?;
-    let app = shared::App::from_env().await?;
-    let blobs = shared::app::object_store(&app.config).await;
+    let (app, blobs) = app_with_objects().await?;
     let command = |v: Value| {
         let (app, blobs) = (&app, &blobs);
         async move {

@@ -23,6 +23,13 @@ pub struct Stack {
 }
 
 /// A deck name no earlier run has used.
+/// An App as the functions build it from the stack's environment, and the object store beside it.
+pub async fn app_with_objects() -> anyhow::Result<(shared::App, std::sync::Arc<dyn shared::store::BlobStore>)> {
+    let app = shared::App::from_env().await?;
+    let blobs = shared::app::object_store(&app.config).await;
+    Ok((app, blobs))
+}
+
 pub fn deck(tag: &str) -> String {
     format!("{tag}-{}", &sha256_hex(&unique_bytes(8))[..10])
 }
