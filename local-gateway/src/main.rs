@@ -72,7 +72,7 @@ async fn serve() -> anyhow::Result<()> {
     let app = Arc::new(App::from_env().await?);
     let addr = std::env::var("GATEWAY_ADDR").unwrap_or_else(|_| "127.0.0.1:8787".into());
     let queue = std::env::var("UPLOAD_QUEUE_URL").context("UPLOAD_QUEUE_URL is not set")?;
-    let sdk = shared::app::sdk_config(app.config.sdk_timeouts).await;
+    let sdk = shared::aws::sdk_config(app.config.sdk_timeouts).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let blobs = shared::app::object_store(&app.config).await;
     tokio::spawn(pump_uploads(app.clone(), blobs, sqs, queue));

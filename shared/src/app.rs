@@ -7,10 +7,11 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 
 use crate::access::Gate;
 use crate::auth::TokenVerifier;
+use crate::aws::{sdk_config, secret_string};
 use crate::cdn::CdnSigner;
-use crate::config::{Config, ConfigError, SdkTimeouts, Secret};
+use crate::config::{Config, ConfigError, Secret};
 use crate::download_urls::UrlSigner;
-use crate::presign::{CredentialSource, Credentials, Presigner, S3Endpoint, SigningError};
+use crate::presign::{CredentialSource, Credentials, CredentialsError, Presigner, S3Endpoint};
 use crate::servable::ReadyCache;
 use crate::store::dynamo::{DynamoAccess, DynamoDecks, DynamoMedia, DynamoQuotas, DynamoRefs};
 use crate::store::refs::ReferenceStore;
@@ -89,8 +90,8 @@ pub struct SdkCredentials(pub SharedCredentialsProvider);
 
 #[async_trait::async_trait]
 impl CredentialSource for SdkCredentials {
-    async fn credentials(&self) -> Result<Credentials, SigningError> {
-        let c = self.0.provide_credentials().await.map_err(|e| SigningError::Credentials(e.to_string()))?;
+    async fn credentials(&self) -> Result<Credentials, CredentialsError> {
+        let c = self.0.provide_credentials().await.map_err(|e| CredentialsError(e.to_string()))?;
         Ok(Credentials {
             access_key_id: c.access_key_id().to_string(),
             secret_access_key: c.secret_access_key().to_string(),
@@ -202,17 +203,6 @@ pub async fn object_store(config: &Config) -> Arc<dyn BlobStore> {
     s3_blobs(config, &sdk)
 }
 
-/// The SDK's shared config (`AWS_ENDPOINT_URL_*` point clients at emulators), every call bounded
-/// by `timeouts`.
-pub async fn sdk_config(timeouts: SdkTimeouts) -> SdkConfig {
-    let bounds = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(timeouts.connect)
-        .operation_attempt_timeout(timeouts.attempt())
-        .operation_timeout(timeouts.operation)
-        .build();
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(bounds).load().await
-}
-
 /// Typed config and the SDK's shared config.
 async fn load() -> Result<(Config, SdkConfig), InitError> {
     let config = Config::from_env()?;
@@ -239,17 +229,6 @@ async fn cdn_signer(config: &Config, sdk: &SdkConfig) -> Result<Option<CdnSigner
         (None, None) => return Err(InitError::Cdn("no key configured".into())),
     };
     CdnSigner::new(&cdn.url, &cdn.key_pair_id, &pem).map(Some).map_err(|e| InitError::Cdn(e.to_string()))
-}
-
-/// A Secrets Manager secret's string value (`id`: its name or ARN).
-async fn secret_string(sdk: &SdkConfig, id: &str) -> Result<String, String> {
-    let value = aws_sdk_secretsmanager::Client::new(sdk)
-        .get_secret_value()
-        .secret_id(id)
-        .send()
-        .await
-        .map_err(|e| format!("reading {id}: {e:?}"))?;
-    value.secret_string().map(str::to_owned).ok_or_else(|| format!("{id} holds no string"))
 }
 
 fn s3_blobs(config: &Config, sdk: &SdkConfig) -> Arc<dyn BlobStore> {

@@ -6,8 +6,19 @@
 
 use time::OffsetDateTime;
 
+use crate::cdn::CdnError;
 use crate::cdn::{CdnSigner, Grant};
-use crate::presign::{CredentialSource, Credentials, Presigner, SigningError};
+use crate::presign::{CredentialSource, Credentials, CredentialsError, Presigner};
+
+/// An answer's URLs could not be signed: no credentials, or CloudFront's key refused. Like a
+/// storage failure, transient to the caller (503).
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error("cloudfront: {0}")]
+    Cdn(#[from] CdnError),
+}
 
 /// What signs download URLs: S3's pre-signer with the function's credentials, or CloudFront's
 /// key when the distribution is on. `ttl`: how long the URLs live.

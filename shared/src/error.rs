@@ -90,10 +90,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<crate::presign::SigningError> for ApiError {
-    fn from(e: crate::presign::SigningError) -> Self {
+impl From<crate::download_urls::SigningError> for ApiError {
+    fn from(e: crate::download_urls::SigningError) -> Self {
         tracing::error!(error = %e, "signing failed");
         ApiError::unavailable()
+    }
+}
+
+impl From<crate::presign::CredentialsError> for ApiError {
+    fn from(e: crate::presign::CredentialsError) -> Self {
+        crate::download_urls::SigningError::from(e).into()
     }
 }
 

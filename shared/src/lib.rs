@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod audio;
 pub mod auth;
+pub mod aws;
 pub mod cdn;
 pub mod clock;
 pub mod config;
@@ -27,6 +28,8 @@ pub mod policy;
 pub mod presign;
 pub mod process;
 pub mod references;
+#[cfg(any(test, feature = "test-util"))]
+pub mod scenarios;
 pub mod servable;
 pub mod sniff;
 pub mod store;

@@ -491,7 +491,8 @@ mod tests {
     /// A sweep stopped between any two of its steps (DESIGN.md: a reference racing the sweeper wins).
     #[tokio::test]
     async fn a_sweep_stopped_between_any_two_steps_never_refuses_a_reference() {
-        use crate::store::faulty::{png, sweep_interrupted_at_every_step, Faulty, When};
+        use crate::scenarios::{png, sweep_interrupted_at_every_step};
+        use crate::store::faulty::{Faulty, When};
         let (mut app, store) = App::in_memory_with_blobs("s");
         let faulty = Faulty::new(app.media.clone(), store);
         app.media = faulty.clone();
@@ -509,7 +510,7 @@ mod tests {
     #[tokio::test]
     async fn a_live_claim_holds_a_reference_back_until_it_runs_out() {
         let (app, blobs) = App::in_memory_with_blobs("s");
-        let bytes = crate::store::faulty::png(7);
+        let bytes = crate::scenarios::png(7);
         let hash = Sha256Hash::of(&bytes);
         let now = OffsetDateTime::now_utc();
         crate::process::process_bytes(&app.processing(&*blobs), hash, bytes, now).await.unwrap();

@@ -38,7 +38,7 @@ impl std::fmt::Debug for Credentials {
 /// Where signing credentials come from; on Lambda they rotate, so ask per request.
 #[async_trait::async_trait]
 pub trait CredentialSource: Send + Sync {
-    async fn credentials(&self) -> Result<Credentials, SigningError>;
+    async fn credentials(&self) -> Result<Credentials, CredentialsError>;
 }
 
 /// Fixed credentials (tests, benchmarks).
@@ -48,20 +48,15 @@ pub struct StaticCredentials(pub Credentials);
 #[cfg(any(test, feature = "test-util"))]
 #[async_trait::async_trait]
 impl CredentialSource for StaticCredentials {
-    async fn credentials(&self) -> Result<Credentials, SigningError> {
+    async fn credentials(&self) -> Result<Credentials, CredentialsError> {
         Ok(self.0.clone())
     }
 }
 
-/// A URL could not be signed: no credentials to sign with, or CloudFront's key refused. Like a
-/// storage failure, transient to the caller (503).
+/// No credentials to sign with. Like a storage failure, transient to the caller (503).
 #[derive(Debug, thiserror::Error)]
-pub enum SigningError {
-    #[error("credentials: {0}")]
-    Credentials(String),
-    #[error("cloudfront: {0}")]
-    Cdn(#[from] crate::cdn::CdnError),
-}
+#[error("credentials: {0}")]
+pub struct CredentialsError(pub String);
 
 /// Where URLs point: the bucket's virtual host on AWS, or path-style on an emulator.
 #[derive(Debug, Clone)]

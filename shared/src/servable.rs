@@ -318,7 +318,7 @@ mod tests {
             if i == FILES - 1 {
                 b"not an image at all".to_vec()
             } else {
-                crate::store::faulty::png(9000 + i)
+                crate::scenarios::png(9000 + i)
             }
         }
 

@@ -133,7 +133,8 @@ fn sweep_command(grace: i64) -> shared::lifecycle::SweepCommand {
 /// missing). The same scenario runs on the in-memory store in `shared`.
 #[tokio::test]
 async fn serial_a_sweep_stopped_between_any_two_steps_never_refuses_a_reference() -> anyhow::Result<()> {
-    use shared::store::faulty::{sweep_interrupted_at_every_step, Faulty};
+    use shared::scenarios::sweep_interrupted_at_every_step;
+    use shared::store::faulty::Faulty;
     Stack::connect().await?;
     let mut app = shared::App::from_env().await?;
     let faulty = Faulty::new(app.media.clone(), shared::app::object_store(&app.config).await);
@@ -141,7 +142,7 @@ async fn serial_a_sweep_stopped_between_any_two_steps_never_refuses_a_reference(
     let salt = unique_bytes(8);
     // Files no other run has made.
     let base = u32::from_le_bytes([salt[0], salt[1], salt[2], salt[3]]) as usize;
-    let files = |n: usize| shared::store::faulty::png(base.wrapping_add(n));
+    let files = |n: usize| shared::scenarios::png(base.wrapping_add(n));
     let deck = format!("interrupted-{}", &sha256_hex(&salt)[..10]);
     let seen = sweep_interrupted_at_every_step(&app, &faulty, &files, &deck).await?;
     assert_eq!(seen.len(), 12, "{seen:?}");

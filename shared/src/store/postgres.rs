@@ -40,15 +40,10 @@ pub async fn options_from_env() -> Result<PgConnectOptions, StoreError> {
             dbname: Option<String>,
         }
         let timeouts = crate::config::SdkTimeouts::from_env().map_err(err)?;
-        let sdk = crate::app::sdk_config(timeouts).await;
-        let value = aws_sdk_secretsmanager::Client::new(&sdk)
-            .get_secret_value()
-            .secret_id(arn)
-            .send()
-            .await
-            .map_err(|e| err(format!("reading the database secret: {e:?}")))?;
-        let secret: Secret = serde_json::from_str(value.secret_string().unwrap_or_default())
-            .map_err(|e| err(format!("the database secret is not RDS-shaped JSON: {e}")))?;
+        let sdk = crate::aws::sdk_config(timeouts).await;
+        let text = crate::aws::secret_string(&sdk, &arn).await.map_err(|e| err(format!("the database secret: {e}")))?;
+        let secret: Secret =
+            serde_json::from_str(&text).map_err(|e| err(format!("the database secret is not RDS-shaped JSON: {e}")))?;
         PgConnectOptions::new()
             .host(&secret.host)
             .port(secret.port.unwrap_or(5432))
