@@ -1,10 +1,13 @@
 //! The AnkiCollab media server's logic. Functions' `main.rs` files are glue around this crate.
 //!
 //! - [`policy`], [`hash`], [`sniff`], [`convert`], [`svg`], [`audio`]: pure rules about files.
-//! - [`presign`], [`cdn`], [`download_urls`], [`auth`]: URLs and tokens.
-//! - [`store`]: storage traits and their DynamoDB/S3 adapters.
-//! - [`uploads`], [`process`], [`downloads`]: what each function does.
-//! - [`api`], [`error`]: HTTP mapping, in one place; [`maintainer_page`]: the page it serves.
+//! - [`presign`], [`cdn`], [`download_urls`], [`auth`], [`access`]: URLs, tokens, revocation and
+//!   rate limits.
+//! - [`uploads`], [`process`], [`downloads`] (with [`servable`]), [`references`], [`maintainers`],
+//!   [`lifecycle`], [`sync`]: the use cases, each taking only the ports it uses.
+//! - [`store`]: one trait per capability, and their DynamoDB, S3 and Postgres adapters.
+//! - [`app`] (wiring: clients built once, each use case's ports), [`aws`], [`config`]; [`api`] and
+//!   [`error`]: HTTP mapping, in one place; [`maintainer_page`]: the page it serves.
 
 pub mod access;
 pub mod api;
