@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
-use super::helpers::{applied, backoff, condition_failed, err, n, request_token, s, sdk_err};
+use super::helpers::{applied, backoff, err, n, request_token, s, sdk_err};
 use crate::error::StoreError;
 use crate::hash::Sha256Hash;
 use crate::store::{Hold, QuotaStore, Reserve, Settlement};
@@ -151,49 +151,56 @@ impl DynamoQuotas {
     /// Settle one hold: drop its `pending` mark (stored), or delete it and give its bytes back
     /// (rejected). Conditional on it still being pending, so each hold settles once.
     async fn settle_one(&self, hold: &Hold, outcome: Settlement) -> Result<bool, StoreError> {
-        let pending = "attribute_exists(#pending)";
-        let result = match outcome {
-            Settlement::Stored => self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(hold_key(hold))))
-                .update_expression("REMOVE #pending")
-                .condition_expression(pending)
-                .expression_attribute_names("#pending", "pending")
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.map_service_error(|e| e.into())),
-            Settlement::Rejected => {
-                let delete_hold = Delete::builder()
+        match outcome {
+            Settlement::Stored => applied(
+                self.client
+                    .update_item()
                     .table_name(&self.table)
                     .set_key(Some(key(hold_key(hold))))
-                    .condition_expression(pending)
+                    .update_expression("REMOVE #pending")
+                    .condition_expression("attribute_exists(#pending)")
                     .expression_attribute_names("#pending", "pending")
-                    .build()
-                    .map_err(err)?;
-                let refund = Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key(usage_key(&hold.user, &hold.day))))
-                    .update_expression("ADD #bytes :bytes")
-                    .condition_expression("attribute_exists(pk)")
-                    .expression_attribute_names("#bytes", "bytes")
-                    .expression_attribute_values(":bytes", n(-(hold.bytes as i128)))
-                    .build()
-                    .map_err(err)?;
-                self.client
-                    .transact_write_items()
-                    .client_request_token(request_token())
-                    .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
-                    .transact_items(TransactWriteItem::builder().update(refund).build())
                     .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.map_service_error(|e| e.into()))
-            }
+                    .await,
+            ),
+            // The file was refused: its bytes are given back, its file is still counted.
+            Settlement::Rejected => self.give_back(hold, false).await,
+        }
+    }
+
+    /// Delete a hold that is still pending and give its bytes back (and its file, with `file`),
+    /// in one transaction; `false` if it was no longer pending (released or settled already).
+    async fn give_back(&self, hold: &Hold, file: bool) -> Result<bool, StoreError> {
+        let delete_hold = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(hold_key(hold))))
+            .condition_expression("attribute_exists(#pending)")
+            .expression_attribute_names("#pending", "pending")
+            .build()
+            .map_err(err)?;
+        let mut refund = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(usage_key(&hold.user, &hold.day))))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#bytes", "bytes")
+            .expression_attribute_values(":bytes", n(-(hold.bytes as i128)));
+        refund = if file {
+            refund
+                .update_expression("ADD #bytes :bytes, #files :one")
+                .expression_attribute_names("#files", "files")
+                .expression_attribute_values(":one", n(-1))
+        } else {
+            refund.update_expression("ADD #bytes :bytes")
         };
-        applied::<(), aws_sdk_dynamodb::Error>(result)
+        applied(
+            self.client
+                .transact_write_items()
+                .client_request_token(request_token())
+                .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
+                .transact_items(TransactWriteItem::builder().update(refund.build().map_err(err)?).build())
+                .send()
+                .await,
+        )
     }
 }
 
@@ -276,38 +283,8 @@ impl QuotaStore for DynamoQuotas {
     }
 
     async fn release(&self, hold: &Hold) -> Result<(), StoreError> {
-        let delete_hold = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(hold_key(hold))))
-            .condition_expression("attribute_exists(#pending)")
-            .expression_attribute_names("#pending", "pending")
-            .build()
-            .map_err(err)?;
-        let refund = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(usage_key(&hold.user, &hold.day))))
-            .update_expression("ADD #bytes :bytes, #files :one")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#bytes", "bytes")
-            .expression_attribute_names("#files", "files")
-            .expression_attribute_values(":bytes", n(-(hold.bytes as i128)))
-            .expression_attribute_values(":one", n(-1))
-            .build()
-            .map_err(err)?;
-        let result = self
-            .client
-            .transact_write_items()
-            .client_request_token(request_token())
-            .transact_items(TransactWriteItem::builder().delete(delete_hold).build())
-            .transact_items(TransactWriteItem::builder().update(refund).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // No pending hold (released or settled already): nothing to give back.
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_err(e)),
-        }
+        // No pending hold (released or settled already): nothing to give back.
+        self.give_back(hold, true).await.map(drop)
     }
 
     async fn settle(&self, hash: &Sha256Hash, outcome: Settlement) -> Result<usize, StoreError> {
