@@ -56,15 +56,15 @@ need_venv() {
   touch "$stamp"
 }
 
-# stage NAME COMMAND...: run one stage of a test script, carrying on when it fails; `stages_done`
-# names the failed ones at the end and fails if any did.
+# stage NAME COMMAND...: run one stage of a test script, carrying on when it fails.
+# stages_done WHAT: at the end, name the failed stages and fail, or say "all WHAT passed".
 failed_stages=()
 stage() {
   local name=$1; shift
   log "== $name"
   if "$@"; then log "== $name: passed"; else log "== $name: FAILED"; failed_stages+=("$name"); fi
 }
-stages_done() { # what passed
+stages_done() {
   if [ "${#failed_stages[@]}" -gt 0 ]; then
     log "FAILED: ${failed_stages[*]}"
     return 1

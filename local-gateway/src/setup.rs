@@ -102,26 +102,25 @@ pub async fn run() -> anyhow::Result<()> {
 
     // As template.yaml declares them (tests/emulator/test_tables.py compares the two). The media
     // and deck-files tables' streams feed sync-postgres here as there (`streams`).
-    let (hash, range) = (KeyType::Hash, KeyType::Range);
     let tables = [
-        Table { name: &config.media_table, keys: &[("hash", hash.clone())], ..Table::default() },
+        Table { name: &config.media_table, keys: &[("hash", KeyType::Hash)], ..Table::default() },
         Table {
             name: &config.deck_files_table,
-            keys: &[("deck", hash.clone()), ("filename", range.clone())],
+            keys: &[("deck", KeyType::Hash), ("filename", KeyType::Range)],
             ..Table::default()
         },
         Table {
             name: &config.refs_table,
-            keys: &[("note", hash.clone()), ("filename", range.clone())],
-            index: Some(("by_file", &[("deck_file", hash.clone()), ("note", range.clone())])),
+            keys: &[("note", KeyType::Hash), ("filename", KeyType::Range)],
+            index: Some(("by_file", &[("deck_file", KeyType::Hash), ("note", KeyType::Range)])),
             ..Table::default()
         },
         Table {
             name: &config.quotas_table,
-            keys: &[("pk", hash.clone())],
+            keys: &[("pk", KeyType::Hash)],
             index: Some((
                 shared::store::dynamo::PENDING_INDEX,
-                &[("pending", hash.clone()), ("issued_at", range.clone())],
+                &[("pending", KeyType::Hash), ("issued_at", KeyType::Range)],
             )),
             stream: false,
             ttl: Some("expires_at"),

@@ -6,8 +6,7 @@
 
 use time::OffsetDateTime;
 
-use crate::cdn::CdnError;
-use crate::cdn::{CdnSigner, Grant};
+use crate::cdn::{CdnError, CdnSigner, Grant};
 use crate::presign::{CredentialSource, Credentials, CredentialsError, Presigner};
 
 /// An answer's URLs could not be signed: no credentials, or CloudFront's key refused. Like a
@@ -39,11 +38,8 @@ impl<'a> UrlSigner<'a> {
             Some(signer) => {
                 let expires = now.unix_timestamp() + i64::from(ttl);
                 // Signing fails only if the key does; answer 503 rather than URLs that do not work.
-                let grants = prefixes.iter().map(|p| Ok((p.to_string(), signer.grant(p, expires)?))).collect::<Result<
-                    _,
-                    crate::cdn::CdnError,
-                >>(
-                )?;
+                let grant = |p: &&str| Ok::<_, CdnError>((p.to_string(), signer.grant(p, expires)?));
+                let grants = prefixes.iter().map(grant).collect::<Result<_, _>>()?;
                 Ok(GetUrls::Cdn { signer, grants })
             }
             None => {
